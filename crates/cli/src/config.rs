@@ -1,0 +1,34 @@
+//! The SmallTalk TOML config: one file, one table per stage, every key optional (defaults are
+//! the paper's settings scaled for the stage). The effective config is written into the output.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use smalltalk_data::DataSettings;
+
+/// Every stage's settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The data stage (`[data]`, `[data.split]`, `[data.tokenizer]`, `[data.format]`).
+    pub data: DataSettings,
+}
+
+impl Config {
+    /// Read a config file; unknown keys and wrong types are errors naming the key and line.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// The file's settings, or the defaults.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Self> {
+        path.map(Self::load).transpose().map(Option::unwrap_or_default)
+    }
+
+    /// The config as TOML text (every key, defaults included).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes to TOML")
+    }
+}

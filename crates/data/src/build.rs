@@ -1,0 +1,314 @@
+//! The data stage end to end: corpus → tokenizer → packed, checksummed shards + manifest.
+//!
+//! The dataset folder is built under a temporary name and renamed into place only when complete,
+//! so an error or a kill leaves nothing half-written. Rerunning with the same inputs and settings
+//! finds the finished folder and skips the work; other settings are refused, not overwritten.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{self, TempDir};
+use crate::corpus::{corpus_files, CorpusFormat, CorpusReader, Document};
+use crate::error::{DataError, IoContext, Result};
+use crate::manifest::{BuildSettings, IdWidth, Manifest, SplitInfo, TokenizerInfo, FORMAT, MANIFEST_FILE, TOKENIZER_FILE};
+use crate::pack::{Packer, PackingMode, NO_DOMAIN};
+use crate::reader::{Dataset, Verify};
+use crate::shard::ShardWriter;
+use crate::split::{Split, SplitSettings};
+use crate::tokenizer::{BpeSettings, TextTokenizer};
+
+/// Settings of the data stage (the `[data]` table of a SmallTalk config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSettings {
+    /// Context length: rows hold `seq_len + 1` tokens (paper: 1024).
+    pub seq_len: usize,
+    /// How documents are laid into rows.
+    pub packing: PackingMode,
+    /// Rows per shard file.
+    pub sequences_per_shard: u64,
+    /// Field names of JSON-lines records.
+    pub format: CorpusFormat,
+    /// Held-out fractions and seed.
+    pub split: SplitSettings,
+    /// BPE training, when no tokenizer file is given.
+    pub tokenizer: BpeSettings,
+    /// Bytes of text tokenized per parallel batch (bounds memory).
+    pub batch_bytes: usize,
+}
+
+impl Default for DataSettings {
+    fn default() -> Self {
+        Self {
+            seq_len: 1024,
+            packing: PackingMode::Concat,
+            sequences_per_shard: 8192,
+            format: CorpusFormat::default(),
+            split: SplitSettings::default(),
+            tokenizer: BpeSettings::default(),
+            batch_bytes: 8 << 20,
+        }
+    }
+}
+
+impl DataSettings {
+    /// Check ranges; errors name the setting.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, message: &str| Err(DataError::Config { key: key.into(), message: message.into() });
+        if self.seq_len == 0 || self.seq_len > u32::MAX as usize - 1 {
+            return bad("data.seq_len", "must be at least 1");
+        }
+        if self.sequences_per_shard == 0 {
+            return bad("data.sequences_per_shard", "must be at least 1");
+        }
+        if self.batch_bytes == 0 {
+            return bad("data.batch_bytes", "must be at least 1");
+        }
+        self.split.validate()
+    }
+}
+
+/// Whether [`build_dataset`] did the work or found it done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BuildOutcome {
+    /// The dataset was written.
+    Built(Manifest),
+    /// An identical dataset was already complete; nothing was written.
+    Skipped(Manifest),
+}
+
+impl BuildOutcome {
+    /// The dataset's manifest either way.
+    pub fn manifest(&self) -> &Manifest {
+        match self {
+            BuildOutcome::Built(m) | BuildOutcome::Skipped(m) => m,
+        }
+    }
+}
+
+/// Train a byte-level BPE on the training split of a corpus (held-out documents never shape the
+/// vocabulary). Streams the corpus; stops at the first bad record with its error.
+pub fn train_tokenizer(inputs: &[PathBuf], settings: &DataSettings) -> Result<TextTokenizer> {
+    settings.validate()?;
+    let reader = CorpusReader::open(inputs, settings.format.clone())?;
+    let first_error: Mutex<Option<DataError>> = Mutex::new(None);
+    let mut any = false;
+    let texts = reader
+        .map_while(|doc| match doc {
+            Ok(doc) => Some(doc),
+            Err(e) => {
+                *first_error.lock().expect("lock") = Some(e);
+                None
+            }
+        })
+        .filter(|doc| !doc.text.is_empty() && settings.split.split_of(&doc.text) == Split::Train)
+        .inspect(|_| any = true)
+        .map(|doc| doc.text);
+    let source = inputs.first().cloned().unwrap_or_default();
+    let tokenizer = TextTokenizer::train_bpe(texts, &settings.tokenizer, &source);
+    if let Some(e) = first_error.into_inner().expect("lock") {
+        return Err(e);
+    }
+    if !any {
+        return Err(DataError::EmptyCorpus { paths: inputs.to_vec() });
+    }
+    tokenizer
+}
+
+fn build_settings(inputs: &[PathBuf], settings: &DataSettings) -> Result<BuildSettings> {
+    let inputs = corpus_files(inputs)?
+        .into_iter()
+        .map(|p| {
+            let len = std::fs::metadata(&p).at(&p)?.len();
+            Ok((p, len))
+        })
+        .collect::<Result<_>>()?;
+    Ok(BuildSettings {
+        inputs,
+        format: settings.format.clone(),
+        split: settings.split.clone(),
+        seq_len: settings.seq_len,
+        packing: settings.packing,
+        sequences_per_shard: settings.sequences_per_shard,
+    })
+}
+
+/// Tokenize `inputs`, pack and shard them into `out` (a dataset folder), with `tokenizer` saved
+/// beside the shards. Skips the work when `out` already holds the same dataset.
+pub fn build_dataset(
+    inputs: &[PathBuf],
+    tokenizer: &TextTokenizer,
+    out: &Path,
+    settings: &DataSettings,
+    progress: &ProgressBar,
+) -> Result<BuildOutcome> {
+    settings.validate()?;
+    let build = build_settings(inputs, settings)?;
+    let tokenizer_json = tokenizer.to_json()?;
+    let tokenizer_info = TokenizerInfo {
+        file: TOKENIZER_FILE.into(),
+        hash: crate::checksum::hash_bytes(tokenizer_json.as_bytes()),
+        vocab_size: tokenizer.vocab_size(),
+        eos_id: tokenizer.eos_id,
+        pad_id: tokenizer.pad_id,
+    };
+    if out.join(MANIFEST_FILE).exists() {
+        let existing = Dataset::open(out)?;
+        let m = existing.manifest();
+        let differs = if m.build != build {
+            Some("corpus files or data settings")
+        } else if m.tokenizer != tokenizer_info {
+            Some("tokenizer")
+        } else {
+            None
+        };
+        if let Some(what) = differs {
+            return Err(DataError::Conflict { path: out.into(), message: format!("{what} differ") });
+        }
+        for split in Split::ALL {
+            existing.reader(split, Verify::SizesOnly)?;
+        }
+        return Ok(BuildOutcome::Skipped(m.clone()));
+    }
+
+    let temp = TempDir::new(out)?;
+    atomic::write_file(&temp.path().join(TOKENIZER_FILE), tokenizer_json.as_bytes())?;
+    let manifest = write_shards(inputs, tokenizer, tokenizer_info, temp.path(), settings, build, progress)?;
+    let json = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
+    atomic::write_file(&temp.path().join(MANIFEST_FILE), json.as_bytes())?;
+    temp.commit()?;
+    Ok(BuildOutcome::Built(manifest))
+}
+
+fn write_shards(
+    inputs: &[PathBuf],
+    tokenizer: &TextTokenizer,
+    tokenizer_info: TokenizerInfo,
+    dir: &Path,
+    settings: &DataSettings,
+    build: BuildSettings,
+    progress: &ProgressBar,
+) -> Result<Manifest> {
+    let width = IdWidth::for_vocab(tokenizer.vocab_size());
+    let mut writer = DatasetWriter::new(dir, settings, width, tokenizer.eos_id, tokenizer.pad_id);
+    let mut domains: Vec<String> = Vec::new();
+    let (mut read, mut skipped) = (0u64, 0u64);
+    let mut reader = CorpusReader::open(inputs, settings.format.clone())?;
+    progress.set_length(build.inputs.iter().map(|(_, n)| n).sum());
+    let mut batch: Vec<Document> = Vec::new();
+    loop {
+        let mut batch_bytes = 0;
+        batch.clear();
+        for doc in reader.by_ref() {
+            let doc = doc?;
+            read += 1;
+            if doc.text.is_empty() {
+                skipped += 1;
+                continue;
+            }
+            batch_bytes += doc.text.len();
+            batch.push(doc);
+            if batch_bytes >= settings.batch_bytes {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let texts: Vec<&str> = batch.iter().map(|d| d.text.as_str()).collect();
+        let encoded = tokenizer.encode_batch(&texts)?;
+        let first_ordinal = read - skipped - batch.len() as u64;
+        for (i, (doc, ids)) in batch.iter().zip(&encoded).enumerate() {
+            let domain = match &doc.domain {
+                Some(name) => domain_index(&mut domains, name),
+                None => NO_DOMAIN,
+            };
+            writer.push(settings.split.split_of(&doc.text), first_ordinal + i as u64, domain, ids)?;
+        }
+        progress.set_position(reader.bytes_consumed());
+        progress.set_message(format!("{read} documents"));
+    }
+    if read == skipped {
+        return Err(DataError::EmptyCorpus { paths: inputs.to_vec() });
+    }
+    let splits = writer.finish(&domains)?;
+    progress.finish();
+    Ok(Manifest {
+        format: FORMAT.into(),
+        tokenizer: tokenizer_info,
+        seq_len: settings.seq_len,
+        row_len: settings.seq_len + 1,
+        packing: settings.packing,
+        id_width: width,
+        domains,
+        documents_read: read,
+        documents_skipped_empty: skipped,
+        splits,
+        build,
+    })
+}
+
+/// Per-split writing state.
+struct SplitState {
+    packer: Packer,
+    writer: ShardWriter,
+    documents: u64,
+    tokens: u64,
+}
+
+/// Packs tokenized documents of all three splits into shard files in one folder.
+///
+/// [`build_dataset`] drives it from a corpus and a tokenizer; it is public so that token streams
+/// from elsewhere can be written as a dataset too.
+pub struct DatasetWriter {
+    states: BTreeMap<Split, SplitState>,
+}
+
+impl DatasetWriter {
+    /// Write into `dir` with the packing of `settings`, ids stored at `width`.
+    pub fn new(dir: &Path, settings: &DataSettings, width: IdWidth, eos_id: u32, pad_id: u32) -> Self {
+        let states = Split::ALL
+            .into_iter()
+            .map(|s| {
+                let packer = Packer::new(settings.packing, settings.seq_len, eos_id, pad_id);
+                let writer = ShardWriter::new(dir, s, width, settings.seq_len + 1, settings.sequences_per_shard);
+                (s, SplitState { packer, writer, documents: 0, tokens: 0 })
+            })
+            .collect();
+        Self { states }
+    }
+
+    /// Add one document (`ordinal` in reading order, `domain` index or [`NO_DOMAIN`]).
+    pub fn push(&mut self, split: Split, ordinal: u64, domain: u32, ids: &[u32]) -> Result<()> {
+        let state = self.states.get_mut(&split).expect("every split has a state");
+        state.documents += 1;
+        state.tokens += ids.len() as u64 + 1;
+        let SplitState { packer, writer, .. } = state;
+        packer.push(ordinal, domain, ids, &mut |row, meta| writer.write_row(row, meta))
+    }
+
+    /// Flush the last rows and close every shard; `domains` names the domain indices.
+    pub fn finish(self, domains: &[String]) -> Result<BTreeMap<Split, SplitInfo>> {
+        let mut splits = BTreeMap::new();
+        for (split, mut state) in self.states {
+            let SplitState { packer, writer, .. } = &mut state;
+            packer.finish(&mut |row, meta| writer.write_row(row, meta))?;
+            splits.insert(split, state.writer.finish(state.documents, state.tokens, domains)?);
+        }
+        Ok(splits)
+    }
+}
+
+fn domain_index(domains: &mut Vec<String>, name: &str) -> u32 {
+    match domains.iter().position(|d| d == name) {
+        Some(i) => i as u32,
+        None => {
+            domains.push(name.to_string());
+            (domains.len() - 1) as u32
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! # smalltalk-data
+//!
+//! The first stage of SmallTalk: raw text in, packed token shards out.
+//!
+//! ```text
+//! corpus (text / JSON lines, .gz / .zst) ──► CorpusReader ──► TextTokenizer (byte-level BPE)
+//!     ──► Packer (rows of seq_len + 1 tokens) ──► ShardWriter ──► dataset folder
+//!                                                                 ├── manifest.json
+//!                                                                 ├── tokenizer.json
+//!                                                                 └── {train,validation,test}-NNNNN.{tokens,meta}
+//! ```
+//!
+//! Every later stage (routers, partition, experts, evaluation) reads a dataset folder through
+//! [`Dataset`] and [`SequenceReader`]: O(1) memory-mapped access to row `i` of a split and its
+//! [`SequenceMeta`] (source document, offset in it, real-token count, domain label).
+//!
+//! Guarantees:
+//! - Exact: `unpack(rows)` gives back the token stream that was packed; byte-level BPE decodes
+//!   back to the original text.
+//! - Deterministic: the split depends only on a document's text and a seed; the document order is
+//!   the input order (folders sorted).
+//! - Safe to interrupt: the folder is written under a temporary name and renamed when complete;
+//!   shards carry checksums that [`Dataset::reader`] verifies.
+//! - Streaming: memory is bounded by one tokenization batch, not by corpus size.
+//!
+//! Depends on `tokenizers` (no C code, no network), `serde`, `memmap2`, `flate2`, `ruzstd`,
+//! `xxhash-rust`, `indicatif`. No deep-learning dependency.
+
+pub mod atomic;
+pub mod build;
+pub mod checksum;
+pub mod corpus;
+pub mod error;
+pub mod manifest;
+pub mod pack;
+pub mod reader;
+pub mod shard;
+pub mod split;
+pub mod tokenizer;
+
+pub use build::{build_dataset, train_tokenizer, BuildOutcome, DataSettings, DatasetWriter};
+pub use corpus::{CorpusFormat, CorpusReader, Document};
+pub use error::{DataError, Result};
+pub use manifest::{IdWidth, Manifest, SplitInfo};
+pub use pack::{unpack, Packer, PackingMode, SequenceMeta, NO_DOMAIN};
+pub use reader::{Dataset, SequenceReader, Verify};
+pub use split::{Split, SplitSettings};
+pub use tokenizer::{BpeSettings, TextTokenizer};
+
+#[cfg(test)]
+mod tests;

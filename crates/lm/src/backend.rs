@@ -1,0 +1,131 @@
+//! Choosing a burn backend at run time among the ones compiled in.
+//!
+//! Model code is generic over `B: Backend`; only the binary picks a concrete type. This module
+//! names the choices (`flex`, `cuda`, `wgpu`), knows which were compiled in (cargo features of
+//! this crate, forwarded by the `cli` crate), and refuses a missing one with a message that names
+//! the feature to enable.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A burn backend SmallTalk can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// burn-flex: pure-Rust CPU backend (the default).
+    Flex,
+    /// CUDA through CubeCL (NVIDIA GPUs; bf16 compute).
+    Cuda,
+    /// wgpu (Vulkan / Metal / DX12 GPUs).
+    Wgpu,
+}
+
+/// Errors of backend selection.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BackendError {
+    /// The name is not a backend SmallTalk knows.
+    #[error("unknown backend `{0}`: expected one of flex, cuda, wgpu")]
+    Unknown(String),
+    /// The backend exists but this binary was built without it.
+    #[error(
+        "backend `{kind}` is not compiled into this binary; rebuild with `--features {kind}` \
+         (for example `cargo build --release -p smalltalk-cli --features {kind}`); compiled in: {compiled}"
+    )]
+    NotCompiled {
+        /// The backend that was asked for.
+        kind: BackendKind,
+        /// Comma-separated list of the backends that are available.
+        compiled: String,
+    },
+}
+
+impl BackendKind {
+    /// Every backend SmallTalk knows, compiled in or not.
+    pub const ALL: [BackendKind; 3] = [BackendKind::Flex, BackendKind::Cuda, BackendKind::Wgpu];
+
+    /// The backend's name, which is also the cargo feature that compiles it in.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Flex => "flex",
+            BackendKind::Cuda => "cuda",
+            BackendKind::Wgpu => "wgpu",
+        }
+    }
+
+    /// Whether this binary was built with the backend's feature.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            BackendKind::Flex => cfg!(feature = "flex"),
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+            BackendKind::Wgpu => cfg!(feature = "wgpu"),
+        }
+    }
+
+    /// The backends compiled into this binary, in preference order (CPU first).
+    pub fn compiled() -> Vec<BackendKind> {
+        Self::ALL.into_iter().filter(|k| k.is_compiled()).collect()
+    }
+
+    /// `Ok(self)` when compiled in, else an error naming the feature to enable.
+    pub fn ensure_compiled(self) -> Result<Self, BackendError> {
+        if self.is_compiled() {
+            return Ok(self);
+        }
+        let compiled: Vec<&str> = Self::compiled().into_iter().map(BackendKind::name).collect();
+        Err(BackendError::NotCompiled {
+            kind: self,
+            compiled: if compiled.is_empty() { "none".into() } else { compiled.join(", ") },
+        })
+    }
+
+    /// Parse a name and check that the backend is compiled in.
+    pub fn select(name: &str) -> Result<Self, BackendError> {
+        name.parse::<Self>()?.ensure_compiled()
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = BackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| BackendError::Unknown(s.to_string()))
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for k in BackendKind::ALL {
+            assert_eq!(k.name().parse::<BackendKind>(), Ok(k));
+            assert_eq!(k.to_string(), k.name());
+        }
+        assert_eq!("FLEX".parse::<BackendKind>(), Ok(BackendKind::Flex));
+        assert_eq!("tpu".parse::<BackendKind>(), Err(BackendError::Unknown("tpu".into())));
+    }
+
+    #[test]
+    fn missing_backend_names_its_feature() {
+        for k in BackendKind::ALL {
+            match BackendKind::select(k.name()) {
+                Ok(sel) => assert!(sel.is_compiled()),
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains(&format!("--features {}", k.name())), "{msg}");
+                    assert!(!k.is_compiled());
+                }
+            }
+        }
+    }
+}
