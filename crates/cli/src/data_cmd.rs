@@ -200,8 +200,12 @@ fn summary(m: &smalltalk_data::Manifest) -> serde_json::Value {
 
 fn human_summary(m: &smalltalk_data::Manifest) -> String {
     let mut lines = vec![format!(
-        "vocabulary {}, seq_len {}, packing {:?}, ids {:?}, {} documents read",
-        m.tokenizer.vocab_size, m.seq_len, m.packing, m.id_width, m.documents_read
+        "vocabulary {}, seq_len {}, packing {}, ids {}, {} documents read",
+        m.tokenizer.vocab_size,
+        m.seq_len,
+        serde_json::to_value(m.packing).unwrap_or_default().as_str().unwrap_or("?"),
+        serde_json::to_value(m.id_width).unwrap_or_default().as_str().unwrap_or("?"),
+        m.documents_read
     )];
     for (split, i) in &m.splits {
         lines.push(format!(

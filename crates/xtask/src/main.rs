@@ -1,1 +1,40 @@
-fn main() {}
+//! # xtask
+//!
+//! Developer tasks run with `cargo xtask …` (alias in `.cargo/config.toml`):
+//! - `cargo xtask pipeline`: every implemented stage on the embedded corpus, through the real
+//!   `smalltalk` binary, resumable (finished stages are skipped).
+//! - `cargo xtask bench data`: data-stage throughput and memory next to the Python `tokenizers`
+//!   package in the same run.
+//!
+//! Depends only on `anyhow`, `clap`, `serde_json` and `flate2`; it drives the CLI as a user would.
+
+mod bench;
+mod pipeline;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// SmallTalk developer tasks.
+#[derive(Debug, Parser)]
+#[command(name = "xtask")]
+struct Xtask {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Run the pipeline on the embedded corpus (today: tokenizer + data stage).
+    Pipeline(pipeline::PipelineArgs),
+    /// Benchmarks (not tests): measured against the reference implementation in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchTask),
+}
+
+fn main() -> Result<()> {
+    match Xtask::parse().task {
+        Task::Pipeline(args) => pipeline::run(args),
+        Task::Bench(task) => bench::run(task),
+    }
+}
