@@ -1,0 +1,69 @@
+//! `smalltalk-lm`: the decoder language model of SmallTalk, shared by routers and experts.
+//!
+//! SmallTalk ("No Need to Talk: Asynchronous Mixture of Language Models", Filippova et al.
+//! 2025) trains tiny *router* LMs and full-size *expert* LMs with one architecture: a Llama-style
+//! decoder (RoPE, pre-RMSNorm, SwiGLU, no biases, optionally tied embeddings). This crate holds
+//! that model and everything needed to train and score it:
+//!
+//! - [`Lm`] / [`LmConfig`]: the model, named presets (`router-4.4m`, `expert-335m`, ...),
+//!   TOML overrides, analytic parameter count; weight names follow HF Llama ([`model`]).
+//! - [`score_prefix`] / [`token_logprobs`]: `log p(x_1..x_M)` per sequence (the routing score)
+//!   and per-token log-probs (perplexity), without autodiff and in bounded memory.
+//! - [`train`]: [`TrainConfig`], [`Trainer`] (AdamW, global-norm clipping, warm-up + cosine or
+//!   constant LR, gradient accumulation, seekable shuffling, atomic checkpoints, bit-exact
+//!   resume on CPU), the [`SequenceSource`] data trait and observers (progress bar, JSONL).
+//! - [`backend`]: picking a compiled-in burn backend by name.
+//!
+//! Dependencies: `burn` 0.21 (generic `B: Backend`; CPU `flex` by default, `cuda` / `wgpu` as
+//! features), `safetensors` for weight files, `serde`/`serde_json`/`toml` for configs,
+//! `xxhash-rust` for checksums and seeding, `indicatif` for the optional progress bar. It does
+//! not depend on the data crate: data comes through [`SequenceSource`].
+//!
+//! Numerics: f32 everywhere on CPU. GPU backends may use `Cuda<bf16>` as the backend type
+//! (`CudaBf16`, with the `cuda` feature); parameters and optimizer state then are bf16 too, which is *not* the
+//! paper's fp32-master-weights recipe and is left for later work.
+
+/// The burn version this crate is built on, re-exported so dependents use the same one.
+pub use burn;
+
+pub mod atomic;
+pub mod attention;
+pub mod backend;
+pub mod block;
+pub mod config;
+pub mod embedding;
+pub mod error;
+pub mod init;
+pub mod linear;
+pub mod loss;
+pub mod mlp;
+pub mod model;
+pub mod norm;
+pub mod rng;
+pub mod rope;
+pub mod score;
+pub mod train;
+pub mod weights;
+
+pub use config::{LmConfig, PRESET_NAMES};
+pub use error::{LmError, Result};
+pub use model::Lm;
+pub use score::{score_prefix, token_logprobs, ScoreOptions};
+pub use train::{
+    Checkpoint, JsonlMetrics, NoopObserver, ProgressBarObserver, SequenceSource, StepMetrics,
+    TrainConfig, TrainObserver, Trainer, VecSource,
+};
+pub use weights::HostTensor;
+
+/// The CPU inference backend (burn-flex, f32).
+#[cfg(feature = "flex")]
+pub type CpuBackend = burn::backend::Flex;
+/// The CPU training backend (autodiff over burn-flex, f32).
+#[cfg(feature = "flex")]
+pub type CpuTrainBackend = burn::backend::Autodiff<burn::backend::Flex>;
+/// CUDA with bf16 parameters and compute (see the crate docs for the precision caveat).
+#[cfg(feature = "cuda")]
+pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16, i32>;
+/// CUDA in f32.
+#[cfg(feature = "cuda")]
+pub type CudaF32 = burn::backend::Cuda<f32, i32>;

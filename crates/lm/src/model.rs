@@ -1,0 +1,188 @@
+//! The decoder-only language model shared by routers and experts.
+//!
+//! # Weight layout
+//!
+//! Parameter names are the module paths, chosen to match Hugging Face `LlamaForCausalLM`
+//! after adding the `model.` prefix to everything except `lm_head`:
+//!
+//! | our name | shape | HF name |
+//! |---|---|---|
+//! | `embed_tokens.weight` | `[vocab, d]` | `model.embed_tokens.weight` |
+//! | `layers.N.input_layernorm.weight` | `[d]` | `model.layers.N.input_layernorm.weight` |
+//! | `layers.N.self_attn.{q,k,v,o}_proj.weight` | `[d, d]` | `model.layers.N.self_attn.{q,k,v,o}_proj.weight` |
+//! | `layers.N.post_attention_layernorm.weight` | `[d]` | `model.layers.N.post_attention_layernorm.weight` |
+//! | `layers.N.mlp.{gate,up}_proj.weight` | `[d_ff, d]` | `model.layers.N.mlp.{gate,up}_proj.weight` |
+//! | `layers.N.mlp.down_proj.weight` | `[d, d_ff]` | `model.layers.N.mlp.down_proj.weight` |
+//! | `norm.weight` | `[d]` | `model.norm.weight` |
+//! | `lm_head.weight` (untied only) | `[vocab, d]` | `lm_head.weight` (tied: a copy of the embedding) |
+//!
+//! Linear weights are `[d_out, d_in]` like `torch.nn.Linear`, and RoPE is the HF
+//! `rotate_half` form, so the export is a pure rename (HF config: `hidden_act = "silu"`,
+//! `num_key_value_heads = n_heads`, `rms_norm_eps = norm_eps`, `rope_theta`,
+//! `tie_word_embeddings`, no biases).
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{backend::Backend, FloatDType, Int, Tensor};
+
+use crate::block::DecoderLayer;
+use crate::config::LmConfig;
+use crate::embedding::Embedding;
+use crate::error::{LmError, Result};
+use crate::init::Init;
+use crate::linear::Linear;
+use crate::norm::RmsNorm;
+use crate::rope::Rope;
+
+/// A decoder-only transformer LM (Llama recipe): embedding, pre-RMSNorm blocks with causal
+/// RoPE attention and SwiGLU MLPs, final RMSNorm, LM head (optionally tied to the embedding).
+#[derive(Module, Debug)]
+pub struct Lm<B: Backend> {
+    /// Token embedding `[vocab, d]`.
+    pub embed_tokens: Embedding<B>,
+    /// Decoder blocks.
+    pub layers: Vec<DecoderLayer<B>>,
+    /// Final norm.
+    pub norm: RmsNorm<B>,
+    /// Output projection `[vocab, d]`; `None` when the head is tied to `embed_tokens`.
+    pub lm_head: Option<Linear<B>>,
+    /// RoPE tables (constants).
+    pub rope: Rope<B>,
+    /// The config the model was built from.
+    #[module(skip)]
+    pub config: LmConfig,
+}
+
+impl LmConfig {
+    /// Build a freshly initialised model (see [`Lm::new`]); panics on an invalid config.
+    pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Lm<B> {
+        Lm::new(self, seed, device).expect("invalid LmConfig")
+    }
+}
+
+impl<B: Backend> Lm<B> {
+    /// A model with random weights: every matrix N(0, `init_std`²), except the residual output
+    /// projections (`o_proj`, `down_proj`) with std `init_std / sqrt(2·n_layers)`; norm gains 1.
+    /// The weights depend only on `(config, seed)`, not on the backend's RNG.
+    pub fn new(config: &LmConfig, seed: u64, device: &B::Device) -> Result<Self> {
+        Self::build(config, Init { seed, random: true }, device)
+    }
+
+    /// A model whose parameters are all zero, to be overwritten by a weights file.
+    pub(crate) fn zeros(config: &LmConfig, device: &B::Device) -> Result<Self> {
+        Self::build(
+            config,
+            Init {
+                seed: 0,
+                random: false,
+            },
+            device,
+        )
+    }
+
+    fn build(config: &LmConfig, init: Init, device: &B::Device) -> Result<Self> {
+        config.validate()?;
+        let (v, d) = (config.vocab_size, config.d_model);
+        Ok(Lm {
+            embed_tokens: Embedding::new(v, d, config.init_std, &init, device),
+            layers: (0..config.n_layers)
+                .map(|i| DecoderLayer::new(config, i, &init, device))
+                .collect(),
+            norm: RmsNorm::new(d, config.norm_eps, &init, device),
+            lm_head: (!config.tie_embeddings)
+                .then(|| Linear::new(d, v, config.init_std, &init, "lm_head", device)),
+            rope: Rope::new(
+                config.head_dim(),
+                config.max_seq_len,
+                config.rope_theta,
+                device,
+            ),
+            config: config.clone(),
+        })
+    }
+
+    /// The config the model was built from.
+    pub fn config(&self) -> &LmConfig {
+        &self.config
+    }
+
+    /// Number of parameters (equals [`LmConfig::num_params`]).
+    pub fn num_params(&self) -> usize {
+        Module::num_params(self)
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> B::Device {
+        self.embed_tokens.weight.val().device()
+    }
+
+    /// Final hidden states (after the last norm) for `tokens: [batch, seq]`, flattened to
+    /// `[batch·seq, d]`. Panics if `seq > max_seq_len`.
+    pub fn forward_hidden(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        let [batch, seq] = tokens.dims();
+        assert!(
+            seq <= self.config.max_seq_len,
+            "sequence length {seq} exceeds max_seq_len {}",
+            self.config.max_seq_len
+        );
+        let mut x = self.embed_tokens.forward(tokens);
+        for layer in &self.layers {
+            x = layer.forward(x, batch, seq, &self.rope);
+        }
+        self.norm.forward(x)
+    }
+
+    /// LM head on flattened hidden states: `[N, d] → [N, vocab]` logits.
+    pub fn head(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => hidden.matmul(self.embed_tokens.weight.val().transpose()),
+        }
+    }
+
+    /// Next-token logits `[batch, seq, vocab]`: row `t` predicts token `t + 1`.
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [batch, seq] = tokens.dims();
+        let logits = self.head(self.forward_hidden(tokens));
+        logits.reshape([batch, seq, self.config.vocab_size])
+    }
+
+    /// Check that token ids are below `vocab_size` (the embedding lookup would fail otherwise).
+    pub fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        match tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
+            Some(t) => Err(LmError::Data(format!(
+                "token id {t} is out of range for vocab_size {}",
+                self.config.vocab_size
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The same model with every parameter and table cast to `dtype` (e.g. `F64` for a
+    /// finite-difference gradient check). Parameters that required gradients still do.
+    pub fn to_float_dtype(self, dtype: FloatDType) -> Self {
+        struct Cast(FloatDType);
+        impl<B: Backend> ModuleMapper<B> for Cast {
+            fn map_float<const D: usize>(
+                &mut self,
+                param: Param<Tensor<B, D>>,
+            ) -> Param<Tensor<B, D>> {
+                let (id, tensor, mapper) = param.consume();
+                let grad = tensor.is_require_grad();
+                let mut cast = tensor.cast(self.0).detach();
+                if grad {
+                    cast = cast.require_grad();
+                }
+                Param::from_mapped_value(id, cast, mapper)
+            }
+        }
+        let mut model = self.map(&mut Cast(dtype));
+        model.rope = Rope {
+            cos: model.rope.cos.cast(dtype),
+            sin: model.rope.sin.cast(dtype),
+        };
+        model
+    }
+}

@@ -1,0 +1,6 @@
+
+mod lm_checkpoint;
+mod lm_grad;
+mod lm_model;
+mod lm_train;
+mod lm_util;
