@@ -167,7 +167,10 @@ pub fn build_dataset(
             None
         };
         if let Some(what) = differs {
-            return Err(DataError::Conflict { path: out.into(), message: format!("{what} differ") });
+            return Err(DataError::Conflict {
+                path: out.into(),
+                message: format!("it holds a dataset built with different {what}"),
+            });
         }
         for split in Split::ALL {
             existing.reader(split, Verify::SizesOnly)?;
@@ -175,6 +178,9 @@ pub fn build_dataset(
         return Ok(BuildOutcome::Skipped(m.clone()));
     }
 
+    if out.exists() && !is_empty_dir(out) {
+        return Err(DataError::Conflict { path: out.into(), message: "it exists and holds no dataset manifest".into() });
+    }
     let temp = TempDir::new(out)?;
     atomic::write_file(&temp.path().join(TOKENIZER_FILE), tokenizer_json.as_bytes())?;
     let manifest = write_shards(inputs, tokenizer, tokenizer_info, temp.path(), settings, build, progress)?;
@@ -301,6 +307,10 @@ impl DatasetWriter {
         }
         Ok(splits)
     }
+}
+
+fn is_empty_dir(path: &Path) -> bool {
+    std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_none())
 }
 
 fn domain_index(domains: &mut Vec<String>, name: &str) -> u32 {

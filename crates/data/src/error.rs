@@ -83,8 +83,8 @@ pub enum DataError {
         /// Why it is invalid.
         message: String,
     },
-    /// The output folder holds a dataset built with other settings.
-    #[error("{path} already holds a dataset built with different settings ({message}); remove it or choose another output")]
+    /// The output folder holds a dataset built with other settings, or something else.
+    #[error("output {path}: {message}; remove it or choose another output")]
     Conflict {
         /// The output folder.
         path: PathBuf,

@@ -134,3 +134,20 @@ fn compressed_and_plain_text_inputs_are_read() {
     assert!(docs[0].id.ends_with("a.jsonl.gz:1"), "{}", docs[0].id);
     assert_eq!(docs[2].id, folder.join("a.md").display().to_string());
 }
+
+#[test]
+fn an_existing_folder_that_is_not_a_dataset_is_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = tiny_settings(PackingMode::Concat);
+    let (corpus, tok) = sample_tokenizer(dir.path(), &settings);
+    let out = dir.path().join("precious");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "keep me").unwrap();
+    let err = build_dataset(std::slice::from_ref(&corpus), &tok, &out, &settings, &indicatif::ProgressBar::hidden()).unwrap_err();
+    assert!(matches!(err, DataError::Conflict { .. }), "{err}");
+    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "keep me");
+    // An empty folder is fine to fill.
+    std::fs::remove_file(out.join("notes.txt")).unwrap();
+    build_dataset(&[corpus], &tok, &out, &settings, &indicatif::ProgressBar::hidden()).unwrap();
+    assert!(out.join("manifest.json").exists());
+}
