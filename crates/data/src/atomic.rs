@@ -11,7 +11,10 @@ use crate::error::{IoContext, Result};
 
 /// The temporary sibling used while `path` is being written (`name.tmp-<pid>`).
 pub fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp-{}", std::process::id()));
     path.with_file_name(name)
 }
@@ -49,14 +52,26 @@ pub fn sync_parent(path: &Path) {
 
 /// Remove leftovers of earlier interrupted writes of `path` (`path.tmp-*` siblings).
 pub fn remove_stale_temps(path: &Path) -> Result<()> {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Ok(()) };
-    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
-    let Ok(entries) = fs::read_dir(parent) else { return Ok(()) };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Ok(());
+    };
     let prefix = format!("{}.tmp-", name.to_string_lossy());
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
             let p = entry.path();
-            if p.is_dir() { fs::remove_dir_all(&p).at(&p)? } else { fs::remove_file(&p).at(&p)? }
+            if p.is_dir() {
+                fs::remove_dir_all(&p).at(&p)?
+            } else {
+                fs::remove_file(&p).at(&p)?
+            }
         }
     }
     Ok(())
@@ -79,7 +94,11 @@ impl TempDir {
         }
         let path = temp_path(target);
         fs::create_dir_all(&path).at(&path)?;
-        Ok(Self { path, target: target.to_path_buf(), committed: false })
+        Ok(Self {
+            path,
+            target: target.to_path_buf(),
+            committed: false,
+        })
     }
 
     /// Where to write the folder's files meanwhile.

@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::atomic::{self, TempDir};
 use crate::corpus::{corpus_files, CorpusFormat, CorpusReader, Document};
 use crate::error::{DataError, IoContext, Result};
-use crate::manifest::{BuildSettings, IdWidth, Manifest, SplitInfo, TokenizerInfo, FORMAT, MANIFEST_FILE, TOKENIZER_FILE};
+use crate::manifest::{
+    BuildSettings, IdWidth, Manifest, SplitInfo, TokenizerInfo, FORMAT, MANIFEST_FILE,
+    TOKENIZER_FILE,
+};
 use crate::pack::{Packer, PackingMode, NO_DOMAIN};
 use crate::reader::{Dataset, Verify};
 use crate::shard::ShardWriter;
@@ -58,7 +61,12 @@ impl Default for DataSettings {
 impl DataSettings {
     /// Check ranges; errors name the setting.
     pub fn validate(&self) -> Result<()> {
-        let bad = |key: &str, message: &str| Err(DataError::Config { key: key.into(), message: message.into() });
+        let bad = |key: &str, message: &str| {
+            Err(DataError::Config {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
         if self.seq_len == 0 || self.seq_len > u32::MAX as usize - 1 {
             return bad("data.seq_len", "must be at least 1");
         }
@@ -114,7 +122,9 @@ pub fn train_tokenizer(inputs: &[PathBuf], settings: &DataSettings) -> Result<Te
         return Err(e);
     }
     if !any {
-        return Err(DataError::EmptyCorpus { paths: inputs.to_vec() });
+        return Err(DataError::EmptyCorpus {
+            paths: inputs.to_vec(),
+        });
     }
     tokenizer
 }
@@ -179,11 +189,22 @@ pub fn build_dataset(
     }
 
     if out.exists() && !is_empty_dir(out) {
-        return Err(DataError::Conflict { path: out.into(), message: "it exists and holds no dataset manifest".into() });
+        return Err(DataError::Conflict {
+            path: out.into(),
+            message: "it exists and holds no dataset manifest".into(),
+        });
     }
     let temp = TempDir::new(out)?;
     atomic::write_file(&temp.path().join(TOKENIZER_FILE), tokenizer_json.as_bytes())?;
-    let manifest = write_shards(inputs, tokenizer, tokenizer_info, temp.path(), settings, build, progress)?;
+    let manifest = write_shards(
+        inputs,
+        tokenizer,
+        tokenizer_info,
+        temp.path(),
+        settings,
+        build,
+        progress,
+    )?;
     let json = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
     atomic::write_file(&temp.path().join(MANIFEST_FILE), json.as_bytes())?;
     temp.commit()?;
@@ -233,13 +254,20 @@ fn write_shards(
                 Some(name) => domain_index(&mut domains, name),
                 None => NO_DOMAIN,
             };
-            writer.push(settings.split.split_of(&doc.text), first_ordinal + i as u64, domain, ids)?;
+            writer.push(
+                settings.split.split_of(&doc.text),
+                first_ordinal + i as u64,
+                domain,
+                ids,
+            )?;
         }
         progress.set_position(reader.bytes_consumed());
         progress.set_message(format!("{read} documents"));
     }
     if read == skipped {
-        return Err(DataError::EmptyCorpus { paths: inputs.to_vec() });
+        return Err(DataError::EmptyCorpus {
+            paths: inputs.to_vec(),
+        });
     }
     let splits = writer.finish(&domains)?;
     progress.finish();
@@ -276,13 +304,33 @@ pub struct DatasetWriter {
 
 impl DatasetWriter {
     /// Write into `dir` with the packing of `settings`, ids stored at `width`.
-    pub fn new(dir: &Path, settings: &DataSettings, width: IdWidth, eos_id: u32, pad_id: u32) -> Self {
+    pub fn new(
+        dir: &Path,
+        settings: &DataSettings,
+        width: IdWidth,
+        eos_id: u32,
+        pad_id: u32,
+    ) -> Self {
         let states = Split::ALL
             .into_iter()
             .map(|s| {
                 let packer = Packer::new(settings.packing, settings.seq_len, eos_id, pad_id);
-                let writer = ShardWriter::new(dir, s, width, settings.seq_len + 1, settings.sequences_per_shard);
-                (s, SplitState { packer, writer, documents: 0, tokens: 0 })
+                let writer = ShardWriter::new(
+                    dir,
+                    s,
+                    width,
+                    settings.seq_len + 1,
+                    settings.sequences_per_shard,
+                );
+                (
+                    s,
+                    SplitState {
+                        packer,
+                        writer,
+                        documents: 0,
+                        tokens: 0,
+                    },
+                )
             })
             .collect();
         Self { states }
@@ -290,11 +338,16 @@ impl DatasetWriter {
 
     /// Add one document (`ordinal` in reading order, `domain` index or [`NO_DOMAIN`]).
     pub fn push(&mut self, split: Split, ordinal: u64, domain: u32, ids: &[u32]) -> Result<()> {
-        let state = self.states.get_mut(&split).expect("every split has a state");
+        let state = self
+            .states
+            .get_mut(&split)
+            .expect("every split has a state");
         state.documents += 1;
         state.tokens += ids.len() as u64 + 1;
         let SplitState { packer, writer, .. } = state;
-        packer.push(ordinal, domain, ids, &mut |row, meta| writer.write_row(row, meta))
+        packer.push(ordinal, domain, ids, &mut |row, meta| {
+            writer.write_row(row, meta)
+        })
     }
 
     /// Flush the last rows and close every shard; `domains` names the domain indices.
@@ -303,7 +356,12 @@ impl DatasetWriter {
         for (split, mut state) in self.states {
             let SplitState { packer, writer, .. } = &mut state;
             packer.finish(&mut |row, meta| writer.write_row(row, meta))?;
-            splits.insert(split, state.writer.finish(state.documents, state.tokens, domains)?);
+            splits.insert(
+                split,
+                state
+                    .writer
+                    .finish(state.documents, state.tokens, domains)?,
+            );
         }
         Ok(splits)
     }

@@ -31,7 +31,11 @@ pub struct CorpusFormat {
 
 impl Default for CorpusFormat {
     fn default() -> Self {
-        Self { text_field: "text".into(), id_field: "id".into(), domain_field: "domain".into() }
+        Self {
+            text_field: "text".into(),
+            id_field: "id".into(),
+            domain_field: "domain".into(),
+        }
     }
 }
 
@@ -70,7 +74,9 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         .at(path)?;
     entries.sort();
     for entry in entries {
-        let hidden = entry.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        let hidden = entry
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
         if !hidden {
             collect_files(&entry, out)?;
         }
@@ -80,21 +86,37 @@ fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 /// Whether a file name denotes JSON lines (after stripping a compression suffix).
 pub fn is_json_lines(path: &Path) -> bool {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-    let name = name.strip_suffix(".gz").or_else(|| name.strip_suffix(".zst")).unwrap_or(&name);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let name = name
+        .strip_suffix(".gz")
+        .or_else(|| name.strip_suffix(".zst"))
+        .unwrap_or(&name);
     name.ends_with(".jsonl") || name.ends_with(".ndjson") || name.ends_with(".json")
 }
 
 /// Open a file, decompressing by suffix; `consumed` counts the raw bytes read from disk.
 fn open_decoded(path: &Path, consumed: Arc<AtomicU64>) -> Result<Box<dyn Read + Send>> {
     let file = File::open(path).at(path)?;
-    let raw = CountingReader { inner: file, consumed };
+    let raw = CountingReader {
+        inner: file,
+        consumed,
+    };
     let name = path.to_string_lossy().to_lowercase();
     Ok(if name.ends_with(".gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, raw)))
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            1 << 16,
+            raw,
+        )))
     } else if name.ends_with(".zst") {
-        let decoder = ruzstd::decoding::StreamingDecoder::new(BufReader::with_capacity(1 << 16, raw))
-            .map_err(|e| DataError::Io { path: path.into(), source: std::io::Error::other(e) })?;
+        let decoder =
+            ruzstd::decoding::StreamingDecoder::new(BufReader::with_capacity(1 << 16, raw))
+                .map_err(|e| DataError::Io {
+                    path: path.into(),
+                    source: std::io::Error::other(e),
+                })?;
         Box::new(decoder)
     } else {
         Box::new(raw)
@@ -154,7 +176,9 @@ impl CorpusReader {
     fn next_document(&mut self) -> Result<Option<Document>> {
         loop {
             if self.current.is_none() {
-                let Some(path) = self.files.next() else { return Ok(None) };
+                let Some(path) = self.files.next() else {
+                    return Ok(None);
+                };
                 let reader = open_decoded(&path, self.consumed.clone())?;
                 if !is_json_lines(&path) {
                     return read_text_file(&path, reader).map(Some);
@@ -163,7 +187,9 @@ impl CorpusReader {
             }
             let (path, reader, line) = self.current.as_mut().expect("current file");
             self.line_buf.clear();
-            let n = reader.read_until(b'\n', &mut self.line_buf).at(path.as_path())?;
+            let n = reader
+                .read_until(b'\n', &mut self.line_buf)
+                .at(path.as_path())?;
             if n == 0 {
                 self.current = None;
                 continue;
@@ -200,7 +226,12 @@ fn read_text_file(path: &Path, mut reader: Box<dyn Read + Send>) -> Result<Docum
         line: line_of(e.as_bytes(), e.utf8_error().valid_up_to()),
         byte: e.utf8_error().valid_up_to(),
     })?;
-    Ok(Document { id: path.display().to_string(), text, domain: None, fields: Default::default() })
+    Ok(Document {
+        id: path.display().to_string(),
+        text,
+        domain: None,
+        fields: Default::default(),
+    })
 }
 
 fn line_of(bytes: &[u8], offset: usize) -> u64 {
@@ -213,13 +244,22 @@ fn parse_record(path: &Path, line: u64, bytes: &[u8], format: &CorpusFormat) -> 
         line,
         byte: e.valid_up_to(),
     })?;
-    let json_error = |message: String| DataError::Json { path: path.into(), line, message };
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| json_error(e.to_string()))?;
+    let json_error = |message: String| DataError::Json {
+        path: path.into(),
+        line,
+        message,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| json_error(e.to_string()))?;
     let serde_json::Value::Object(mut fields) = value else {
         return Err(json_error("expected a JSON object per line".into()));
     };
     let Some(serde_json::Value::String(text)) = fields.remove(&format.text_field) else {
-        return Err(DataError::MissingField { path: path.into(), line, field: format.text_field.clone() });
+        return Err(DataError::MissingField {
+            path: path.into(),
+            line,
+            field: format.text_field.clone(),
+        });
     };
     let id = match fields.get(&format.id_field) {
         Some(serde_json::Value::String(s)) => s.clone(),
@@ -230,7 +270,12 @@ fn parse_record(path: &Path, line: u64, bytes: &[u8], format: &CorpusFormat) -> 
         Some(serde_json::Value::String(s)) => Some(s.clone()),
         _ => None,
     };
-    Ok(Document { id, text, domain, fields })
+    Ok(Document {
+        id,
+        text,
+        domain,
+        fields,
+    })
 }
 
 #[cfg(test)]

@@ -94,7 +94,11 @@ pub enum DataError {
 }
 
 fn display_paths(paths: &[PathBuf]) -> String {
-    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Shorthand for the crate's results.
@@ -107,6 +111,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| DataError::Io { path: path.into(), source })
+        self.map_err(|source| DataError::Io {
+            path: path.into(),
+            source,
+        })
     }
 }

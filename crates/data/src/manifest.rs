@@ -31,7 +31,11 @@ pub enum IdWidth {
 impl IdWidth {
     /// The narrowest width that holds every id below `vocab_size`.
     pub fn for_vocab(vocab_size: usize) -> Self {
-        if vocab_size <= 1 << 16 { IdWidth::U16 } else { IdWidth::U32 }
+        if vocab_size <= 1 << 16 {
+            IdWidth::U16
+        } else {
+            IdWidth::U32
+        }
     }
 
     /// Bytes per id.
@@ -140,13 +144,22 @@ impl Manifest {
     /// Read and check a manifest (format tag and internal consistency; not the shard files).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).at(path)?;
-        let bad = |message: String| DataError::Manifest { path: path.into(), message };
+        let bad = |message: String| DataError::Manifest {
+            path: path.into(),
+            message,
+        };
         let manifest: Manifest = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
         if manifest.format != FORMAT {
-            return Err(bad(format!("format `{}` is not `{FORMAT}`", manifest.format)));
+            return Err(bad(format!(
+                "format `{}` is not `{FORMAT}`",
+                manifest.format
+            )));
         }
         if manifest.row_len != manifest.seq_len + 1 {
-            return Err(bad(format!("row_len {} != seq_len {} + 1", manifest.row_len, manifest.seq_len)));
+            return Err(bad(format!(
+                "row_len {} != seq_len {} + 1",
+                manifest.row_len, manifest.seq_len
+            )));
         }
         if manifest.id_width == IdWidth::U16 && manifest.tokenizer.vocab_size > 1 << 16 {
             return Err(bad("u16 ids with a vocabulary above 65,536".into()));
@@ -154,13 +167,27 @@ impl Manifest {
         for (split, info) in &manifest.splits {
             let total: u64 = info.shards.iter().map(|s| s.sequences).sum();
             if total != info.sequences {
-                return Err(bad(format!("{}: shards hold {total} rows, split says {}", split.name(), info.sequences)));
+                return Err(bad(format!(
+                    "{}: shards hold {total} rows, split says {}",
+                    split.name(),
+                    info.sequences
+                )));
             }
             let n = info.shards.len();
-            let misplaced = info.shards.iter().take(n.saturating_sub(1)).any(|s| s.sequences != info.sequences_per_shard)
-                || info.shards.last().is_some_and(|s| s.sequences == 0 || s.sequences > info.sequences_per_shard);
+            let misplaced =
+                info.shards
+                    .iter()
+                    .take(n.saturating_sub(1))
+                    .any(|s| s.sequences != info.sequences_per_shard)
+                    || info.shards.last().is_some_and(|s| {
+                        s.sequences == 0 || s.sequences > info.sequences_per_shard
+                    });
             if misplaced {
-                return Err(bad(format!("{}: every shard but the last must hold {} rows", split.name(), info.sequences_per_shard)));
+                return Err(bad(format!(
+                    "{}: every shard but the last must hold {} rows",
+                    split.name(),
+                    info.sequences_per_shard
+                )));
             }
         }
         Ok(manifest)

@@ -33,7 +33,9 @@ impl std::str::FromStr for PackingMode {
         match s {
             "concat" => Ok(Self::Concat),
             "doc-start" => Ok(Self::DocStart),
-            _ => Err(format!("unknown packing mode `{s}` (expected concat or doc-start)")),
+            _ => Err(format!(
+                "unknown packing mode `{s}` (expected concat or doc-start)"
+            )),
         }
     }
 }
@@ -103,7 +105,15 @@ impl Packer {
     /// A packer for rows of `seq_len + 1` tokens (`seq_len >= 1`).
     pub fn new(mode: PackingMode, seq_len: usize, eos_id: u32, pad_id: u32) -> Self {
         assert!(seq_len >= 1, "seq_len must be at least 1");
-        Self { mode, seq_len, eos_id, pad_id, pending: Vec::new(), segments: Vec::new(), row: Vec::new() }
+        Self {
+            mode,
+            seq_len,
+            eos_id,
+            pad_id,
+            pending: Vec::new(),
+            segments: Vec::new(),
+            row: Vec::new(),
+        }
     }
 
     /// Tokens per row.
@@ -113,10 +123,20 @@ impl Packer {
 
     /// Add one document's tokens (the end-of-document token is appended here); `emit` receives
     /// every row that is complete.
-    pub fn push<E>(&mut self, doc: u64, domain: u32, tokens: &[u32], emit: &mut impl FnMut(&[u32], SequenceMeta) -> Result<(), E>) -> Result<(), E> {
+    pub fn push<E>(
+        &mut self,
+        doc: u64,
+        domain: u32,
+        tokens: &[u32],
+        emit: &mut impl FnMut(&[u32], SequenceMeta) -> Result<(), E>,
+    ) -> Result<(), E> {
         match self.mode {
             PackingMode::Concat => {
-                self.segments.push(Segment { start: self.pending.len() as i64, doc, domain });
+                self.segments.push(Segment {
+                    start: self.pending.len() as i64,
+                    doc,
+                    domain,
+                });
                 self.pending.extend_from_slice(tokens);
                 self.pending.push(self.eos_id);
                 while self.pending.len() >= self.row_len() {
@@ -134,7 +154,12 @@ impl Packer {
                 let mut offset = 0;
                 while n - offset >= 2 {
                     let end = (offset + self.row_len()).min(n);
-                    let meta = SequenceMeta { doc, offset: offset as u32, valid: (end - offset) as u32, domain };
+                    let meta = SequenceMeta {
+                        doc,
+                        offset: offset as u32,
+                        valid: (end - offset) as u32,
+                        domain,
+                    };
                     self.fill_row(offset, end);
                     emit(&self.row, meta)?;
                     if end == n {
@@ -149,7 +174,10 @@ impl Packer {
     }
 
     /// Emit the last, padded row of a `concat` stream (nothing to do in `doc-start` mode).
-    pub fn finish<E>(&mut self, emit: &mut impl FnMut(&[u32], SequenceMeta) -> Result<(), E>) -> Result<(), E> {
+    pub fn finish<E>(
+        &mut self,
+        emit: &mut impl FnMut(&[u32], SequenceMeta) -> Result<(), E>,
+    ) -> Result<(), E> {
         // One pending token is the overlap with the previous row: it is no new target.
         if self.mode == PackingMode::Concat && self.pending.len() >= 2 {
             self.emit_pending_row(emit)?;
@@ -165,10 +193,23 @@ impl Packer {
         self.row.resize(self.seq_len + 1, self.pad_id);
     }
 
-    fn emit_pending_row<E>(&mut self, emit: &mut impl FnMut(&[u32], SequenceMeta) -> Result<(), E>) -> Result<(), E> {
-        let first = self.segments.iter().rev().find(|s| s.start <= 0).expect("a segment covers position 0");
+    fn emit_pending_row<E>(
+        &mut self,
+        emit: &mut impl FnMut(&[u32], SequenceMeta) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let first = self
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.start <= 0)
+            .expect("a segment covers position 0");
         let valid = self.pending.len().min(self.row_len());
-        let meta = SequenceMeta { doc: first.doc, offset: (-first.start) as u32, valid: valid as u32, domain: first.domain };
+        let meta = SequenceMeta {
+            doc: first.doc,
+            offset: (-first.start) as u32,
+            valid: valid as u32,
+            domain: first.domain,
+        };
         self.fill_row(0, valid);
         emit(&self.row, meta)
     }
@@ -178,7 +219,11 @@ impl Packer {
             s.start -= self.seq_len as i64;
         }
         // Keep only the segment covering position 0 and those after it.
-        let covering = self.segments.iter().rposition(|s| s.start <= 0).unwrap_or(0);
+        let covering = self
+            .segments
+            .iter()
+            .rposition(|s| s.start <= 0)
+            .unwrap_or(0);
         self.segments.drain(..covering);
     }
 }
@@ -197,7 +242,10 @@ pub fn unpack(mode: PackingMode, rows: &[(Vec<u32>, SequenceMeta)]) -> Vec<Vec<u
         if new_stream {
             streams.push(valid.to_vec());
         } else {
-            streams.last_mut().expect("a stream was started").extend_from_slice(&valid[1..]);
+            streams
+                .last_mut()
+                .expect("a stream was started")
+                .extend_from_slice(&valid[1..]);
         }
     }
     streams

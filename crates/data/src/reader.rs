@@ -33,7 +33,10 @@ impl Dataset {
     /// Open a dataset folder and check its manifest (not yet the shards).
     pub fn open(dir: &Path) -> Result<Self> {
         let manifest = Manifest::load(&dir.join(MANIFEST_FILE))?;
-        Ok(Self { dir: dir.to_path_buf(), manifest })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+        })
     }
 
     /// The folder.
@@ -53,7 +56,11 @@ impl Dataset {
         let bytes = std::fs::read(&path).at(&path)?;
         let actual = hash_bytes(&bytes);
         if actual != info.hash {
-            return Err(DataError::Checksum { path, expected: info.hash.clone(), actual });
+            return Err(DataError::Checksum {
+                path,
+                expected: info.hash.clone(),
+                actual,
+            });
         }
         let mut tok = TextTokenizer::load(&path, None)?;
         tok.eos_id = info.eos_id;
@@ -67,8 +74,18 @@ impl Dataset {
         let row_bytes = self.manifest.row_len * self.manifest.id_width.bytes();
         let mut shards = Vec::with_capacity(info.shards.len());
         for shard in &info.shards {
-            let tokens = map_checked(&self.dir.join(&shard.tokens_file), shard.sequences as usize * row_bytes, &shard.tokens_checksum, verify)?;
-            let meta = map_checked(&self.dir.join(&shard.meta_file), shard.sequences as usize * SequenceMeta::BYTES, &shard.meta_checksum, verify)?;
+            let tokens = map_checked(
+                &self.dir.join(&shard.tokens_file),
+                shard.sequences as usize * row_bytes,
+                &shard.tokens_checksum,
+                verify,
+            )?;
+            let meta = map_checked(
+                &self.dir.join(&shard.meta_file),
+                shard.sequences as usize * SequenceMeta::BYTES,
+                &shard.meta_checksum,
+                verify,
+            )?;
             shards.push(MappedShard { tokens, meta });
         }
         Ok(SequenceReader {
@@ -97,7 +114,11 @@ fn map_checked(path: &Path, expected_len: usize, checksum: &str, verify: Verify)
     if verify == Verify::Checksums {
         let actual = hash_bytes(&map);
         if actual != checksum {
-            return Err(DataError::Checksum { path: path.into(), expected: checksum.into(), actual });
+            return Err(DataError::Checksum {
+                path: path.into(),
+                expected: checksum.into(),
+                actual,
+            });
         }
     }
     Ok(map)
@@ -142,7 +163,11 @@ impl SequenceReader {
     }
 
     fn locate(&self, index: usize) -> (&MappedShard, usize) {
-        assert!(index < self.len, "row {index} out of range (split has {} rows)", self.len);
+        assert!(
+            index < self.len,
+            "row {index} out of range (split has {} rows)",
+            self.len
+        );
         (&self.shards[index / self.per_shard], index % self.per_shard)
     }
 
@@ -176,6 +201,8 @@ impl SequenceReader {
     /// Metadata of row `index`. O(1).
     pub fn meta(&self, index: usize) -> SequenceMeta {
         let (shard, local) = self.locate(index);
-        SequenceMeta::from_bytes(&shard.meta[local * SequenceMeta::BYTES..(local + 1) * SequenceMeta::BYTES])
+        SequenceMeta::from_bytes(
+            &shard.meta[local * SequenceMeta::BYTES..(local + 1) * SequenceMeta::BYTES],
+        )
     }
 }

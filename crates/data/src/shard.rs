@@ -24,7 +24,11 @@ struct OpenFile {
 impl OpenFile {
     fn create(path: PathBuf) -> Result<Self> {
         let file = File::create(&path).at(&path)?;
-        Ok(Self { path, writer: BufWriter::with_capacity(1 << 20, file), checksum: RunningChecksum::default() })
+        Ok(Self {
+            path,
+            writer: BufWriter::with_capacity(1 << 20, file),
+            checksum: RunningChecksum::default(),
+        })
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
@@ -33,7 +37,10 @@ impl OpenFile {
     }
 
     fn close(self) -> Result<String> {
-        let file = self.writer.into_inner().map_err(|e| DataError::Io { path: self.path.clone(), source: e.into_error() })?;
+        let file = self.writer.into_inner().map_err(|e| DataError::Io {
+            path: self.path.clone(),
+            source: e.into_error(),
+        })?;
         file.sync_all().at(&self.path)?;
         Ok(self.checksum.finish())
     }
@@ -53,15 +60,27 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     /// A writer for `split` into `dir`.
-    pub fn new(dir: &Path, split: Split, width: IdWidth, row_len: usize, sequences_per_shard: u64) -> Self {
-        assert!(sequences_per_shard > 0, "sequences_per_shard must be positive");
+    pub fn new(
+        dir: &Path,
+        split: Split,
+        width: IdWidth,
+        row_len: usize,
+        sequences_per_shard: u64,
+    ) -> Self {
+        assert!(
+            sequences_per_shard > 0,
+            "sequences_per_shard must be positive"
+        );
         Self {
             dir: dir.to_path_buf(),
             split,
             width,
             row_len,
             current: None,
-            info: SplitInfo { sequences_per_shard, ..Default::default() },
+            info: SplitInfo {
+                sequences_per_shard,
+                ..Default::default()
+            },
             domains_seen: BTreeMap::new(),
             bytes: Vec::new(),
         }
@@ -78,8 +97,12 @@ impl ShardWriter {
         }
         self.bytes.clear();
         match self.width {
-            IdWidth::U16 => row.iter().for_each(|&t| self.bytes.extend_from_slice(&(t as u16).to_le_bytes())),
-            IdWidth::U32 => row.iter().for_each(|&t| self.bytes.extend_from_slice(&t.to_le_bytes())),
+            IdWidth::U16 => row
+                .iter()
+                .for_each(|&t| self.bytes.extend_from_slice(&(t as u16).to_le_bytes())),
+            IdWidth::U32 => row
+                .iter()
+                .for_each(|&t| self.bytes.extend_from_slice(&t.to_le_bytes())),
         }
         let (tokens, metas, rows) = self.current.as_mut().expect("open shard");
         tokens.write(&self.bytes)?;
@@ -98,7 +121,12 @@ impl ShardWriter {
 
     fn close_shard(&mut self) -> Result<()> {
         if let Some((tokens, metas, rows)) = self.current.take() {
-            let file_name = |p: &Path| p.file_name().expect("file name").to_string_lossy().into_owned();
+            let file_name = |p: &Path| {
+                p.file_name()
+                    .expect("file name")
+                    .to_string_lossy()
+                    .into_owned()
+            };
             let (tokens_file, meta_file) = (file_name(&tokens.path), file_name(&metas.path));
             self.info.shards.push(ShardInfo {
                 tokens_file,
@@ -113,7 +141,12 @@ impl ShardWriter {
 
     /// Close the last shard and return the split's info, with the document and token counts
     /// the caller kept and the domain table to name the domain counts.
-    pub fn finish(mut self, documents: u64, tokens: u64, domain_names: &[String]) -> Result<SplitInfo> {
+    pub fn finish(
+        mut self,
+        documents: u64,
+        tokens: u64,
+        domain_names: &[String],
+    ) -> Result<SplitInfo> {
         self.close_shard()?;
         self.info.documents = documents;
         self.info.tokens = tokens;

@@ -36,10 +36,13 @@ impl Split {
 impl std::str::FromStr for Split {
     type Err = DataError;
     fn from_str(s: &str) -> Result<Self> {
-        Split::ALL.into_iter().find(|x| x.name() == s).ok_or_else(|| DataError::Config {
-            key: "split".into(),
-            message: format!("unknown split `{s}` (expected train, validation or test)"),
-        })
+        Split::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| DataError::Config {
+                key: "split".into(),
+                message: format!("unknown split `{s}` (expected train, validation or test)"),
+            })
     }
 }
 
@@ -57,7 +60,11 @@ pub struct SplitSettings {
 
 impl Default for SplitSettings {
     fn default() -> Self {
-        Self { validation: 0.05, test: 0.05, seed: 0 }
+        Self {
+            validation: 0.05,
+            test: 0.05,
+            seed: 0,
+        }
     }
 }
 

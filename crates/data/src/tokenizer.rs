@@ -37,7 +37,11 @@ pub struct BpeSettings {
 
 impl Default for BpeSettings {
     fn default() -> Self {
-        Self { vocab_size: 32_000, min_frequency: 2, max_training_bytes: 1 << 30 }
+        Self {
+            vocab_size: 32_000,
+            min_frequency: 2,
+            max_training_bytes: 1 << 30,
+        }
     }
 }
 
@@ -62,7 +66,10 @@ impl std::fmt::Debug for TextTokenizer {
 }
 
 fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> DataError {
-    DataError::Tokenizer { path: path.into(), message: e.to_string() }
+    DataError::Tokenizer {
+        path: path.into(),
+        message: e.to_string(),
+    }
 }
 
 impl TextTokenizer {
@@ -76,10 +83,16 @@ impl TextTokenizer {
         if settings.vocab_size < 256 + 2 {
             return Err(DataError::Config {
                 key: "tokenizer.vocab_size".into(),
-                message: format!("{} is below the 256 bytes + 2 special tokens", settings.vocab_size),
+                message: format!(
+                    "{} is below the 256 bytes + 2 special tokens",
+                    settings.vocab_size
+                ),
             });
         }
-        let specials = vec![AddedToken::from(EOS_TOKEN, true), AddedToken::from(PAD_TOKEN, true)];
+        let specials = vec![
+            AddedToken::from(EOS_TOKEN, true),
+            AddedToken::from(PAD_TOKEN, true),
+        ];
         let trainer = BpeTrainerBuilder::new()
             .show_progress(false)
             .vocab_size(settings.vocab_size)
@@ -110,7 +123,11 @@ impl TextTokenizer {
         Self::from_tokenizer(inner, eos_token, path)
     }
 
-    fn from_tokenizer(mut inner: Tokenizer, eos_token: Option<&str>, source: &Path) -> Result<Self> {
+    fn from_tokenizer(
+        mut inner: Tokenizer,
+        eos_token: Option<&str>,
+        source: &Path,
+    ) -> Result<Self> {
         let eos_id = match eos_token {
             Some(tok) => inner.token_to_id(tok).ok_or_else(|| {
                 tokenizer_error(source, format!("end-of-document token `{tok}` is not in the vocabulary"))
@@ -128,10 +145,16 @@ impl TextTokenizer {
                 inner
                     .add_special_tokens([AddedToken::from(PAD_TOKEN, true)])
                     .map_err(|e| tokenizer_error(source, e))?;
-                inner.token_to_id(PAD_TOKEN).expect("pad token was just added")
+                inner
+                    .token_to_id(PAD_TOKEN)
+                    .expect("pad token was just added")
             }
         };
-        Ok(Self { inner, eos_id, pad_id })
+        Ok(Self {
+            inner,
+            eos_id,
+            pad_id,
+        })
     }
 
     /// Number of token ids (model vocabulary plus added tokens): every id is below it.
@@ -159,12 +182,16 @@ impl TextTokenizer {
 
     /// Text of token ids (special tokens kept).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(|e| tokenizer_error(Path::new("<memory>"), e))
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| tokenizer_error(Path::new("<memory>"), e))
     }
 
     /// The tokenizer as `tokenizer.json` text (stable for a given tokenizer).
     pub fn to_json(&self) -> Result<String> {
-        self.inner.to_string(false).map_err(|e| tokenizer_error(Path::new("<memory>"), e))
+        self.inner
+            .to_string(false)
+            .map_err(|e| tokenizer_error(Path::new("<memory>"), e))
     }
 
     /// Content hash of the `tokenizer.json` text (`xxh3:` + 32 hex digits).

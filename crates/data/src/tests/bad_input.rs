@@ -11,9 +11,19 @@ fn build_error(dir: &Path, corpus: PathBuf) -> DataError {
     let settings = tiny_settings(PackingMode::Concat);
     let (_, tok) = sample_tokenizer(dir, &settings);
     let before = listing(dir);
-    let err = build_dataset(std::slice::from_ref(&corpus), &tok, &dir.join("data"), &settings, &indicatif::ProgressBar::hidden())
-        .unwrap_err();
-    assert_eq!(listing(dir), before, "no file or folder may be left behind after: {err}");
+    let err = build_dataset(
+        std::slice::from_ref(&corpus),
+        &tok,
+        &dir.join("data"),
+        &settings,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        listing(dir),
+        before,
+        "no file or folder may be left behind after: {err}"
+    );
     // Training a tokenizer on the same corpus fails the same way.
     let again = train_tokenizer(&[corpus], &settings).unwrap_err();
     assert_eq!(again.to_string(), err.to_string());
@@ -25,7 +35,9 @@ fn corpus_with_bad_line(dir: &Path, bad: &[u8]) -> PathBuf {
     let path = dir.join("bad.jsonl");
     let mut bytes = Vec::new();
     for i in 0..30 {
-        bytes.extend_from_slice(format!("{{\"text\": \"good document number {i} with some words\"}}\n").as_bytes());
+        bytes.extend_from_slice(
+            format!("{{\"text\": \"good document number {i} with some words\"}}\n").as_bytes(),
+        );
     }
     bytes.extend_from_slice(bad);
     bytes.extend_from_slice(b"\n{\"text\": \"after\"}\n");
@@ -56,7 +68,10 @@ fn missing_text_field_names_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = corpus_with_bad_line(dir.path(), b"{\"body\": \"text under another key\"}");
     let err = build_error(dir.path(), corpus.clone());
-    assert!(err.to_string().contains("bad.jsonl:31") && err.to_string().contains("`text`"), "{err}");
+    assert!(
+        err.to_string().contains("bad.jsonl:31") && err.to_string().contains("`text`"),
+        "{err}"
+    );
     assert!(matches!(err, DataError::MissingField { line: 31, .. }));
 }
 
@@ -65,7 +80,9 @@ fn invalid_utf8_names_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = corpus_with_bad_line(dir.path(), b"{\"text\": \"caf\xe9\"}");
     match build_error(dir.path(), corpus.clone()) {
-        DataError::InvalidUtf8 { path, line, byte } => assert_eq!((path, line, byte), (corpus, 31, 13)),
+        DataError::InvalidUtf8 { path, line, byte } => {
+            assert_eq!((path, line, byte), (corpus, 31, 13))
+        }
         other => panic!("expected a UTF-8 error, got {other}"),
     }
 }
@@ -85,12 +102,18 @@ fn unreadable_inputs_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("does-not-exist.jsonl");
     let err = build_error(dir.path(), missing.clone());
-    assert!(matches!(&err, DataError::Io { path, .. } if path == &missing), "{err}");
+    assert!(
+        matches!(&err, DataError::Io { path, .. } if path == &missing),
+        "{err}"
+    );
 
     let corrupt = dir.path().join("corrupt.jsonl.gz");
     std::fs::write(&corrupt, b"this is not gzip data at all").unwrap();
     let err = build_error(dir.path(), corrupt.clone());
-    assert!(matches!(&err, DataError::Io { path, .. } if path == &corrupt), "{err}");
+    assert!(
+        matches!(&err, DataError::Io { path, .. } if path == &corrupt),
+        "{err}"
+    );
 }
 
 #[test]
@@ -102,5 +125,9 @@ fn bad_settings_name_the_key() {
     settings.seq_len = 8;
     settings.split.validation = 0.7;
     settings.split.test = 0.4;
-    assert!(settings.validate().unwrap_err().to_string().contains("split"));
+    assert!(settings
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("split"));
 }

@@ -1,6 +1,6 @@
 //! Corpus text → dataset folder → text again, and what a rerun does.
 
-use crate::{build_dataset, BuildOutcome, Dataset, DataError, PackingMode, Split, Verify};
+use crate::{build_dataset, BuildOutcome, DataError, Dataset, PackingMode, Split, Verify};
 
 use super::{listing, sample_docs, sample_tokenizer, tiny_settings};
 
@@ -10,7 +10,14 @@ fn text_round_trips_through_shards_in_doc_start_mode() {
     let settings = tiny_settings(PackingMode::DocStart);
     let (corpus, tok) = sample_tokenizer(dir.path(), &settings);
     let out = dir.path().join("data");
-    let outcome = build_dataset(&[corpus], &tok, &out, &settings, &indicatif::ProgressBar::hidden()).unwrap();
+    let outcome = build_dataset(
+        &[corpus],
+        &tok,
+        &out,
+        &settings,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .unwrap();
     let manifest = outcome.manifest().clone();
     assert!(matches!(outcome, BuildOutcome::Built(_)));
 
@@ -20,23 +27,44 @@ fn text_round_trips_through_shards_in_doc_start_mode() {
     let mut seen_docs = std::collections::BTreeMap::new();
     for split in Split::ALL {
         let reader = dataset.reader(split, Verify::Checksums).unwrap();
-        let rows: Vec<_> = (0..reader.len()).map(|i| (reader.tokens(i), reader.meta(i))).collect();
+        let rows: Vec<_> = (0..reader.len())
+            .map(|i| (reader.tokens(i), reader.meta(i)))
+            .collect();
         let streams = crate::unpack(PackingMode::DocStart, &rows);
-        let starts: Vec<_> = rows.iter().filter(|(_, m)| m.offset == 0).map(|(_, m)| *m).collect();
+        let starts: Vec<_> = rows
+            .iter()
+            .filter(|(_, m)| m.offset == 0)
+            .map(|(_, m)| *m)
+            .collect();
         assert_eq!(streams.len(), starts.len());
         for (stream, meta) in streams.iter().zip(&starts) {
             let (domain, text) = &docs[meta.doc as usize];
             assert_eq!(stream.last(), Some(&tok.eos_id));
-            assert_eq!(&tok.decode(&stream[..stream.len() - 1]).unwrap(), text, "doc {}", meta.doc);
+            assert_eq!(
+                &tok.decode(&stream[..stream.len() - 1]).unwrap(),
+                text,
+                "doc {}",
+                meta.doc
+            );
             assert_eq!(&manifest.domains[meta.domain as usize], domain);
             // Each document is in exactly one split.
-            assert!(seen_docs.insert(meta.doc, split).is_none(), "doc {} in two splits", meta.doc);
+            assert!(
+                seen_docs.insert(meta.doc, split).is_none(),
+                "doc {} in two splits",
+                meta.doc
+            );
         }
         assert_eq!(manifest.split(split).documents as usize, starts.len());
     }
     assert_eq!(seen_docs.len(), docs.len());
-    assert!(manifest.split(Split::Validation).documents > 0 && manifest.split(Split::Test).documents > 0);
-    assert!(manifest.split(Split::Train).shards.len() > 1, "several shards are exercised");
+    assert!(
+        manifest.split(Split::Validation).documents > 0
+            && manifest.split(Split::Test).documents > 0
+    );
+    assert!(
+        manifest.split(Split::Train).shards.len() > 1,
+        "several shards are exercised"
+    );
 }
 
 #[test]
@@ -45,10 +73,19 @@ fn concat_mode_decodes_to_documents_joined_by_eos() {
     let settings = tiny_settings(PackingMode::Concat);
     let (corpus, tok) = sample_tokenizer(dir.path(), &settings);
     let out = dir.path().join("data");
-    build_dataset(&[corpus], &tok, &out, &settings, &indicatif::ProgressBar::hidden()).unwrap();
+    build_dataset(
+        &[corpus],
+        &tok,
+        &out,
+        &settings,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .unwrap();
     let dataset = Dataset::open(&out).unwrap();
     let reader = dataset.reader(Split::Train, Verify::Checksums).unwrap();
-    let rows: Vec<_> = (0..reader.len()).map(|i| (reader.tokens(i), reader.meta(i))).collect();
+    let rows: Vec<_> = (0..reader.len())
+        .map(|i| (reader.tokens(i), reader.meta(i)))
+        .collect();
     let stream = crate::unpack(PackingMode::Concat, &rows).remove(0);
     let expected: Vec<u32> = sample_docs()
         .iter()
@@ -56,7 +93,10 @@ fn concat_mode_decodes_to_documents_joined_by_eos() {
         .flat_map(|(_, t)| tok.encode(t).unwrap().into_iter().chain([tok.eos_id]))
         .collect();
     assert_eq!(stream, expected);
-    assert_eq!(dataset.manifest().split(Split::Train).tokens as usize, expected.len());
+    assert_eq!(
+        dataset.manifest().split(Split::Train).tokens as usize,
+        expected.len()
+    );
 }
 
 #[test]
@@ -85,7 +125,14 @@ fn checksum_mismatch_is_detected() {
     let settings = tiny_settings(PackingMode::Concat);
     let (corpus, tok) = sample_tokenizer(dir.path(), &settings);
     let out = dir.path().join("data");
-    build_dataset(&[corpus], &tok, &out, &settings, &indicatif::ProgressBar::hidden()).unwrap();
+    build_dataset(
+        &[corpus],
+        &tok,
+        &out,
+        &settings,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .unwrap();
     let shard = out.join("train-00000.tokens");
     let mut bytes = std::fs::read(&shard).unwrap();
     bytes[3] ^= 0x40;
@@ -98,7 +145,9 @@ fn checksum_mismatch_is_detected() {
     }
     assert!(err.to_string().contains("train-00000.tokens"));
     // Other splits are intact; a truncated shard is caught even without checksums.
-    dataset.reader(Split::Validation, Verify::Checksums).unwrap();
+    dataset
+        .reader(Split::Validation, Verify::Checksums)
+        .unwrap();
     std::fs::write(&shard, &bytes[..bytes.len() - 2]).unwrap();
     let err = dataset.reader(Split::Train, Verify::SizesOnly).unwrap_err();
     assert!(matches!(err, DataError::Manifest { .. }), "{err}");
@@ -106,7 +155,10 @@ fn checksum_mismatch_is_detected() {
     let tok_path = out.join("tokenizer.json");
     let text = std::fs::read_to_string(&tok_path).unwrap();
     std::fs::write(&tok_path, text.replacen("<|pad|>", "<|pqd|>", 1)).unwrap();
-    assert!(matches!(dataset.tokenizer().unwrap_err(), DataError::Checksum { .. }));
+    assert!(matches!(
+        dataset.tokenizer().unwrap_err(),
+        DataError::Checksum { .. }
+    ));
 }
 
 #[test]
@@ -115,11 +167,21 @@ fn compressed_and_plain_text_inputs_are_read() {
     let dir = tempfile::tempdir().unwrap();
     let line = "{\"text\": \"hello compressed world\", \"domain\": \"x\"}\n";
     let gz = dir.path().join("a.jsonl.gz");
-    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
     enc.write_all(line.as_bytes()).unwrap();
     enc.finish().unwrap();
     let zst = dir.path().join("b.jsonl.zst");
-    std::fs::write(&zst, ruzstd::encoding::compress_to_vec(line.as_bytes(), ruzstd::encoding::CompressionLevel::Fastest)).unwrap();
+    std::fs::write(
+        &zst,
+        ruzstd::encoding::compress_to_vec(
+            line.as_bytes(),
+            ruzstd::encoding::CompressionLevel::Fastest,
+        ),
+    )
+    .unwrap();
     let folder = dir.path().join("texts");
     std::fs::create_dir(&folder).unwrap();
     std::fs::write(folder.join("z.txt"), "plain file, one document").unwrap();
@@ -129,7 +191,15 @@ fn compressed_and_plain_text_inputs_are_read() {
         .collect::<Result<_, _>>()
         .unwrap();
     let texts: Vec<&str> = docs.iter().map(|d| d.text.as_str()).collect();
-    assert_eq!(texts, ["hello compressed world", "hello compressed world", "another\nplain document", "plain file, one document"]);
+    assert_eq!(
+        texts,
+        [
+            "hello compressed world",
+            "hello compressed world",
+            "another\nplain document",
+            "plain file, one document"
+        ]
+    );
     assert_eq!(docs[0].domain.as_deref(), Some("x"));
     assert!(docs[0].id.ends_with("a.jsonl.gz:1"), "{}", docs[0].id);
     assert_eq!(docs[2].id, folder.join("a.md").display().to_string());
@@ -143,11 +213,28 @@ fn an_existing_folder_that_is_not_a_dataset_is_never_replaced() {
     let out = dir.path().join("precious");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("notes.txt"), "keep me").unwrap();
-    let err = build_dataset(std::slice::from_ref(&corpus), &tok, &out, &settings, &indicatif::ProgressBar::hidden()).unwrap_err();
+    let err = build_dataset(
+        std::slice::from_ref(&corpus),
+        &tok,
+        &out,
+        &settings,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .unwrap_err();
     assert!(matches!(err, DataError::Conflict { .. }), "{err}");
-    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "keep me");
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "keep me"
+    );
     // An empty folder is fine to fill.
     std::fs::remove_file(out.join("notes.txt")).unwrap();
-    build_dataset(&[corpus], &tok, &out, &settings, &indicatif::ProgressBar::hidden()).unwrap();
+    build_dataset(
+        &[corpus],
+        &tok,
+        &out,
+        &settings,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .unwrap();
     assert!(out.join("manifest.json").exists());
 }

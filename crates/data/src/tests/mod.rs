@@ -13,7 +13,10 @@ use crate::{CorpusFormat, DataSettings, PackingMode, TextTokenizer};
 pub(crate) fn write_jsonl(path: &Path, docs: &[(&str, &str)]) {
     let mut out = String::new();
     for (i, (domain, text)) in docs.iter().enumerate() {
-        out.push_str(&serde_json::json!({"id": format!("doc-{i}"), "text": text, "domain": domain}).to_string());
+        out.push_str(
+            &serde_json::json!({"id": format!("doc-{i}"), "text": text, "domain": domain})
+                .to_string(),
+        );
         out.push('\n');
     }
     std::fs::write(path, out).unwrap();
@@ -21,7 +24,13 @@ pub(crate) fn write_jsonl(path: &Path, docs: &[(&str, &str)]) {
 
 /// Small settings for tests.
 pub(crate) fn tiny_settings(packing: PackingMode) -> DataSettings {
-    let mut s = DataSettings { seq_len: 16, packing, sequences_per_shard: 5, batch_bytes: 300, ..Default::default() };
+    let mut s = DataSettings {
+        seq_len: 16,
+        packing,
+        sequences_per_shard: 5,
+        batch_bytes: 300,
+        ..Default::default()
+    };
     s.tokenizer.vocab_size = 400;
     s.tokenizer.min_frequency = 1;
     s.split.validation = 0.2;
@@ -34,8 +43,20 @@ pub(crate) fn tiny_settings(packing: PackingMode) -> DataSettings {
 pub(crate) fn sample_docs() -> Vec<(&'static str, String)> {
     let mut docs = Vec::new();
     for i in 0..40 {
-        docs.push(("prose", format!("The quick brown fox {i} jumps over the lazy dog. Ünïcödé ✓ {}", "la ".repeat(i % 7))));
-        docs.push(("code", format!("fn f{i}(x: u32) -> u32 {{\n    x * {i} + 1\n}}\n{}", "// c\n".repeat(i % 5))));
+        docs.push((
+            "prose",
+            format!(
+                "The quick brown fox {i} jumps over the lazy dog. Ünïcödé ✓ {}",
+                "la ".repeat(i % 7)
+            ),
+        ));
+        docs.push((
+            "code",
+            format!(
+                "fn f{i}(x: u32) -> u32 {{\n    x * {i} + 1\n}}\n{}",
+                "// c\n".repeat(i % 5)
+            ),
+        ));
     }
     docs
 }
@@ -52,8 +73,10 @@ pub(crate) fn sample_tokenizer(dir: &Path, settings: &DataSettings) -> (PathBuf,
 
 /// Names of the entries of a folder, sorted.
 pub(crate) fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     names
 }

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use crate::manifest::{BuildSettings, Manifest, TokenizerInfo, FORMAT, MANIFEST_FILE};
-use crate::{unpack, DataSettings, Dataset, DatasetWriter, IdWidth, PackingMode, Split, SplitSettings, Verify};
+use crate::{
+    unpack, DataSettings, Dataset, DatasetWriter, IdWidth, PackingMode, Split, SplitSettings,
+    Verify,
+};
 
 const EOS: u32 = 1;
 const PAD: u32 = 0;
@@ -19,7 +22,12 @@ fn write_and_read(
     width: IdWidth,
 ) -> BTreeMap<Split, Vec<(Vec<u32>, crate::SequenceMeta)>> {
     let dir = tempfile::tempdir().unwrap();
-    let settings = DataSettings { seq_len, packing, sequences_per_shard: per_shard, ..Default::default() };
+    let settings = DataSettings {
+        seq_len,
+        packing,
+        sequences_per_shard: per_shard,
+        ..Default::default()
+    };
     let mut writer = DatasetWriter::new(dir.path(), &settings, width, EOS, PAD);
     for (i, (split, ids)) in docs.iter().enumerate() {
         writer.push(*split, i as u64, (i % 3) as u32, ids).unwrap();
@@ -28,7 +36,17 @@ fn write_and_read(
     let splits = writer.finish(&domains).unwrap();
     let manifest = Manifest {
         format: FORMAT.into(),
-        tokenizer: TokenizerInfo { file: "tokenizer.json".into(), hash: "unused".into(), vocab_size: if width == IdWidth::U16 { 1 << 16 } else { 1 << 20 }, eos_id: EOS, pad_id: PAD },
+        tokenizer: TokenizerInfo {
+            file: "tokenizer.json".into(),
+            hash: "unused".into(),
+            vocab_size: if width == IdWidth::U16 {
+                1 << 16
+            } else {
+                1 << 20
+            },
+            eos_id: EOS,
+            pad_id: PAD,
+        },
         seq_len,
         row_len: seq_len + 1,
         packing,
@@ -37,26 +55,49 @@ fn write_and_read(
         documents_read: docs.len() as u64,
         documents_skipped_empty: 0,
         splits,
-        build: BuildSettings { inputs: vec![], format: Default::default(), split: SplitSettings::default(), seq_len, packing, sequences_per_shard: per_shard },
+        build: BuildSettings {
+            inputs: vec![],
+            format: Default::default(),
+            split: SplitSettings::default(),
+            seq_len,
+            packing,
+            sequences_per_shard: per_shard,
+        },
     };
-    std::fs::write(dir.path().join(MANIFEST_FILE), serde_json::to_string(&manifest).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join(MANIFEST_FILE),
+        serde_json::to_string(&manifest).unwrap(),
+    )
+    .unwrap();
     let dataset = Dataset::open(dir.path()).unwrap();
     Split::ALL
         .into_iter()
         .map(|split| {
             let reader = dataset.reader(split, Verify::Checksums).unwrap();
-            let rows = (0..reader.len()).map(|i| (reader.tokens(i), reader.meta(i))).collect();
+            let rows = (0..reader.len())
+                .map(|i| (reader.tokens(i), reader.meta(i)))
+                .collect();
             (split, rows)
         })
         .collect()
 }
 
 fn split_strategy() -> impl Strategy<Value = Split> {
-    prop_oneof![Just(Split::Train), Just(Split::Validation), Just(Split::Test)]
+    prop_oneof![
+        Just(Split::Train),
+        Just(Split::Validation),
+        Just(Split::Test)
+    ]
 }
 
 fn docs_strategy(max_id: u32) -> impl Strategy<Value = Vec<(Split, Vec<u32>)>> {
-    proptest::collection::vec((split_strategy(), proptest::collection::vec(2..max_id, 1..40)), 1..25)
+    proptest::collection::vec(
+        (
+            split_strategy(),
+            proptest::collection::vec(2..max_id, 1..40),
+        ),
+        1..25,
+    )
 }
 
 proptest! {
@@ -110,26 +151,44 @@ proptest! {
 
 #[test]
 fn split_fractions_are_close_to_settings() {
-    let s = SplitSettings { validation: 0.1, test: 0.2, seed: 7 };
+    let s = SplitSettings {
+        validation: 0.1,
+        test: 0.2,
+        seed: 7,
+    };
     let mut counts = BTreeMap::new();
     for i in 0..20_000 {
-        *counts.entry(s.split_of(&format!("document number {i}"))).or_insert(0usize) += 1;
+        *counts
+            .entry(s.split_of(&format!("document number {i}")))
+            .or_insert(0usize) += 1;
     }
     let frac = |k| counts[&k] as f64 / 20_000.0;
     assert!((frac(Split::Validation) - 0.1).abs() < 0.01, "{counts:?}");
     assert!((frac(Split::Test) - 0.2).abs() < 0.01, "{counts:?}");
     // A different seed moves documents between splits.
-    let other = SplitSettings { seed: 8, ..s.clone() };
+    let other = SplitSettings {
+        seed: 8,
+        ..s.clone()
+    };
     assert!((0..200).any(|i| s.split_of(&i.to_string()) != other.split_of(&i.to_string())));
 }
 
 #[test]
 fn long_document_rows_overlap_by_one_token() {
     let ids: Vec<u32> = (10..30).collect();
-    let read = write_and_read(&[(Split::Train, ids)], PackingMode::DocStart, 8, 100, IdWidth::U16);
+    let read = write_and_read(
+        &[(Split::Train, ids)],
+        PackingMode::DocStart,
+        8,
+        100,
+        IdWidth::U16,
+    );
     let rows = &read[&Split::Train];
     // 21 tokens (20 + EOS), stride 8: rows start at 0, 8, 16.
-    assert_eq!(rows.iter().map(|(_, m)| m.offset).collect::<Vec<_>>(), vec![0, 8, 16]);
+    assert_eq!(
+        rows.iter().map(|(_, m)| m.offset).collect::<Vec<_>>(),
+        vec![0, 8, 16]
+    );
     assert_eq!(rows[0].0[8], rows[1].0[0]);
     assert_eq!(rows[2].1.valid, 5);
     assert_eq!(&rows[2].0[5..], &[PAD; 4]);
