@@ -18,13 +18,16 @@ pub struct Config {
 impl Config {
     /// Read a config file; unknown keys and wrong types are errors naming the key and line.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("config {}", path.display()))
     }
 
     /// The file's settings, or the defaults.
     pub fn load_or_default(path: Option<&Path>) -> Result<Self> {
-        path.map(Self::load).transpose().map(Option::unwrap_or_default)
+        path.map(Self::load)
+            .transpose()
+            .map(Option::unwrap_or_default)
     }
 
     /// The config as TOML text (every key, defaults included).

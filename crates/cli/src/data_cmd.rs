@@ -5,7 +5,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use smalltalk_data::{atomic, build_dataset, train_tokenizer, BuildOutcome, Dataset, PackingMode, Split, TextTokenizer, Verify};
+use smalltalk_data::{
+    atomic, build_dataset, train_tokenizer, BuildOutcome, Dataset, PackingMode, Split,
+    TextTokenizer, Verify,
+};
 
 use crate::config::Config;
 use crate::report::{peak_rss_bytes, Output};
@@ -111,7 +114,10 @@ pub fn run(cmd: DataCommand, out: &Output) -> Result<()> {
 
 fn train(corpus: &[PathBuf], config: &Config, out: &Output) -> Result<TextTokenizer> {
     let spinner = out.spinner("tokenizer");
-    spinner.set_message(format!("training byte-level BPE, vocabulary {}", config.data.tokenizer.vocab_size));
+    spinner.set_message(format!(
+        "training byte-level BPE, vocabulary {}",
+        config.data.tokenizer.vocab_size
+    ));
     let tok = train_tokenizer(corpus, &config.data)?;
     spinner.finish_and_clear();
     Ok(tok)
@@ -122,7 +128,8 @@ fn tokenizer(args: TokenizerArgs, out: &Output) -> Result<()> {
     let start = Instant::now();
     let tok = train(&args.corpus.corpus, &config, out)?;
     if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     atomic::write_file(&args.out, tok.to_json()?.as_bytes())?;
     out.result(
@@ -144,7 +151,11 @@ fn build(args: BuildArgs, out: &Output) -> Result<()> {
     let start = Instant::now();
     let tok = match &args.tokenizer {
         Some(path) => TextTokenizer::load(path, args.eos_token.as_deref())?,
-        None if args.out.join(smalltalk_data::manifest::MANIFEST_FILE).exists() => {
+        None if args
+            .out
+            .join(smalltalk_data::manifest::MANIFEST_FILE)
+            .exists() =>
+        {
             // Rerun: reuse the dataset's own tokenizer so a finished build is recognised.
             Dataset::open(&args.out)?.tokenizer()?
         }
@@ -173,7 +184,11 @@ fn build(args: BuildArgs, out: &Output) -> Result<()> {
 
 fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
     let dataset = Dataset::open(&args.dir)?;
-    let verify = if args.no_verify { Verify::SizesOnly } else { Verify::Checksums };
+    let verify = if args.no_verify {
+        Verify::SizesOnly
+    } else {
+        Verify::Checksums
+    };
     for split in Split::ALL {
         dataset.reader(split, verify)?;
     }
@@ -203,8 +218,14 @@ fn human_summary(m: &smalltalk_data::Manifest) -> String {
         "vocabulary {}, seq_len {}, packing {}, ids {}, {} documents read",
         m.tokenizer.vocab_size,
         m.seq_len,
-        serde_json::to_value(m.packing).unwrap_or_default().as_str().unwrap_or("?"),
-        serde_json::to_value(m.id_width).unwrap_or_default().as_str().unwrap_or("?"),
+        serde_json::to_value(m.packing)
+            .unwrap_or_default()
+            .as_str()
+            .unwrap_or("?"),
+        serde_json::to_value(m.id_width)
+            .unwrap_or_default()
+            .as_str()
+            .unwrap_or("?"),
         m.documents_read
     )];
     for (split, i) in &m.splits {

@@ -5,8 +5,10 @@
 //! library crates: each subcommand parses flags and a TOML config, calls one stage, and reports
 //! (a progress bar for people, `--json` for scripts).
 
+mod alloc_tuning;
 mod config;
 mod data_cmd;
+mod lm_cmd;
 mod report;
 
 use anyhow::Result;
@@ -37,11 +39,15 @@ enum Command {
     /// The data stage: train a tokenizer, build packed token shards, inspect a dataset.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// The decoder language model on its own (today: `lm bench`, training/scoring throughput).
+    #[command(subcommand)]
+    Lm(lm_cmd::LmCommand),
     /// List the compute backends compiled into this binary.
     Backends,
 }
 
 fn main() {
+    alloc_tuning::apply();
     let cli = Cli::parse();
     if let Err(err) = run(cli) {
         eprintln!("error: {err:#}");
@@ -54,9 +60,16 @@ fn run(cli: Cli) -> Result<()> {
     let out = report::Output::new(cli.json);
     match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd, &out),
+        Command::Lm(cmd) => lm_cmd::run(cmd, backend, &out),
         Command::Backends => {
-            let compiled: Vec<&str> = BackendKind::compiled().into_iter().map(BackendKind::name).collect();
-            let all: Vec<&str> = BackendKind::ALL.into_iter().map(BackendKind::name).collect();
+            let compiled: Vec<&str> = BackendKind::compiled()
+                .into_iter()
+                .map(BackendKind::name)
+                .collect();
+            let all: Vec<&str> = BackendKind::ALL
+                .into_iter()
+                .map(BackendKind::name)
+                .collect();
             out.result(
                 &serde_json::json!({"selected": backend.name(), "compiled": compiled, "known": all}),
                 || format!("compiled backends: {} (selected: {backend})", compiled.join(", ")),

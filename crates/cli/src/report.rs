@@ -36,7 +36,10 @@ impl Output {
             return ProgressBar::hidden();
         }
         let bar = ProgressBar::new_spinner();
-        bar.set_style(ProgressStyle::with_template("{spinner} {prefix} [{elapsed_precise}] {msg}").expect("valid template"));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix} [{elapsed_precise}] {msg}")
+                .expect("valid template"),
+        );
         bar.set_prefix(what.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
@@ -57,9 +60,11 @@ pub fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0)

@@ -1,5 +1,6 @@
 //! Measure training throughput on flex: `cargo run --release -p smalltalk-lm --example
-//! bench_train -- [preset] [batch] [seq] [steps]` (defaults: router-4.4m 4 256 4). Trains on
+//! bench_train -- [preset] [batch] [seq] [steps] [fused|ref]` (defaults: router-4.4m 4 256 4
+//! fused; `ref` computes the LM head + loss with the unfused reference ops). Trains on
 //! random tokens in a temporary run directory and prints per-step time and tokens/s (the first
 //! step includes warm-up allocations and is reported separately).
 
@@ -8,7 +9,8 @@ use std::time::Instant;
 
 use smalltalk_lm::rng::SplitMix64;
 use smalltalk_lm::{
-    CpuTrainBackend, LmConfig, StepMetrics, TrainConfig, TrainObserver, Trainer, VecSource,
+    CpuTrainBackend, HeadKernel, LmConfig, StepMetrics, TrainConfig, TrainObserver, Trainer,
+    VecSource,
 };
 
 struct Timer {
@@ -41,6 +43,11 @@ fn main() {
     let batch: usize = args.get(1).map_or(4, |s| s.parse().expect("batch"));
     let seq: usize = args.get(2).map_or(256, |s| s.parse().expect("seq"));
     let steps: usize = args.get(3).map_or(4, |s| s.parse().expect("steps"));
+    let kernel = match args.get(4).map_or("fused", String::as_str) {
+        "fused" => HeadKernel::Auto,
+        "ref" => HeadKernel::Reference,
+        other => panic!("head kernel must be `fused` or `ref`, not `{other}`"),
+    };
     let cfg = LmConfig::preset(preset).expect("preset");
     let row_len = seq + 1;
     let mut rng = SplitMix64::new(1);
@@ -59,11 +66,12 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("smalltalk-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "{preset}: {} params, batch {batch} x seq {seq}, {steps} steps",
+        "{preset}: {} params, batch {batch} x seq {seq}, {steps} steps, head {kernel:?}",
         cfg.num_params()
     );
     let mut trainer =
         Trainer::<CpuTrainBackend>::new(&cfg, train, &dir, &Default::default()).expect("trainer");
+    trainer.set_head_kernel(kernel);
     let mut timer = Timer {
         last: Instant::now(),
         times: vec![],

@@ -71,10 +71,17 @@ impl BackendKind {
         if self.is_compiled() {
             return Ok(self);
         }
-        let compiled: Vec<&str> = Self::compiled().into_iter().map(BackendKind::name).collect();
+        let compiled: Vec<&str> = Self::compiled()
+            .into_iter()
+            .map(BackendKind::name)
+            .collect();
         Err(BackendError::NotCompiled {
             kind: self,
-            compiled: if compiled.is_empty() { "none".into() } else { compiled.join(", ") },
+            compiled: if compiled.is_empty() {
+                "none".into()
+            } else {
+                compiled.join(", ")
+            },
         })
     }
 
@@ -112,7 +119,10 @@ mod tests {
             assert_eq!(k.to_string(), k.name());
         }
         assert_eq!("FLEX".parse::<BackendKind>(), Ok(BackendKind::Flex));
-        assert_eq!("tpu".parse::<BackendKind>(), Err(BackendError::Unknown("tpu".into())));
+        assert_eq!(
+            "tpu".parse::<BackendKind>(),
+            Err(BackendError::Unknown("tpu".into()))
+        );
     }
 
     #[test]

@@ -12,10 +12,13 @@
 //! - [`train`]: [`TrainConfig`], [`Trainer`] (AdamW, global-norm clipping, warm-up + cosine or
 //!   constant LR, gradient accumulation, seekable shuffling, atomic checkpoints, bit-exact
 //!   resume on CPU), the [`SequenceSource`] data trait and observers (progress bar, JSONL).
+//! - [`fused_head`]: the LM head + cross-entropy as one op ([`LmBackend`]); on CPU `flex` a
+//!   chunked gemm kernel that never builds `[N, vocab]` logits (used by training and scoring).
 //! - [`backend`]: picking a compiled-in burn backend by name.
 //!
 //! Dependencies: `burn` 0.21 (generic `B: Backend`; CPU `flex` by default, `cuda` / `wgpu` as
-//! features), `safetensors` for weight files, `serde`/`serde_json`/`toml` for configs,
+//! features), `gemm` + `rayon` (with `flex`: the fused head kernel), `safetensors` for weight
+//! files, `serde`/`serde_json`/`toml` for configs,
 //! `xxhash-rust` for checksums and seeding, `indicatif` for the optional progress bar. It does
 //! not depend on the data crate: data comes through [`SequenceSource`].
 //!
@@ -33,6 +36,7 @@ pub mod block;
 pub mod config;
 pub mod embedding;
 pub mod error;
+pub mod fused_head;
 pub mod init;
 pub mod linear;
 pub mod loss;
@@ -47,6 +51,7 @@ pub mod weights;
 
 pub use config::{LmConfig, PRESET_NAMES};
 pub use error::{LmError, Result};
+pub use fused_head::{HeadKernel, LmBackend};
 pub use model::Lm;
 pub use score::{score_prefix, token_logprobs, ScoreOptions};
 pub use train::{

@@ -28,6 +28,7 @@ use crate::block::DecoderLayer;
 use crate::config::LmConfig;
 use crate::embedding::Embedding;
 use crate::error::{LmError, Result};
+use crate::fused_head::{head_logprobs, head_nll, HeadKernel};
 use crate::init::Init;
 use crate::linear::Linear;
 use crate::norm::RmsNorm;
@@ -137,6 +138,37 @@ impl<B: Backend> Lm<B> {
             Some(head) => head.forward(hidden),
             None => hidden.matmul(self.embed_tokens.weight.val().transpose()),
         }
+    }
+
+    /// The head matrix `[vocab, d]`: `lm_head.weight`, or the embedding table when tied.
+    pub fn head_weight(&self) -> Tensor<B, 2> {
+        match &self.lm_head {
+            Some(head) => head.weight.val(),
+            None => self.embed_tokens.weight.val(),
+        }
+    }
+
+    /// Training loss from flattened hidden states `[N, d]`: `Σ_i w_i·(−log p(t_i)) / denom`
+    /// (`weights` 0 for ignored targets), as a one-element tensor. With
+    /// [`HeadKernel::Auto`] on CPU `flex` this is the fused head + cross-entropy op (no
+    /// `[N, vocab]` tensor); [`HeadKernel::Reference`] is [`Lm::head`] + [`nll_sum`] op for op.
+    ///
+    /// [`nll_sum`]: crate::loss::nll_sum
+    pub fn head_nll(
+        &self,
+        hidden: Tensor<B, 2>,
+        targets: Tensor<B, 1, Int>,
+        weights: Tensor<B, 1>,
+        denom: f64,
+        kernel: HeadKernel,
+    ) -> Tensor<B, 1> {
+        head_nll(hidden, self.head_weight(), targets, weights, denom, kernel)
+    }
+
+    /// `log p(t_i)` of each row of flattened hidden states `[N, d]`, `[N]`; fused on `flex`
+    /// (one chunk of logits at a time), reference ops elsewhere. Not for training.
+    pub fn head_logprobs(&self, hidden: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+        head_logprobs(hidden, self.head_weight(), targets, HeadKernel::Auto)
     }
 
     /// Next-token logits `[batch, seq, vocab]`: row `t` predicts token `t + 1`.

@@ -3,12 +3,13 @@
 //! Both functions take a batch as a flat row-major slice of token ids (`rows × row_len`),
 //! run on any `B: Backend` (use the inner, non-autodiff backend: no graph is built), and
 //! process the rows in chunks so at most one chunk of `[rows, time, vocab]` logits exists at
-//! a time ([`ScoreOptions::max_logits`]).
+//! a time ([`ScoreOptions::max_logits`]). On `flex` the head itself is fused
+//! ([`Lm::head_logprobs`]): only a few hundred rows of logits exist at once.
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 
 use crate::error::{LmError, Result};
-use crate::loss::{target_logprobs, token_tensor};
+use crate::loss::token_tensor;
 use crate::model::Lm;
 
 /// Knobs for [`score_prefix`] and [`token_logprobs`].
@@ -133,7 +134,8 @@ fn for_each_row_logprobs<B: Backend>(
         }
         let hidden = model.forward_hidden(token_tensor::<B>(&inputs, n, time, &device));
         let targets_t = Tensor::from_data(TensorData::new(targets, [n * time]), &device);
-        let logprobs = target_logprobs(model.head(hidden), targets_t)
+        let logprobs = model
+            .head_logprobs(hidden, targets_t)
             .into_data()
             .convert::<f32>()
             .into_vec::<f32>()

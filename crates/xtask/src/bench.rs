@@ -17,6 +17,9 @@ pub enum BenchTask {
     /// Tokenization + sharding throughput (MB/s) and peak memory, next to the Python `tokenizers`
     /// package on the same file with the same tokenizer.json.
     Data(DataBenchArgs),
+    /// Decoder-LM training tokens/s and scoring sequences/s (router and a small expert) next to
+    /// the PyTorch reference `bench/lm_torch.py` on the same shape.
+    Lm(crate::bench_lm::LmBenchArgs),
 }
 
 /// `bench data` options.
@@ -46,13 +49,17 @@ pub struct DataBenchArgs {
 pub fn run(task: BenchTask) -> Result<()> {
     match task {
         BenchTask::Data(args) => bench_data(args),
+        BenchTask::Lm(args) => crate::bench_lm::run(args),
     }
 }
 
 fn uncompressed_bytes(path: &Path) -> Result<u64> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader: Box<dyn Read> =
-        if path.extension().is_some_and(|e| e == "gz") { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) };
+    let mut reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
     Ok(std::io::copy(&mut reader, &mut std::io::sink())?)
 }
 
@@ -63,45 +70,95 @@ struct Measured {
 
 fn bench_data(args: DataBenchArgs) -> Result<()> {
     let root = workspace_root();
-    let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { root.join(p) };
+    let abs = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            root.join(p)
+        }
+    };
     let (corpus, small) = (abs(&args.corpus), abs(&args.small_corpus));
     let bin = build_cli(&[])?;
     let work = tempdir_in(&root.join("target"))?;
     let tokenizer = work.join("tokenizer.json");
-    eprintln!("training the benchmark tokenizer (vocabulary {}) on {}", args.vocab_size, small.display());
-    run_capture(Command::new(&bin).args(["--json", "data", "tokenizer", "--corpus"]).arg(&small)
-        .arg("--vocab-size").arg(args.vocab_size.to_string()).arg("--out").arg(&tokenizer))?;
+    eprintln!(
+        "training the benchmark tokenizer (vocabulary {}) on {}",
+        args.vocab_size,
+        small.display()
+    );
+    run_capture(
+        Command::new(&bin)
+            .args(["--json", "data", "tokenizer", "--corpus"])
+            .arg(&small)
+            .arg("--vocab-size")
+            .arg(args.vocab_size.to_string())
+            .arg("--out")
+            .arg(&tokenizer),
+    )?;
     let mb = uncompressed_bytes(&corpus)? as f64 / 1e6;
 
     let ours = |input: &Path, runs: usize| -> Result<Measured> {
-        let mut m = Measured { seconds: vec![], peak_rss: vec![] };
+        let mut m = Measured {
+            seconds: vec![],
+            peak_rss: vec![],
+        };
         for i in 0..runs {
             let out = work.join(format!("data-{i}"));
             let _ = std::fs::remove_dir_all(&out);
-            let stdout = run_capture(Command::new(&bin).args(["--json", "data", "build", "--corpus"]).arg(input)
-                .arg("--tokenizer").arg(&tokenizer).arg("--out").arg(&out))?;
+            let stdout = run_capture(
+                Command::new(&bin)
+                    .args(["--json", "data", "build", "--corpus"])
+                    .arg(input)
+                    .arg("--tokenizer")
+                    .arg(&tokenizer)
+                    .arg("--out")
+                    .arg(&out),
+            )?;
             let v = last_json(&stdout)?;
             m.seconds.push(v["seconds"].as_f64().context("seconds")?);
-            m.peak_rss.push(v["peak_rss_bytes"].as_f64().context("peak_rss_bytes")?);
+            m.peak_rss
+                .push(v["peak_rss_bytes"].as_f64().context("peak_rss_bytes")?);
             std::fs::remove_dir_all(&out)?;
         }
         Ok(m)
     };
     let script = root.join("bench/data_tokenizers.py");
-    let python_ok = Command::new(&args.python).args(["-c", "import tokenizers"]).output().is_ok_and(|o| o.status.success());
+    let python_ok = Command::new(&args.python)
+        .args(["-c", "import tokenizers"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     let theirs = |runs: usize| -> Result<Measured> {
-        let mut m = Measured { seconds: vec![], peak_rss: vec![] };
+        let mut m = Measured {
+            seconds: vec![],
+            peak_rss: vec![],
+        };
         for _ in 0..runs {
-            let stdout = run_capture(Command::new(&args.python).arg(&script).arg(&corpus).arg(&tokenizer).arg(work.join("py.tokens")))?;
+            let stdout = run_capture(
+                Command::new(&args.python)
+                    .arg(&script)
+                    .arg(&corpus)
+                    .arg(&tokenizer)
+                    .arg(work.join("py.tokens")),
+            )?;
             let v = last_json(&stdout)?;
             m.seconds.push(v["seconds"].as_f64().context("seconds")?);
-            m.peak_rss.push(v["peak_rss_bytes"].as_f64().context("peak_rss_bytes")?);
+            m.peak_rss
+                .push(v["peak_rss_bytes"].as_f64().context("peak_rss_bytes")?);
         }
         Ok(m)
     };
 
     // Interleave so that machine noise hits both sides alike.
-    let (mut ours_all, mut theirs_all) = (Measured { seconds: vec![], peak_rss: vec![] }, Measured { seconds: vec![], peak_rss: vec![] });
+    let (mut ours_all, mut theirs_all) = (
+        Measured {
+            seconds: vec![],
+            peak_rss: vec![],
+        },
+        Measured {
+            seconds: vec![],
+            peak_rss: vec![],
+        },
+    );
     for _ in 0..args.runs {
         let o = ours(&corpus, 1)?;
         ours_all.seconds.extend(o.seconds);
@@ -130,25 +187,50 @@ fn bench_data(args: DataBenchArgs) -> Result<()> {
         case["ratio_best"] = serde_json::json!(p_min / o_min);
         case["ratio_median"] = serde_json::json!(p_med / o_med);
     } else {
-        case["python"] = serde_json::json!(format!("`{}` cannot import tokenizers: reference not measured", args.python));
+        case["python"] = serde_json::json!(format!(
+            "`{}` cannot import tokenizers: reference not measured",
+            args.python
+        ));
     }
     let _ = std::fs::remove_dir_all(&work);
     if args.json {
         println!("{case}");
         return Ok(());
     }
-    println!("data stage on {} ({mb:.1} MB uncompressed), {} runs each, vocabulary {}", args.corpus.display(), args.runs, args.vocab_size);
+    println!(
+        "data stage on {} ({mb:.1} MB uncompressed), {} runs each, vocabulary {}",
+        args.corpus.display(),
+        args.runs,
+        args.vocab_size
+    );
     println!("| side | MB/s best | MB/s median | peak RSS |");
     println!("|---|---|---|---|");
-    println!("| smalltalk data build | {:.2} | {:.2} | {:.0} MB |", mbps(o_min), mbps(o_med), ours_rss / 1e6);
+    println!(
+        "| smalltalk data build | {:.2} | {:.2} | {:.0} MB |",
+        mbps(o_min),
+        mbps(o_med),
+        ours_rss / 1e6
+    );
     if python_ok {
-        println!("| Python tokenizers | {:.2} | {:.2} | {:.0} MB |", case["python_mb_per_s_best"].as_f64().unwrap_or(0.0),
-            case["python_mb_per_s_median"].as_f64().unwrap_or(0.0), case["python_peak_rss_mb"].as_f64().unwrap_or(0.0));
-        println!("ratio (ours / Python): best {:.2}x, median {:.2}x", case["ratio_best"].as_f64().unwrap_or(0.0), case["ratio_median"].as_f64().unwrap_or(0.0));
+        println!(
+            "| Python tokenizers | {:.2} | {:.2} | {:.0} MB |",
+            case["python_mb_per_s_best"].as_f64().unwrap_or(0.0),
+            case["python_mb_per_s_median"].as_f64().unwrap_or(0.0),
+            case["python_peak_rss_mb"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "ratio (ours / Python): best {:.2}x, median {:.2}x",
+            case["ratio_best"].as_f64().unwrap_or(0.0),
+            case["ratio_median"].as_f64().unwrap_or(0.0)
+        );
     } else {
         println!("Python reference not measured: {}", case["python"]);
     }
-    println!("peak RSS on the small corpus ({}): {:.0} MB", args.small_corpus.display(), small_run.peak_rss[0] / 1e6);
+    println!(
+        "peak RSS on the small corpus ({}): {:.0} MB",
+        args.small_corpus.display(),
+        small_run.peak_rss[0] / 1e6
+    );
     Ok(())
 }
 

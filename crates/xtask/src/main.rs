@@ -5,10 +5,13 @@
 //!   `smalltalk` binary, resumable (finished stages are skipped).
 //! - `cargo xtask bench data`: data-stage throughput and memory next to the Python `tokenizers`
 //!   package in the same run.
+//! - `cargo xtask bench lm`: decoder-LM training/scoring throughput next to PyTorch
+//!   (`bench/lm_torch.py`) in the same run.
 //!
 //! Depends only on `anyhow`, `clap`, `serde_json` and `flate2`; it drives the CLI as a user would.
 
 mod bench;
+mod bench_lm;
 mod pipeline;
 mod util;
 

@@ -35,13 +35,22 @@ pub struct PipelineArgs {
 /// Run the pipeline.
 pub fn run(args: PipelineArgs) -> Result<()> {
     let root = workspace_root();
-    let corpus = args.corpus.unwrap_or_else(|| root.join("corpus/mix-small.jsonl.gz"));
-    let config = args.config.unwrap_or_else(|| root.join("configs/pipeline-cpu.toml"));
+    let corpus = args
+        .corpus
+        .unwrap_or_else(|| root.join("corpus/mix-small.jsonl.gz"));
+    let config = args
+        .config
+        .unwrap_or_else(|| root.join("configs/pipeline-cpu.toml"));
     let features: Vec<&str> = match args.backend.as_str() {
         "flex" => vec![],
         other => vec![other],
     };
-    println!("pipeline: corpus {}, run folder {}, backend {}", corpus.display(), args.out.display(), args.backend);
+    println!(
+        "pipeline: corpus {}, run folder {}, backend {}",
+        corpus.display(),
+        args.out.display(),
+        args.backend
+    );
     println!("stages available in this release: tokenizer, data (routers, partition, experts, evaluation: not yet implemented)");
     println!("expected time on 2 cores: about 1 minute after the build (the data stage is seconds; building the binary dominates)");
     let bin = build_cli(&features)?;
@@ -59,15 +68,31 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         println!("[1/2] tokenizer: training byte-level BPE");
         let mut cmd = Command::new(&bin);
         common(&mut cmd);
-        cmd.args(["data", "tokenizer", "--corpus"]).arg(&corpus).arg("--config").arg(&config).arg("--out").arg(&tokenizer);
+        cmd.args(["data", "tokenizer", "--corpus"])
+            .arg(&corpus)
+            .arg("--config")
+            .arg(&config)
+            .arg("--out")
+            .arg(&tokenizer);
         run_shown(&mut cmd)?;
     }
     println!("[2/2] data: tokenize, pack and shard");
     let mut cmd = Command::new(&bin);
     common(&mut cmd);
-    cmd.args(["data", "build", "--corpus"]).arg(&corpus).arg("--config").arg(&config);
-    cmd.arg("--tokenizer").arg(&tokenizer).arg("--out").arg(&data_dir);
+    cmd.args(["data", "build", "--corpus"])
+        .arg(&corpus)
+        .arg("--config")
+        .arg(&config);
+    cmd.arg("--tokenizer")
+        .arg(&tokenizer)
+        .arg("--out")
+        .arg(&data_dir);
     run_shown(&mut cmd)?;
-    println!("pipeline done in {:.1}s; dataset in {} (experts planned: {})", t.elapsed().as_secs_f64(), data_dir.display(), args.experts);
+    println!(
+        "pipeline done in {:.1}s; dataset in {} (experts planned: {})",
+        t.elapsed().as_secs_f64(),
+        data_dir.display(),
+        args.experts
+    );
     Ok(())
 }

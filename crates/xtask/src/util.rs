@@ -7,14 +7,19 @@ use anyhow::{bail, Context, Result};
 
 /// The workspace root (the parent of `crates/`).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("crates/xtask is two levels down").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/xtask is two levels down")
+        .to_path_buf()
 }
 
 /// Build the release `smalltalk` binary with `features` and return its path.
 pub fn build_cli(features: &[&str]) -> Result<PathBuf> {
     let root = workspace_root();
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(&root).args(["build", "--release", "-p", "smalltalk-cli"]);
+    cmd.current_dir(&root)
+        .args(["build", "--release", "-p", "smalltalk-cli"]);
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);
     }
@@ -22,7 +27,9 @@ pub fn build_cli(features: &[&str]) -> Result<PathBuf> {
     if !status.success() {
         bail!("cargo build of smalltalk-cli failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     Ok(target.join("release").join("smalltalk"))
 }
 
@@ -30,7 +37,10 @@ pub fn build_cli(features: &[&str]) -> Result<PathBuf> {
 pub fn run_capture(cmd: &mut Command) -> Result<String> {
     let output = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !output.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(String::from_utf8(output.stdout)?)
 }
@@ -49,7 +59,11 @@ pub fn last_json(stdout: &str) -> Result<serde_json::Value> {
     stdout
         .lines()
         .rev()
-        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().filter(|v| v.is_object()))
+        .find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .filter(|v| v.is_object())
+        })
         .context("no JSON object in the command's output")
 }
 
@@ -58,6 +72,10 @@ pub fn min_median(xs: &[f64]) -> (f64, f64) {
     let mut v = xs.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
     (v[0], median)
 }

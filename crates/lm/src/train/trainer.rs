@@ -19,7 +19,8 @@ use burn::tensor::ElementConversion;
 
 use crate::config::LmConfig;
 use crate::error::{LmError, Result};
-use crate::loss::{nll_sum, targets_and_weights, token_tensor};
+use crate::fused_head::HeadKernel;
+use crate::loss::{targets_and_weights, token_tensor};
 use crate::model::Lm;
 use crate::train::checkpoint::{
     adamw_config, Checkpoint, CheckpointState, DataIdentity, CHECKPOINT_FORMAT,
@@ -60,6 +61,7 @@ pub struct Trainer<B: AutodiffBackend> {
     data: Option<DataIdentity>,
     resumed_from: Option<usize>,
     last_checkpoint: Option<PathBuf>,
+    head_kernel: HeadKernel,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -111,6 +113,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             data: None,
             resumed_from: None,
             last_checkpoint: None,
+            head_kernel: HeadKernel::default(),
         }
     }
 
@@ -136,12 +139,25 @@ impl<B: AutodiffBackend> Trainer<B> {
             data: s.data,
             resumed_from: Some(s.step),
             last_checkpoint: Some(ckpt.dir.clone()),
+            head_kernel: HeadKernel::default(),
         })
     }
 
     /// Steps completed.
     pub fn step(&self) -> usize {
         self.step
+    }
+
+    /// Choose the LM head + loss implementation (default [`HeadKernel::Auto`]: fused on CPU
+    /// `flex`). Both give the same loss and gradients up to float rounding; a run must keep
+    /// one choice to stay bit-exact across resumes.
+    pub fn set_head_kernel(&mut self, kernel: HeadKernel) {
+        self.head_kernel = kernel;
+    }
+
+    /// The LM head + loss implementation in use.
+    pub fn head_kernel(&self) -> HeadKernel {
+        self.head_kernel
     }
 
     /// The step this trainer resumed from, if it found a checkpoint.
@@ -366,10 +382,9 @@ impl<B: AutodiffBackend> Trainer<B> {
                 .copied()
                 .collect();
             let targets: Vec<u32> = micro.chunks(used).flat_map(|r| &r[1..]).copied().collect();
-            let logits =
-                model.head(model.forward_hidden(token_tensor::<B>(&inputs, n, time, &device)));
-            let (targets, weights) = targets_and_weights(&targets, pad, &logits);
-            let loss = nll_sum(logits, targets, weights).div_scalar(denom);
+            let hidden = model.forward_hidden(token_tensor::<B>(&inputs, n, time, &device));
+            let (targets, weights) = targets_and_weights(&targets, pad, &hidden);
+            let loss = model.head_nll(hidden, targets, weights, denom, self.head_kernel);
             loss_sum += loss.clone().into_scalar().elem::<f64>();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             accumulator.accumulate(&model, grads);

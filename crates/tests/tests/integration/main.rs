@@ -1,5 +1,5 @@
-
 mod lm_checkpoint;
+mod lm_fused;
 mod lm_grad;
 mod lm_model;
 mod lm_train;
