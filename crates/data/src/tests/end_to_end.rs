@@ -2,7 +2,7 @@
 
 use crate::{build_dataset, BuildOutcome, DataError, Dataset, PackingMode, Split, Verify};
 
-use super::{listing, sample_docs, sample_tokenizer, tiny_settings};
+use super::{build_sample, listing, read_rows, sample_docs, sample_tokenizer, tiny_settings};
 
 #[test]
 fn text_round_trips_through_shards_in_doc_start_mode() {
@@ -71,21 +71,10 @@ fn text_round_trips_through_shards_in_doc_start_mode() {
 fn concat_mode_decodes_to_documents_joined_by_eos() {
     let dir = tempfile::tempdir().unwrap();
     let settings = tiny_settings(PackingMode::Concat);
-    let (corpus, tok) = sample_tokenizer(dir.path(), &settings);
-    let out = dir.path().join("data");
-    build_dataset(
-        &[corpus],
-        &tok,
-        &out,
-        &settings,
-        &indicatif::ProgressBar::hidden(),
-    )
-    .unwrap();
+    let (tok, out) = build_sample(dir.path(), &settings);
     let dataset = Dataset::open(&out).unwrap();
     let reader = dataset.reader(Split::Train, Verify::Checksums).unwrap();
-    let rows: Vec<_> = (0..reader.len())
-        .map(|i| (reader.tokens(i), reader.meta(i)))
-        .collect();
+    let rows = read_rows(&reader);
     let stream = crate::unpack(PackingMode::Concat, &rows).remove(0);
     let expected: Vec<u32> = sample_docs()
         .iter()
@@ -123,16 +112,7 @@ fn rerun_skips_and_other_settings_are_refused() {
 fn checksum_mismatch_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let settings = tiny_settings(PackingMode::Concat);
-    let (corpus, tok) = sample_tokenizer(dir.path(), &settings);
-    let out = dir.path().join("data");
-    build_dataset(
-        &[corpus],
-        &tok,
-        &out,
-        &settings,
-        &indicatif::ProgressBar::hidden(),
-    )
-    .unwrap();
+    let (_, out) = build_sample(dir.path(), &settings);
     let shard = out.join("train-00000.tokens");
     let mut bytes = std::fs::read(&shard).unwrap();
     bytes[3] ^= 0x40;

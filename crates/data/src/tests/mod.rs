@@ -80,3 +80,26 @@ pub(crate) fn listing(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Build the sample corpus into `<dir>/data` with `settings`; returns the tokenizer and the
+/// dataset folder.
+pub(crate) fn build_sample(dir: &Path, settings: &DataSettings) -> (TextTokenizer, PathBuf) {
+    let (corpus, tok) = sample_tokenizer(dir, settings);
+    let out = dir.join("data");
+    crate::build_dataset(
+        &[corpus],
+        &tok,
+        &out,
+        settings,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .unwrap();
+    (tok, out)
+}
+
+/// Every row of a split with its metadata.
+pub(crate) fn read_rows(reader: &crate::SequenceReader) -> Vec<(Vec<u32>, crate::SequenceMeta)> {
+    (0..reader.len())
+        .map(|i| (reader.tokens(i), reader.meta(i)))
+        .collect()
+}

@@ -8,7 +8,7 @@ use smalltalk_lm::loss::{targets_and_weights, token_tensor};
 use smalltalk_lm::rng::SplitMix64;
 use smalltalk_lm::{HeadKernel, Lm, LmConfig, TrainConfig, Trainer, VecSource};
 
-use crate::lm_util::{dev, quick_train, random_tokens, tiny, to_vec, AB, B};
+use crate::lm_util::{dev, inputs_and_targets, quick_train, random_tokens, tiny, to_vec, AB, B};
 
 const N: usize = 37;
 const V: usize = 50;
@@ -158,16 +158,7 @@ fn model_head_grad(
     kernel: HeadKernel,
 ) -> (f32, Vec<f32>, Option<Vec<f32>>) {
     let time = row_len - 1;
-    let inputs: Vec<u32> = toks
-        .chunks(row_len)
-        .flat_map(|r| &r[..time])
-        .copied()
-        .collect();
-    let targets: Vec<u32> = toks
-        .chunks(row_len)
-        .flat_map(|r| &r[1..])
-        .copied()
-        .collect();
+    let (inputs, targets) = inputs_and_targets(toks, row_len);
     let hidden = model.forward_hidden(token_tensor::<AB>(&inputs, rows, time, &dev()));
     let (t, w) = targets_and_weights(&targets, None, &hidden);
     let loss = model.head_nll(hidden, t, w, (rows * time) as f64, kernel);

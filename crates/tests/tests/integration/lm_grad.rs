@@ -10,21 +10,12 @@ use smalltalk_lm::loss::{nll_sum, targets_and_weights, token_tensor};
 use smalltalk_lm::train::{clip_global_norm, global_grad_norm};
 use smalltalk_lm::{Lm, LmConfig};
 
-use crate::lm_util::{dev, random_tokens, AB, B};
+use crate::lm_util::{dev, inputs_and_targets, random_tokens, AB, B};
 
 /// Mean next-token loss of a batch (the trainer's loss with one micro-batch).
 fn loss<BB: Backend>(model: &Lm<BB>, toks: &[u32], rows: usize, row_len: usize) -> Tensor<BB, 1> {
     let time = row_len - 1;
-    let inputs: Vec<u32> = toks
-        .chunks(row_len)
-        .flat_map(|r| &r[..time])
-        .copied()
-        .collect();
-    let targets: Vec<u32> = toks
-        .chunks(row_len)
-        .flat_map(|r| &r[1..])
-        .copied()
-        .collect();
+    let (inputs, targets) = inputs_and_targets(toks, row_len);
     let logits =
         model.head(model.forward_hidden(token_tensor::<BB>(&inputs, rows, time, &model.device())));
     let (t, w) = targets_and_weights(&targets, None, &logits);

@@ -48,3 +48,19 @@ pub fn quick_train(total_steps: usize, batch: usize) -> TrainConfig {
         ..TrainConfig::expert_paper()
     }
 }
+
+/// Inputs (each row but its last token) and next-token targets (each row but its first) of
+/// rows of `row_len` tokens, flattened.
+pub fn inputs_and_targets(toks: &[u32], row_len: usize) -> (Vec<u32>, Vec<u32>) {
+    let inputs = toks
+        .chunks(row_len)
+        .flat_map(|r| &r[..row_len - 1])
+        .copied()
+        .collect();
+    let targets = toks
+        .chunks(row_len)
+        .flat_map(|r| &r[1..])
+        .copied()
+        .collect();
+    (inputs, targets)
+}
