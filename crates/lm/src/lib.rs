@@ -19,8 +19,9 @@
 //! Dependencies: `burn` 0.21 (generic `B: Backend`; CPU `flex` by default, `cuda` / `wgpu` as
 //! features), `gemm` + `rayon` (with `flex`: the fused head kernel), `safetensors` for weight
 //! files, `serde`/`serde_json`/`toml` for configs,
-//! `xxhash-rust` for checksums and seeding, `indicatif` for the optional progress bar. It does
-//! not depend on the data crate: data comes through [`SequenceSource`].
+//! `xxhash-rust` for checksums and seeding, `indicatif` for the optional progress bar, and
+//! `smalltalk-data`: training reads rows only through [`SequenceSource`], which
+//! `smalltalk_data::SequenceReader` (a split of a dataset folder) implements.
 //!
 //! Numerics: f32 everywhere on CPU. GPU backends may use `Cuda<bf16>` as the backend type
 //! (`CudaBf16`, with the `cuda` feature); parameters and optimizer state then are bf16 too, which is *not* the

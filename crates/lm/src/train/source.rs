@@ -1,7 +1,8 @@
 //! Where training sequences come from.
 
-/// Fixed-length token rows, addressable by index (e.g. a memory-mapped token shard). Defined
-/// here so that `smalltalk-lm` does not depend on the data crate; adapters live above.
+/// Fixed-length token rows, addressable by index. A split of a dataset folder
+/// ([`smalltalk_data::SequenceReader`], memory-mapped shards) is one; [`VecSource`] holds rows in
+/// memory.
 pub trait SequenceSource: Send + Sync {
     /// Number of rows.
     fn num_sequences(&self) -> usize;
@@ -69,5 +70,22 @@ impl SequenceSource for VecSource {
     }
     fn pad_id(&self) -> Option<u32> {
         self.pad_id
+    }
+}
+
+/// A split of a dataset folder written by `smalltalk data build`: rows of `seq_len + 1` ids
+/// read from memory-mapped shards; the dataset's pad id is left out of the loss.
+impl SequenceSource for smalltalk_data::SequenceReader {
+    fn num_sequences(&self) -> usize {
+        self.len()
+    }
+    fn row_len(&self) -> usize {
+        smalltalk_data::SequenceReader::row_len(self)
+    }
+    fn read_sequence(&self, index: usize, out: &mut [u32]) {
+        self.read_into(index, out);
+    }
+    fn pad_id(&self) -> Option<u32> {
+        Some(smalltalk_data::SequenceReader::pad_id(self))
     }
 }

@@ -1,3 +1,4 @@
+mod data_to_lm;
 mod lm_checkpoint;
 mod lm_fused;
 mod lm_grad;
