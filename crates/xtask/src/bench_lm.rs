@@ -210,14 +210,19 @@ fn run_ours(bin: &std::path::Path, args: &LmBenchArgs, case: LmCase) -> Result<V
             "--score-batch",
             &args.score_batch.to_string(),
         ]);
-        cmd.args([
-            "--score-prefix",
-            &args.score_prefix.to_string(),
-            "--score-reps",
-            &args.score_reps.to_string(),
-        ]);
+        cmd.args(score_shape_args(args));
     }
     last_json(&run_capture(&mut cmd)?)
+}
+
+/// `--score-prefix M --score-reps R`: flags both sides take under the same names.
+fn score_shape_args(args: &LmBenchArgs) -> [String; 4] {
+    [
+        "--score-prefix".into(),
+        args.score_prefix.to_string(),
+        "--score-reps".into(),
+        args.score_reps.to_string(),
+    ]
 }
 
 /// The PyTorch script on the shape `ours` reported (its `d_model`, `n_layers`, ... fields).
@@ -262,12 +267,7 @@ fn run_torch(
             "--score-batch",
             &args.score_batch.to_string(),
         ]);
-        cmd.args([
-            "--score-prefix",
-            &args.score_prefix.to_string(),
-            "--score-reps",
-            &args.score_reps.to_string(),
-        ]);
+        cmd.args(score_shape_args(args));
     }
     last_json(&run_capture(&mut cmd)?)
 }
