@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use smalltalk_lm::burn::backend::{Autodiff, Flex};
 use smalltalk_lm::burn::tensor::{Int, Tensor, TensorData};
-use smalltalk_lm::fused_head::kernel::{self, default_chunk_rows, HeadShape};
-use smalltalk_lm::fused_head::reference_nll;
+use smalltalk_lm::fused::head_kernel::{self as kernel, default_chunk_rows, HeadShape};
+use smalltalk_lm::fused::reference_nll;
 use smalltalk_lm::rng::SplitMix64;
 
 fn main() {

@@ -9,8 +9,7 @@ use std::time::Instant;
 
 use smalltalk_lm::rng::SplitMix64;
 use smalltalk_lm::{
-    CpuTrainBackend, HeadKernel, LmConfig, StepMetrics, TrainConfig, TrainObserver, Trainer,
-    VecSource,
+    CpuTrainBackend, Kernel, LmConfig, StepMetrics, TrainConfig, TrainObserver, Trainer, VecSource,
 };
 
 struct Timer {
@@ -44,8 +43,8 @@ fn main() {
     let seq: usize = args.get(2).map_or(256, |s| s.parse().expect("seq"));
     let steps: usize = args.get(3).map_or(4, |s| s.parse().expect("steps"));
     let kernel = match args.get(4).map_or("fused", String::as_str) {
-        "fused" => HeadKernel::Auto,
-        "ref" => HeadKernel::Reference,
+        "fused" => Kernel::Auto,
+        "ref" => Kernel::Reference,
         other => panic!("head kernel must be `fused` or `ref`, not `{other}`"),
     };
     let cfg = LmConfig::preset(preset).expect("preset");
@@ -71,7 +70,7 @@ fn main() {
     );
     let mut trainer =
         Trainer::<CpuTrainBackend>::new(&cfg, train, &dir, &Default::default()).expect("trainer");
-    trainer.set_head_kernel(kernel);
+    trainer.set_kernel(kernel);
     let mut timer = Timer {
         last: Instant::now(),
         times: vec![],

@@ -1,9 +1,9 @@
 //! Causal multi-head self-attention with RoPE, as in Llama (no biases, no GQA).
 
 use burn::module::Module;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{backend::Backend, Tensor};
+
+use crate::fused::{causal_attention, AttentionShape, Kernel};
 
 use crate::init::Init;
 use crate::linear::Linear;
@@ -48,29 +48,27 @@ impl<B: Backend> SelfAttention<B> {
     }
 
     /// Apply to a flattened batch `x: [batch·seq, d]`; returns `[batch·seq, d]`.
-    /// Position `t` of a row only sees positions `≤ t` of the same row.
+    /// Position `t` of a row only sees positions `≤ t` of the same row. `kernel` picks the
+    /// fused attention op or the reference ops ([`causal_attention`]).
     pub fn forward(
         &self,
         x: Tensor<B, 2>,
         batch: usize,
         seq: usize,
         rope: &Rope<B>,
+        kernel: Kernel,
     ) -> Tensor<B, 2> {
-        let [n, d] = x.dims();
-        let (h, hd) = (self.n_heads, d / self.n_heads);
-        let split = |t: Tensor<B, 2>| t.reshape([batch, seq, h, hd]);
-        let q = rope
-            .apply(split(self.q_proj.forward(x.clone())))
-            .swap_dims(1, 2);
-        let k = rope
-            .apply(split(self.k_proj.forward(x.clone())))
-            .swap_dims(1, 2);
-        let v = split(self.v_proj.forward(x)).swap_dims(1, 2);
-        let options = AttentionModuleOptions {
-            is_causal: true,
-            ..Default::default()
+        let [_, d] = x.dims();
+        let shape = AttentionShape {
+            batch,
+            seq,
+            heads: self.n_heads,
+            head_dim: d / self.n_heads,
         };
-        let out = attention(q, k, v, None, None, options); // [batch, heads, seq, head_dim]
-        self.o_proj.forward(out.swap_dims(1, 2).reshape([n, d]))
+        let q = self.q_proj.forward(x.clone());
+        let k = self.k_proj.forward(x.clone());
+        let v = self.v_proj.forward(x);
+        let out = causal_attention(q, k, v, rope.tables(seq), shape, kernel);
+        self.o_proj.forward(out)
     }
 }

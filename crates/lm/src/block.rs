@@ -5,6 +5,7 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use crate::attention::SelfAttention;
 use crate::config::LmConfig;
+use crate::fused::Kernel;
 use crate::init::Init;
 use crate::mlp::Mlp;
 use crate::norm::RmsNorm;
@@ -53,18 +54,17 @@ impl<B: Backend> DecoderLayer<B> {
         }
     }
 
-    /// Apply to the residual stream `[batch·seq, d]`.
+    /// Apply to the residual stream `[batch·seq, d]` (`kernel`: fused or reference attention).
     pub fn forward(
         &self,
         x: Tensor<B, 2>,
         batch: usize,
         seq: usize,
         rope: &Rope<B>,
+        kernel: Kernel,
     ) -> Tensor<B, 2> {
-        let h = x.clone()
-            + self
-                .self_attn
-                .forward(self.input_layernorm.forward(x), batch, seq, rope);
+        let normed = self.input_layernorm.forward(x.clone());
+        let h = x + self.self_attn.forward(normed, batch, seq, rope, kernel);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }

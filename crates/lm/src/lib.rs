@@ -12,7 +12,7 @@
 //! - [`train`]: [`TrainConfig`], [`Trainer`] (AdamW, global-norm clipping, warm-up + cosine or
 //!   constant LR, gradient accumulation, seekable shuffling, atomic checkpoints, bit-exact
 //!   resume on CPU), the [`SequenceSource`] data trait and observers (progress bar, JSONL).
-//! - [`fused_head`]: the LM head + cross-entropy as one op ([`LmBackend`]); on CPU `flex` a
+//! - [`fused`]: the LM head + cross-entropy as one op ([`LmBackend`]); on CPU `flex` a
 //!   chunked gemm kernel that never builds `[N, vocab]` logits (used by training and scoring).
 //! - [`backend`]: picking a compiled-in burn backend by name.
 //!
@@ -37,7 +37,7 @@ pub mod block;
 pub mod config;
 pub mod embedding;
 pub mod error;
-pub mod fused_head;
+pub mod fused;
 pub mod init;
 pub mod linear;
 pub mod loss;
@@ -52,7 +52,7 @@ pub mod weights;
 
 pub use config::{LmConfig, PRESET_NAMES};
 pub use error::{LmError, Result};
-pub use fused_head::{HeadKernel, LmBackend};
+pub use fused::{Kernel, LmBackend};
 pub use model::Lm;
 pub use score::{score_prefix, token_logprobs, ScoreOptions};
 pub use train::{

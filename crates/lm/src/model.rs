@@ -28,7 +28,7 @@ use crate::block::DecoderLayer;
 use crate::config::LmConfig;
 use crate::embedding::Embedding;
 use crate::error::{LmError, Result};
-use crate::fused_head::{head_logprobs, head_nll, HeadKernel};
+use crate::fused::{head_logprobs, head_nll, Kernel};
 use crate::init::Init;
 use crate::linear::Linear;
 use crate::norm::RmsNorm;
@@ -117,8 +117,14 @@ impl<B: Backend> Lm<B> {
     }
 
     /// Final hidden states (after the last norm) for `tokens: [batch, seq]`, flattened to
-    /// `[batch·seq, d]`. Panics if `seq > max_seq_len`.
+    /// `[batch·seq, d]`, with the fused ops where available ([`Kernel::Auto`]). Panics if
+    /// `seq > max_seq_len`.
     pub fn forward_hidden(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        self.forward_hidden_with(tokens, Kernel::Auto)
+    }
+
+    /// [`Lm::forward_hidden`] with an explicit choice of fused or reference ops.
+    pub fn forward_hidden_with(&self, tokens: Tensor<B, 2, Int>, kernel: Kernel) -> Tensor<B, 2> {
         let [batch, seq] = tokens.dims();
         assert!(
             seq <= self.config.max_seq_len,
@@ -127,7 +133,7 @@ impl<B: Backend> Lm<B> {
         );
         let mut x = self.embed_tokens.forward(tokens);
         for layer in &self.layers {
-            x = layer.forward(x, batch, seq, &self.rope);
+            x = layer.forward(x, batch, seq, &self.rope, kernel);
         }
         self.norm.forward(x)
     }
@@ -150,8 +156,8 @@ impl<B: Backend> Lm<B> {
 
     /// Training loss from flattened hidden states `[N, d]`: `Σ_i w_i·(−log p(t_i)) / denom`
     /// (`weights` 0 for ignored targets), as a one-element tensor. With
-    /// [`HeadKernel::Auto`] on CPU `flex` this is the fused head + cross-entropy op (no
-    /// `[N, vocab]` tensor); [`HeadKernel::Reference`] is [`Lm::head`] + [`nll_sum`] op for op.
+    /// [`Kernel::Auto`] on CPU `flex` this is the fused head + cross-entropy op (no
+    /// `[N, vocab]` tensor); [`Kernel::Reference`] is [`Lm::head`] + [`nll_sum`] op for op.
     ///
     /// [`nll_sum`]: crate::loss::nll_sum
     pub fn head_nll(
@@ -160,7 +166,7 @@ impl<B: Backend> Lm<B> {
         targets: Tensor<B, 1, Int>,
         weights: Tensor<B, 1>,
         denom: f64,
-        kernel: HeadKernel,
+        kernel: Kernel,
     ) -> Tensor<B, 1> {
         head_nll(hidden, self.head_weight(), targets, weights, denom, kernel)
     }
@@ -168,7 +174,7 @@ impl<B: Backend> Lm<B> {
     /// `log p(t_i)` of each row of flattened hidden states `[N, d]`, `[N]`; fused on `flex`
     /// (one chunk of logits at a time), reference ops elsewhere. Not for training.
     pub fn head_logprobs(&self, hidden: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
-        head_logprobs(hidden, self.head_weight(), targets, HeadKernel::Auto)
+        head_logprobs(hidden, self.head_weight(), targets, Kernel::Auto)
     }
 
     /// Next-token logits `[batch, seq, vocab]`: row `t` predicts token `t + 1`.

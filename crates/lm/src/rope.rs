@@ -42,25 +42,36 @@ impl<B: Backend> Rope<B> {
         }
     }
 
+    /// The tables for positions `0..seq`: `(cos, sin)`, `[seq, head_dim]` each.
+    pub fn tables(&self, seq: usize) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        (
+            self.cos.clone().narrow(0, 0, seq),
+            self.sin.clone().narrow(0, 0, seq),
+        )
+    }
+
     /// Rotate `x` of shape `[batch, seq, heads, head_dim]` by the positions `0..seq`.
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [_, seq, _, head_dim] = x.dims();
-        let cos = self
-            .cos
-            .clone()
-            .narrow(0, 0, seq)
-            .reshape([1, seq, 1, head_dim]);
-        let sin = self
-            .sin
-            .clone()
-            .narrow(0, 0, seq)
-            .reshape([1, seq, 1, head_dim]);
-        let half = head_dim / 2;
-        let x1 = x.clone().narrow(3, 0, half);
-        let x2 = x.clone().narrow(3, half, half);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * cos + rotated * sin
+        let (cos, sin) = self.tables(x.dims()[1]);
+        rotate_half(x, cos, sin)
     }
+}
+
+/// `x · cos + rotate_half(x) · sin` for `x: [batch, seq, heads, head_dim]` and tables
+/// `cos`, `sin: [seq, head_dim]`. With `−sin` this is the inverse (= transposed) rotation.
+pub fn rotate_half<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+) -> Tensor<B, 4> {
+    let [_, seq, _, head_dim] = x.dims();
+    let cos = cos.reshape([1, seq, 1, head_dim]);
+    let sin = sin.reshape([1, seq, 1, head_dim]);
+    let half = head_dim / 2;
+    let x1 = x.clone().narrow(3, 0, half);
+    let x2 = x.clone().narrow(3, half, half);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos + rotated * sin
 }
 
 #[cfg(all(test, feature = "flex"))]

@@ -19,7 +19,7 @@ use burn::tensor::ElementConversion;
 
 use crate::config::LmConfig;
 use crate::error::{LmError, Result};
-use crate::fused_head::HeadKernel;
+use crate::fused::Kernel;
 use crate::loss::{targets_and_weights, token_tensor};
 use crate::model::Lm;
 use crate::train::checkpoint::{
@@ -61,7 +61,7 @@ pub struct Trainer<B: AutodiffBackend> {
     data: Option<DataIdentity>,
     resumed_from: Option<usize>,
     last_checkpoint: Option<PathBuf>,
-    head_kernel: HeadKernel,
+    kernel: Kernel,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -113,7 +113,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             data: None,
             resumed_from: None,
             last_checkpoint: None,
-            head_kernel: HeadKernel::default(),
+            kernel: Kernel::default(),
         }
     }
 
@@ -139,7 +139,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             data: s.data,
             resumed_from: Some(s.step),
             last_checkpoint: Some(ckpt.dir.clone()),
-            head_kernel: HeadKernel::default(),
+            kernel: Kernel::default(),
         })
     }
 
@@ -148,16 +148,16 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.step
     }
 
-    /// Choose the LM head + loss implementation (default [`HeadKernel::Auto`]: fused on CPU
+    /// Choose the fused ops or the reference ops (default [`Kernel::Auto`]: fused on CPU
     /// `flex`). Both give the same loss and gradients up to float rounding; a run must keep
     /// one choice to stay bit-exact across resumes.
-    pub fn set_head_kernel(&mut self, kernel: HeadKernel) {
-        self.head_kernel = kernel;
+    pub fn set_kernel(&mut self, kernel: Kernel) {
+        self.kernel = kernel;
     }
 
-    /// The LM head + loss implementation in use.
-    pub fn head_kernel(&self) -> HeadKernel {
-        self.head_kernel
+    /// The implementation of the fused ops in use.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     /// The step this trainer resumed from, if it found a checkpoint.
@@ -382,9 +382,10 @@ impl<B: AutodiffBackend> Trainer<B> {
                 .copied()
                 .collect();
             let targets: Vec<u32> = micro.chunks(used).flat_map(|r| &r[1..]).copied().collect();
-            let hidden = model.forward_hidden(token_tensor::<B>(&inputs, n, time, &device));
+            let tokens = token_tensor::<B>(&inputs, n, time, &device);
+            let hidden = model.forward_hidden_with(tokens, self.kernel);
             let (targets, weights) = targets_and_weights(&targets, pad, &hidden);
-            let loss = model.head_nll(hidden, targets, weights, denom, self.head_kernel);
+            let loss = model.head_nll(hidden, targets, weights, denom, self.kernel);
             loss_sum += loss.clone().into_scalar().elem::<f64>();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             accumulator.accumulate(&model, grads);

@@ -2,31 +2,19 @@
 //! hidden states and the head matrix, tied-embedding accumulation, a whole training run, scoring.
 
 use smalltalk_lm::burn::tensor::{Int, Tensor, TensorData};
-use smalltalk_lm::fused_head::kernel::{self, HeadShape};
-use smalltalk_lm::fused_head::{fused_available, head_logprobs, head_nll, reference_nll};
+use smalltalk_lm::fused::head_kernel::{self as kernel, HeadShape};
+use smalltalk_lm::fused::{fused_available, head_logprobs, head_nll, reference_nll};
 use smalltalk_lm::loss::{targets_and_weights, token_tensor};
-use smalltalk_lm::rng::SplitMix64;
-use smalltalk_lm::{HeadKernel, Lm, LmConfig, TrainConfig, Trainer, VecSource};
+use smalltalk_lm::{Kernel, Lm, LmConfig, TrainConfig, Trainer, VecSource};
 
-use crate::lm_util::{dev, inputs_and_targets, quick_train, random_tokens, tiny, to_vec, AB, B};
+use crate::lm_util::{
+    close, dev, inputs_and_targets, normal, quick_train, random_tokens, tensor, tiny, to_vec, AB, B,
+};
 
 const N: usize = 37;
 const V: usize = 50;
 const D: usize = 8;
 const PAD: u32 = 7;
-
-fn normal(seed: u64, n: usize, std: f32) -> Vec<f32> {
-    let mut rng = SplitMix64::new(seed);
-    (0..n)
-        .map(|_| {
-            // Sum of uniforms: close enough to normal for a test input.
-            let s: f64 = (0..4)
-                .map(|_| rng.below(1 << 24) as f64 / (1 << 24) as f64)
-                .sum();
-            ((s - 2.0) * 1.7) as f32 * std
-        })
-        .collect()
-}
 
 /// Random `h [N, D]`, `E [V, D]`, targets with some pads, and the step denominator.
 fn inputs() -> (Vec<f32>, Vec<f32>, Vec<u32>, f64) {
@@ -40,31 +28,13 @@ fn inputs() -> (Vec<f32>, Vec<f32>, Vec<u32>, f64) {
     (h, e, t, valid as f64 + 3.0) // a denominator that is not the micro-batch count
 }
 
-fn tensor<BB: smalltalk_lm::burn::tensor::backend::Backend>(
-    v: &[f32],
-    shape: [usize; 2],
-) -> Tensor<BB, 2> {
-    Tensor::from_data(TensorData::new(v.to_vec(), shape), &Default::default())
-}
-
-fn close(name: &str, got: &[f32], want: &[f32], rel: f32) {
-    assert_eq!(got.len(), want.len(), "{name}: lengths");
-    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= rel * scale,
-            "{name}[{i}]: {g} vs {w} (scale {scale})"
-        );
-    }
-}
-
 /// Reference loss and grads through `Autodiff<Flex>` on the unfused ops.
 fn reference(
     h: &[f32],
     e: &[f32],
     t: &[u32],
     denom: f64,
-    kernel: HeadKernel,
+    kernel: Kernel,
 ) -> (f32, Vec<f32>, Vec<f32>) {
     let ht = tensor::<AB>(h, [N, D]).require_grad();
     let et = tensor::<AB>(e, [V, D]).require_grad();
@@ -79,7 +49,7 @@ fn reference(
 #[test]
 fn fused_kernel_matches_reference_loss_and_grads() {
     let (h, e, t, denom) = inputs();
-    let (loss, dh, de) = reference(&h, &e, &t, denom, HeadKernel::Reference);
+    let (loss, dh, de) = reference(&h, &e, &t, denom, Kernel::Reference);
     let w: Vec<f32> = t
         .iter()
         .map(|&x| if x == PAD { 0.0 } else { 1.0 })
@@ -108,8 +78,8 @@ fn fused_kernel_matches_reference_loss_and_grads() {
 fn fused_autodiff_op_matches_reference_autodiff() {
     assert!(fused_available::<AB>() && fused_available::<B>());
     let (h, e, t, denom) = inputs();
-    let (loss_r, dh_r, de_r) = reference(&h, &e, &t, denom, HeadKernel::Reference);
-    let (loss_f, dh_f, de_f) = reference(&h, &e, &t, denom, HeadKernel::Auto);
+    let (loss_r, dh_r, de_r) = reference(&h, &e, &t, denom, Kernel::Reference);
+    let (loss_f, dh_f, de_f) = reference(&h, &e, &t, denom, Kernel::Auto);
     assert!(
         ((loss_f - loss_r) / loss_r).abs() < 1e-5,
         "{loss_f} vs {loss_r}"
@@ -131,7 +101,7 @@ fn fused_autodiff_op_matches_reference_autodiff() {
         targets,
         weights,
         denom,
-        HeadKernel::Auto,
+        Kernel::Auto,
     );
     let grads = loss.mul_scalar(3.0).backward();
     let dh3: Vec<f32> = dh_r.iter().map(|x| 3.0 * x).collect();
@@ -144,7 +114,7 @@ fn fused_autodiff_op_matches_reference_autodiff() {
         targets,
         weights,
         denom,
-        HeadKernel::Auto,
+        Kernel::Auto,
     );
     assert!(((to_vec(plain)[0] - loss_r) / loss_r).abs() < 1e-5);
 }
@@ -155,7 +125,7 @@ fn model_head_grad(
     toks: &[u32],
     rows: usize,
     row_len: usize,
-    kernel: HeadKernel,
+    kernel: Kernel,
 ) -> (f32, Vec<f32>, Option<Vec<f32>>) {
     let time = row_len - 1;
     let (inputs, targets) = inputs_and_targets(toks, row_len);
@@ -180,8 +150,8 @@ fn tied_and_untied_heads_accumulate_the_same_gradients() {
         };
         let model = Lm::<AB>::new(&cfg, 5, &dev()).unwrap();
         let toks = random_tokens(8, 3 * 13, V);
-        let (lr, er, hr) = model_head_grad(&model, &toks, 3, 13, HeadKernel::Reference);
-        let (lf, ef, hf) = model_head_grad(&model, &toks, 3, 13, HeadKernel::Auto);
+        let (lr, er, hr) = model_head_grad(&model, &toks, 3, 13, Kernel::Reference);
+        let (lf, ef, hf) = model_head_grad(&model, &toks, 3, 13, Kernel::Auto);
         assert!(((lf - lr) / lr).abs() < 1e-5, "tie {tie}: {lf} vs {lr}");
         // Tied: the embedding grad holds both the lookup and the head contributions.
         close(&format!("embedding (tie {tie})"), &ef, &er, 1e-5);
@@ -194,7 +164,7 @@ fn tied_and_untied_heads_accumulate_the_same_gradients() {
 
 fn train(
     cfg: &LmConfig,
-    kernel: HeadKernel,
+    kernel: Kernel,
     train: TrainConfig,
     source: &VecSource,
 ) -> (Vec<f64>, Vec<(String, Vec<f32>)>) {
@@ -207,7 +177,7 @@ fn train(
     }
     let dir = tempfile::tempdir().unwrap();
     let mut trainer = Trainer::<AB>::new(cfg, train, dir.path(), &dev()).unwrap();
-    trainer.set_head_kernel(kernel);
+    trainer.set_kernel(kernel);
     let mut losses = Losses(vec![]);
     trainer.run(source, &mut losses).unwrap();
     let weights = trainer
@@ -234,8 +204,8 @@ fn training_steps_agree_between_fused_and_reference_heads() {
             micro_batch_size: 2,
             ..quick_train(3, 4)
         };
-        let (lr, wr) = train(&cfg, HeadKernel::Reference, config.clone(), &source);
-        let (lf, wf) = train(&cfg, HeadKernel::Auto, config, &source);
+        let (lr, wr) = train(&cfg, Kernel::Reference, config.clone(), &source);
+        let (lf, wf) = train(&cfg, Kernel::Auto, config, &source);
         assert_eq!(lr.len(), 3);
         for (a, b) in lf.iter().zip(&lr) {
             assert!(((a - b) / b).abs() < 1e-5, "tie {tie}: loss {a} vs {b}");
@@ -255,13 +225,13 @@ fn fused_scoring_matches_reference_logprobs() {
         tensor::<B>(&h, [N, D]),
         tensor::<B>(&e, [V, D]),
         targets(),
-        HeadKernel::Auto,
+        Kernel::Auto,
     ));
     let refr = to_vec(head_logprobs(
         tensor::<B>(&h, [N, D]),
         tensor::<B>(&e, [V, D]),
         targets(),
-        HeadKernel::Reference,
+        Kernel::Reference,
     ));
     close("logprobs", &fused, &refr, 1e-5);
     let chunked = kernel::target_logprobs(HeadShape { n: N, v: V, d: D }, &h, &e, &t, 5);

@@ -1,7 +1,7 @@
 //! Shared helpers for the `lm_*` tests: backends, tiny configs, random tokens.
 
 use smalltalk_lm::burn::backend::{Autodiff, Flex};
-use smalltalk_lm::burn::tensor::{backend::Backend, ops::Device, Tensor};
+use smalltalk_lm::burn::tensor::{backend::Backend, ops::Device, Tensor, TensorData};
 use smalltalk_lm::rng::SplitMix64;
 use smalltalk_lm::{LmConfig, TrainConfig};
 
@@ -63,4 +63,41 @@ pub fn inputs_and_targets(toks: &[u32], row_len: usize) -> (Vec<u32>, Vec<u32>) 
         .copied()
         .collect();
     (inputs, targets)
+}
+
+/// `n` pseudo-normal values (a sum of uniforms) with standard deviation ≈ `std`.
+pub fn normal(seed: u64, n: usize, std: f32) -> Vec<f32> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n)
+        .map(|_| {
+            // Sum of uniforms: close enough to normal for a test input.
+            let s: f64 = (0..4)
+                .map(|_| rng.below(1 << 24) as f64 / (1 << 24) as f64)
+                .sum();
+            ((s - 2.0) * 1.7) as f32 * std
+        })
+        .collect()
+}
+
+/// A 2-D float tensor from a flat vector.
+pub fn tensor<BB: Backend>(v: &[f32], shape: [usize; 2]) -> Tensor<BB, 2> {
+    Tensor::from_data(TensorData::new(v.to_vec(), shape), &Default::default())
+}
+
+/// Assert `got ≈ want` elementwise, within `rel` times the largest `|want|`.
+pub fn close(name: &str, got: &[f32], want: &[f32], rel: f32) {
+    close_with_floor(name, got, want, rel, 1e-12);
+}
+
+/// [`close`] with the scale at least `floor` (for values that should be 0 and carry the
+/// rounding of O(`floor`) intermediates).
+pub fn close_with_floor(name: &str, got: &[f32], want: &[f32], rel: f32, floor: f32) {
+    assert_eq!(got.len(), want.len(), "{name}: lengths");
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(floor);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= rel * scale,
+            "{name}[{i}]: {g} vs {w} (scale {scale})"
+        );
+    }
 }

@@ -1,4 +1,5 @@
 mod data_to_lm;
+mod lm_attention;
 mod lm_checkpoint;
 mod lm_fused;
 mod lm_grad;

@@ -30,7 +30,7 @@ pub fn fast_exp(x: f32) -> f32 {
 }
 
 /// Largest element of a non-empty row.
-#[inline]
+#[inline(always)]
 pub fn row_max(row: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let blocks = row.chunks_exact(LANES);
@@ -50,7 +50,7 @@ pub fn row_max(row: &[f32]) -> f32 {
 }
 
 /// Replace every `x` by `e^(x − m)` and return their sum (8 lanes, fixed order).
-#[inline]
+#[inline(always)]
 pub fn exp_sub_in_place(row: &mut [f32], m: f32) -> f32 {
     let mut lanes = [0f32; LANES];
     let mut blocks = row.chunks_exact_mut(LANES);

@@ -4,8 +4,12 @@
 use burn::backend::flex::{Flex, FlexTensor, Layout};
 use burn::tensor::{DType, Shape, TensorMetadata};
 
-use super::kernel::{self, default_chunk_rows, HeadShape};
+use super::attention_kernel::{self, AttentionInputs};
+use super::head_kernel::{self as kernel, default_chunk_rows, HeadShape};
 use super::{float, int, prim, reference_nll_grads, LmBackend};
+use super::{
+    reference_attention, reference_attention_grads, reference_attention_lse, AttentionShape,
+};
 
 fn f32_vec_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::new(
@@ -129,5 +133,98 @@ impl LmBackend for Flex {
             default_chunk_rows(shape.v),
         );
         f32_vec_tensor(lp, Shape::new([shape.n]))
+    }
+
+    fn causal_attention(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        cos: FlexTensor,
+        sin: FlexTensor,
+        shape: AttentionShape,
+    ) -> FlexTensor {
+        if !all_f32(&[&q, &k, &v, &cos, &sin]) {
+            let rope = (float(cos), float(sin));
+            return prim(reference_attention::<Flex>(
+                float(q),
+                float(k),
+                float(v),
+                rope,
+                shape,
+            ));
+        }
+        Self::causal_attention_lse(q, k, v, cos, sin, shape).0
+    }
+
+    fn causal_attention_lse(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        cos: FlexTensor,
+        sin: FlexTensor,
+        shape: AttentionShape,
+    ) -> (FlexTensor, FlexTensor) {
+        if !all_f32(&[&q, &k, &v, &cos, &sin]) {
+            let rope = (float(cos), float(sin));
+            let (out, lse) =
+                reference_attention_lse::<Flex>(float(q), float(k), float(v), rope, shape);
+            return (prim(out), prim(lse));
+        }
+        let [q, k, v, cos, sin] = [q, k, v, cos, sin].map(|t| t.to_contiguous());
+        let inp = attention_inputs(shape, [&q, &k, &v, &cos, &sin]);
+        let (out, lse) = attention_kernel::forward(inp);
+        let flat = Shape::new([shape.rows(), shape.width()]);
+        let lse_shape = Shape::new([shape.batch * shape.heads * shape.seq]);
+        (f32_vec_tensor(out, flat), f32_vec_tensor(lse, lse_shape))
+    }
+
+    fn causal_attention_grads(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        cos: FlexTensor,
+        sin: FlexTensor,
+        out: FlexTensor,
+        lse: FlexTensor,
+        dout: FlexTensor,
+        shape: AttentionShape,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        if !all_f32(&[&q, &k, &v, &cos, &sin, &out, &lse, &dout]) {
+            let (dq, dk, dv) = reference_attention_grads::<Flex>(
+                [float(q), float(k), float(v)],
+                (float(cos), float(sin)),
+                float(out),
+                float(lse),
+                float(dout),
+                shape,
+            );
+            return (prim(dq), prim(dk), prim(dv));
+        }
+        let [q, k, v, cos, sin, out, lse, dout] =
+            [q, k, v, cos, sin, out, lse, dout].map(|t| t.to_contiguous());
+        let inp = attention_inputs(shape, [&q, &k, &v, &cos, &sin]);
+        let g = attention_kernel::backward(inp, slice(&out), slice(&lse), slice(&dout));
+        let flat = Shape::new([shape.rows(), shape.width()]);
+        (
+            f32_vec_tensor(g.dq, flat.clone()),
+            f32_vec_tensor(g.dk, flat.clone()),
+            f32_vec_tensor(g.dv, flat),
+        )
+    }
+}
+
+fn all_f32(tensors: &[&FlexTensor]) -> bool {
+    tensors.iter().all(|t| t.dtype() == DType::F32)
+}
+
+/// Kernel inputs from contiguous f32 tensors `[q, k, v, cos, sin]`.
+fn attention_inputs<'a>(shape: AttentionShape, t: [&'a FlexTensor; 5]) -> AttentionInputs<'a> {
+    AttentionInputs {
+        shape,
+        q: slice(t[0]),
+        k: slice(t[1]),
+        v: slice(t[2]),
+        cos: slice(t[3]),
+        sin: slice(t[4]),
     }
 }

@@ -1,0 +1,209 @@
+//! Causal self-attention with RoPE as one op: the reference computation (burn tensor ops) and
+//! the dispatch to the fused kernel of [`super::attention_kernel`].
+//!
+//! Inputs are the projections `q`, `k`, `v: [batch·seq, heads·head_dim]` as the `Linear`s
+//! produce them, and the RoPE tables `cos`, `sin: [seq, head_dim]`. The op rotates `q` and
+//! `k`, attends causally with scale `1/√head_dim` and returns `[batch·seq, heads·head_dim]`,
+//! ready for `o_proj`. Keeping the flat layout at the op's boundary means no permuted copies
+//! in the model; the fused kernel also never builds a `[batch, heads, seq, seq]` tensor.
+
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{backend::Backend, Bool, Tensor, TensorData};
+
+use super::Kernel;
+use crate::rope::rotate_half;
+
+/// The geometry of one attention call (`q`, `k`, `v` are `[batch·seq, heads·head_dim]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    /// Sequences in the batch.
+    pub batch: usize,
+    /// Positions per sequence.
+    pub seq: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Width of one head (even, for RoPE).
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    /// Model width `heads · head_dim`.
+    pub fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Rows of the flat layout, `batch · seq`.
+    pub fn rows(&self) -> usize {
+        self.batch * self.seq
+    }
+
+    /// The softmax scale `1/√head_dim`.
+    pub fn scale(&self) -> f64 {
+        1.0 / (self.head_dim as f64).sqrt()
+    }
+}
+
+/// `(cos, sin)` RoPE tables, `[seq, head_dim]` each.
+pub type RopeTables<B> = (Tensor<B, 2>, Tensor<B, 2>);
+
+/// `[N, d] → [batch, heads, seq, head_dim]`.
+fn to_heads<B: Backend>(x: Tensor<B, 2>, s: AttentionShape) -> Tensor<B, 4> {
+    x.reshape([s.batch, s.seq, s.heads, s.head_dim])
+        .swap_dims(1, 2)
+}
+
+/// `[batch, heads, seq, head_dim] → [N, d]`.
+fn from_heads<B: Backend>(x: Tensor<B, 4>, s: AttentionShape) -> Tensor<B, 2> {
+    x.swap_dims(1, 2).reshape([s.rows(), s.width()])
+}
+
+/// Rotate `[N, d]` projections by RoPE and split them into heads.
+fn rotated_heads<B: Backend>(
+    x: Tensor<B, 2>,
+    (cos, sin): RopeTables<B>,
+    s: AttentionShape,
+) -> Tensor<B, 4> {
+    let x = x.reshape([s.batch, s.seq, s.heads, s.head_dim]);
+    rotate_half(x, cos, sin).swap_dims(1, 2)
+}
+
+/// The reference op: RoPE, then `burn::tensor::module::attention` with `is_causal` (under
+/// autodiff burn differentiates its decomposition). This is the model's unfused computation.
+pub fn reference_attention<B: Backend>(
+    q: Tensor<B, 2>,
+    k: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    rope: RopeTables<B>,
+    shape: AttentionShape,
+) -> Tensor<B, 2> {
+    let q = rotated_heads(q, rope.clone(), shape);
+    let k = rotated_heads(k, rope, shape);
+    let v = to_heads(v, shape);
+    let options = AttentionModuleOptions {
+        is_causal: true,
+        ..Default::default()
+    };
+    from_heads(attention(q, k, v, None, None, options), shape)
+}
+
+/// `[1, 1, seq, seq]`, true above the diagonal (the positions a query may not see).
+fn future_mask<B: Backend>(seq: usize, device: &B::Device) -> Tensor<B, 4, Bool> {
+    let mask: Vec<bool> = (0..seq * seq).map(|ij| ij % seq > ij / seq).collect();
+    Tensor::from_data(TensorData::new(mask, [1, 1, seq, seq]), device)
+}
+
+/// Scaled, masked scores `q·kᵀ/√head_dim`, `[batch, heads, seq, seq]` (−∞ above the diagonal).
+fn masked_scores<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, s: AttentionShape) -> Tensor<B, 4> {
+    let device = q.device();
+    let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(s.scale());
+    let mask = future_mask::<B>(s.seq, &device).expand([s.batch, s.heads, s.seq, s.seq]);
+    scores.mask_fill(mask, f64::NEG_INFINITY)
+}
+
+/// The op written out with explicit softmax statistics: `(out [N, d], lse)` where `lse` is the
+/// log-sum-exp of each masked score row, `[batch·heads·seq]` in `(batch, head, position)`
+/// order. Equal to [`reference_attention`] up to rounding.
+pub fn reference_attention_lse<B: Backend>(
+    q: Tensor<B, 2>,
+    k: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    rope: RopeTables<B>,
+    shape: AttentionShape,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    let scores = masked_scores(
+        rotated_heads(q, rope.clone(), shape),
+        rotated_heads(k, rope, shape),
+        shape,
+    );
+    let max = scores.clone().max_dim(3);
+    let lse = max.clone() + (scores.clone() - max).exp().sum_dim(3).log();
+    let p = (scores - lse.clone()).exp();
+    let out = from_heads(p.matmul(to_heads(v, shape)), shape);
+    (out, lse.reshape([shape.batch * shape.heads * shape.seq]))
+}
+
+/// Gradients `(∂q, ∂k, ∂v)` of the op for the upstream gradient `dout`, by the
+/// FlashAttention-2 formulas with full tensors: `P = exp(S − lse)`, `∂V = Pᵀ·∂O`,
+/// `∂P = ∂O·Vᵀ`, `∂S = P∘(∂P − rowsum(∂O∘O))`, `∂Q = ∂S·K/√h`, `∂K = ∂Sᵀ·Q/√h`, and the
+/// rotations undone (RoPE is orthogonal: its transpose is the rotation by `−angle`).
+pub fn reference_attention_grads<B: Backend>(
+    [q, k, v]: [Tensor<B, 2>; 3],
+    (cos, sin): RopeTables<B>,
+    out: Tensor<B, 2>,
+    lse: Tensor<B, 1>,
+    dout: Tensor<B, 2>,
+    shape: AttentionShape,
+) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
+    let s = shape;
+    let rope = (cos.clone(), sin.clone());
+    let (q, k) = (rotated_heads(q, rope.clone(), s), rotated_heads(k, rope, s));
+    let v = to_heads(v, s);
+    let lse = lse.reshape([s.batch, s.heads, s.seq, 1]);
+    let p = (masked_scores(q.clone(), k.clone(), s) - lse).exp();
+    let (dout, out) = (to_heads(dout, s), to_heads(out, s));
+    let dv = p.clone().swap_dims(2, 3).matmul(dout.clone());
+    let dp = dout.clone().matmul(v.swap_dims(2, 3));
+    let rowsum = (dout * out).sum_dim(3);
+    let ds = p * (dp - rowsum);
+    let dq = ds.clone().matmul(k).mul_scalar(s.scale());
+    let dk = ds.swap_dims(2, 3).matmul(q).mul_scalar(s.scale());
+    let unrotate = |g: Tensor<B, 4>| {
+        let g = rotate_half(g.swap_dims(1, 2), cos.clone(), sin.clone().neg());
+        g.reshape([s.rows(), s.width()])
+    };
+    (unrotate(dq), unrotate(dk), from_heads(dv, s))
+}
+
+/// `(q, k, v, cos, sin)`.
+#[cfg(feature = "flex")]
+type Args<B> = (
+    Tensor<B, 2>,
+    Tensor<B, 2>,
+    Tensor<B, 2>,
+    Tensor<B, 2>,
+    Tensor<B, 2>,
+);
+
+/// Causal self-attention with RoPE (see the module docs), through the fused kernel where
+/// [`Kernel::Auto`] finds one (`Flex`, `Autodiff<Flex>`), else [`reference_attention`].
+pub fn causal_attention<B: Backend>(
+    q: Tensor<B, 2>,
+    k: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    rope: RopeTables<B>,
+    shape: AttentionShape,
+    kernel: Kernel,
+) -> Tensor<B, 2> {
+    if kernel == Kernel::Reference {
+        return reference_attention(q, k, v, rope, shape);
+    }
+    #[cfg(feature = "flex")]
+    {
+        use super::{float, prim, same_type, LmBackend};
+        use burn::backend::{Autodiff, Flex};
+        fn fused<L: LmBackend>((q, k, v, c, s): Args<L>, shape: AttentionShape) -> Tensor<L, 2> {
+            float(L::causal_attention(
+                prim(q),
+                prim(k),
+                prim(v),
+                prim(c),
+                prim(s),
+                shape,
+            ))
+        }
+        let args = (q, k, v, rope.0, rope.1);
+        let args = match same_type::<Args<B>, Args<Flex>>(args) {
+            Ok(a) => return same_type(fused(a, shape)).expect("same backend"),
+            Err(a) => a,
+        };
+        let args = match same_type::<Args<B>, Args<Autodiff<Flex>>>(args) {
+            Ok(a) => return same_type(fused(a, shape)).expect("same backend"),
+            Err(a) => a,
+        };
+        let (q, k, v, c, s) = args;
+        reference_attention(q, k, v, (c, s), shape)
+    }
+    #[cfg(not(feature = "flex"))]
+    reference_attention(q, k, v, rope, shape)
+}

@@ -1,0 +1,132 @@
+//! [`LmBackend`] for `Autodiff<B>`: each fused op of `B` becomes one node of the autodiff
+//! graph with a hand-written backward step.
+//!
+//! - Head: the loss and both gradients come from `B` in the forward pass (the loss is a
+//!   scalar, so the backward step only scales them by the upstream gradient).
+//! - Attention: the forward pass keeps `q`, `k`, `v`, the output and the per-row log-sum-exp
+//!   (all `O(N·d)`), and the backward step calls `B`'s attention gradients.
+//!
+//! Scoring (`lm_head_logprobs`) keeps the default reference ops: use the inner backend there.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::Shape;
+
+use super::{AttentionShape, LmBackend};
+
+/// Backward step of the fused head: parents `[h, e]`, state `(∂loss/∂h, ∂loss/∂e)`.
+#[derive(Debug)]
+struct HeadNllBackward;
+
+impl<B: Backend> Backward<B, 2> for HeadNllBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let upstream = grads.consume::<B>(&ops.node);
+        let g = B::float_reshape(upstream, Shape::new([1, 1]));
+        let (dh, de) = ops.state;
+        let [parent_h, parent_e] = ops.parents;
+        if let Some(node) = parent_h {
+            grads.register::<B>(node.id, B::float_mul(dh, g.clone()));
+        }
+        if let Some(node) = parent_e {
+            grads.register::<B>(node.id, B::float_mul(de, g));
+        }
+    }
+}
+
+/// What the attention backward step needs: inputs, RoPE tables, output, log-sum-exp.
+type AttentionState<B> = (
+    [FloatTensor<B>; 5],
+    FloatTensor<B>,
+    FloatTensor<B>,
+    AttentionShape,
+);
+
+/// Backward step of the fused attention: parents `[q, k, v]`.
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: LmBackend> Backward<B, 3> for AttentionBackward {
+    type State = AttentionState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dout = grads.consume::<B>(&ops.node);
+        let ([q, k, v, cos, sin], out, lse, shape) = ops.state;
+        let (dq, dk, dv) = B::causal_attention_grads(q, k, v, cos, sin, out, lse, dout, shape);
+        for (parent, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: LmBackend, C: CheckpointStrategy> LmBackend for Autodiff<B, C> {
+    fn causal_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        shape: AttentionShape,
+    ) -> FloatTensor<Self> {
+        let prep = AttentionBackward
+            .prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()])
+            .compute_bound()
+            .stateful();
+        let (q, k, v) = (q.primitive, k.primitive, v.primitive);
+        let (cos, sin) = (cos.primitive, sin.primitive);
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let (out, lse) = B::causal_attention_lse(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    cos.clone(),
+                    sin.clone(),
+                    shape,
+                );
+                prep.finish(([q, k, v, cos, sin], out.clone(), lse, shape), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::causal_attention(q, k, v, cos, sin, shape)),
+        }
+    }
+
+    fn lm_head_nll(
+        h: FloatTensor<Self>,
+        e: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        weights: FloatTensor<Self>,
+        denom: f64,
+    ) -> FloatTensor<Self> {
+        let prep = HeadNllBackward
+            .prepare::<C>([h.node.clone(), e.node.clone()])
+            .compute_bound()
+            .stateful();
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let (loss, dh, de) = B::lm_head_nll_grads(
+                    h.primitive,
+                    e.primitive,
+                    targets,
+                    weights.primitive,
+                    denom,
+                );
+                prep.finish((dh, de), loss)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::lm_head_nll(
+                h.primitive,
+                e.primitive,
+                targets,
+                weights.primitive,
+                denom,
+            )),
+        }
+    }
+}
