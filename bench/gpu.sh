@@ -8,8 +8,8 @@
 #   bash bench/gpu.sh
 # Environment: OUT (output folder, default ./gpu-out), SMALLTALK_BIN (default
 # target/release/smalltalk), SMALLTALK_BENCH_PYTHON (interpreter with torch, default python3),
-# DTYPE (bf16 or f32, default bf16: smalltalk's CudaBf16 backend type vs torch bf16 params and
-# compute, both without fp32 master weights), STEP_TIMEOUT (seconds per command, default 150;
+# PRECISION (bf16 or full, default bf16: mixed precision on both sides, f32 parameters and optimizer
+# state with bf16 matrix products; torch.autocast on the PyTorch side), STEP_TIMEOUT (seconds per command, default 150;
 # four commands, so the worst case stays within a 15-minute device budget with start-up).
 #
 # Writes under $OUT: one <case>.json per command (JSON lines from the tool), <case>.err (its
@@ -20,7 +20,7 @@ set -uo pipefail
 BIN=${SMALLTALK_BIN:-target/release/smalltalk}
 PY=${SMALLTALK_BENCH_PYTHON:-python3}
 OUT=${OUT:-gpu-out}
-DTYPE=${DTYPE:-bf16}
+PRECISION=${PRECISION:-bf16}
 STEP_TIMEOUT=${STEP_TIMEOUT:-150}
 mkdir -p "$OUT"
 
@@ -58,11 +58,11 @@ fi
 bench_case() {
   local name=$1 preset=$2 d=$3 layers=$4 heads=$5 dff=$6 batch=$7 seq=$8 steps=$9
   if [ -x "$BIN" ]; then
-    step "$name-ours" "$BIN" --json --backend cuda lm bench --preset "$preset" --dtype "$DTYPE" \
+    step "$name-ours" "$BIN" --json --backend cuda lm bench --preset "$preset" --precision "$PRECISION" \
       --batch "$batch" --seq "$seq" --steps "$steps" --score-batch 1024 --score-prefix 32 --score-reps 5
   fi
   if [ "$HAVE_TORCH" -eq 1 ]; then
-    step "$name-torch" "$PY" bench/lm_torch.py --device cuda --dtype "$DTYPE" --vocab 32000 \
+    step "$name-torch" "$PY" bench/lm_torch.py --device cuda --precision "$PRECISION" --vocab 32000 \
       --d-model "$d" --layers "$layers" --heads "$heads" --d-ff "$dff" \
       --batch "$batch" --seq "$seq" --steps "$steps" --score-batch 1024 --score-prefix 32 --score-reps 5
   fi

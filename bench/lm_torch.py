@@ -4,9 +4,10 @@ with AdamW (0.9, 0.99, wd 0.1) and global-norm clipping, on random tokens of the
 
 usage: python lm_torch.py --vocab 32000 --d-model 96 --layers 12 --heads 12 --d-ff 256 \
            --seq 256 --batch 32 --steps 3 [--threads 2] [--score-batch 1024 --score-prefix 32]
-           [--device cuda --dtype bf16]
---steps 0 skips training, --score-batch 0 skips scoring. On cuda, bf16 means parameters, AdamW state
-and compute in bf16 (like smalltalk's `CudaBf16` backend type), and every timing synchronizes.
+           [--device cuda --precision bf16]
+--steps 0 skips training, --score-batch 0 skips scoring. `--precision bf16` is mixed precision as in
+smalltalk (`--precision bf16`): f32 parameters and AdamW state, forward and backward under
+`torch.autocast(dtype=torch.bfloat16)`. On cuda every timing synchronizes.
 Prints one JSON object: per-step seconds, train tokens/s (best, median), scoring sequences/s.
 """
 import argparse
@@ -80,22 +81,24 @@ def main():
                           ("score-batch", 1024), ("score-prefix", 32), ("score-reps", 3)]:
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
+    p.add_argument("--precision", choices=["full", "f32", "bf16"], default="full")
     a = p.parse_args()
     dev = torch.device(a.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     model = Lm(a.vocab, a.d_model, a.layers, a.heads, a.d_ff, max(a.seq, a.score_prefix))
-    model = model.to(device=dev, dtype=torch.bfloat16 if a.dtype == "bf16" else torch.float32)
+    model = model.to(device=dev)
+    autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.precision == "bf16")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.99), weight_decay=0.1)
     ids = torch.randint(0, a.vocab, (a.batch, a.seq + 1), device=dev)
     step_seconds = []
     for step in range(a.steps + 1 if a.steps > 0 else 0):  # the first step warms up and is not counted
         sync()
         t = time.perf_counter()
-        logits = model(ids[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, a.vocab), ids[:, 1:].reshape(-1))
+        with autocast():
+            logits = model(ids[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, a.vocab).float(), ids[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
@@ -111,13 +114,15 @@ def main():
             for rep in range(a.score_reps + 1):
                 sync()
                 t = time.perf_counter()
-                logp = F.log_softmax(model(sids[:, :-1]).float(), dim=-1)
+                with autocast():
+                    logits = model(sids[:, :-1])
+                logp = F.log_softmax(logits.float(), dim=-1)
                 score = logp.gather(-1, sids[:, 1:, None]).squeeze(-1).sum(-1)
                 assert score.shape == (a.score_batch,) and math.isfinite(float(score.sum()))
                 if rep > 0:
                     score_seconds.append(time.perf_counter() - t)
     out = {
-        "torch": torch.__version__, "threads": a.threads, "device": a.device, "dtype": a.dtype,
+        "torch": torch.__version__, "threads": a.threads, "device": a.device, "precision": a.precision,
         "params": sum(p.numel() for p in model.parameters()), "step_seconds": step_seconds,
     }
     if step_seconds:

@@ -12,8 +12,8 @@ use smalltalk_lm::backend::BackendKind;
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
 use smalltalk_lm::rng::SplitMix64;
 use smalltalk_lm::{
-    score_prefix, Lm, LmConfig, ScoreOptions, StepMetrics, TrainConfig, TrainObserver, Trainer,
-    VecSource,
+    score_prefix, Lm, LmConfig, Precision, ScoreOptions, StepMetrics, TrainConfig, TrainObserver,
+    Trainer, VecSource,
 };
 
 use crate::report::{peak_rss_bytes, Output};
@@ -39,13 +39,24 @@ pub enum BenchCase {
     Score,
 }
 
-/// Float type of the model on GPU backends.
+/// Compute precision (parameters and optimizer state are f32 either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DType {
-    /// f32 everywhere (the only choice on flex and wgpu).
-    F32,
-    /// bf16 parameters and compute (cuda only; see the smalltalk-lm crate docs for the caveat).
+pub enum PrecisionArg {
+    /// Compute in f32.
+    #[value(alias = "f32")]
+    Full,
+    /// bf16 matrix products and attention over f32 master weights (GPU backends; runs on
+    /// flex too, slowly, through f32 conversions).
     Bf16,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Full => Precision::Full,
+            PrecisionArg::Bf16 => Precision::Bf16,
+        }
+    }
 }
 
 /// `lm bench` flags.
@@ -78,9 +89,9 @@ pub struct BenchArgs {
     /// Cases to run.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchCase::Train, BenchCase::Score])]
     cases: Vec<BenchCase>,
-    /// Model float type (bf16 needs the cuda backend).
-    #[arg(long, value_enum, default_value_t = DType::F32)]
-    dtype: DType,
+    /// Compute precision.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Full)]
+    precision: PrecisionArg,
 }
 
 /// Run an `lm` command on `backend`.
@@ -102,23 +113,13 @@ fn bench(args: BenchArgs, backend: BackendKind, out: &Output) -> Result<()> {
     }
     let cfg =
         LmConfig::from_preset_with_overrides(&args.preset, &overrides).context("model config")?;
-    if args.dtype == DType::Bf16 && backend != BackendKind::Cuda {
-        bail!("--dtype bf16 needs --backend cuda");
-    }
     let results = match backend {
         #[cfg(feature = "flex")]
         BackendKind::Flex => run_cases::<smalltalk_lm::CpuTrainBackend>(&args, &cfg, "flex", out)?,
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => {
-            match args.dtype {
-                DType::Bf16 => run_cases::<
-                    smalltalk_lm::burn::backend::Autodiff<smalltalk_lm::CudaBf16>,
-                >(&args, &cfg, "cuda-bf16", out)?,
-                DType::F32 => run_cases::<
-                    smalltalk_lm::burn::backend::Autodiff<smalltalk_lm::CudaF32>,
-                >(&args, &cfg, "cuda-f32", out)?,
-            }
-        }
+        BackendKind::Cuda => run_cases::<
+            smalltalk_lm::burn::backend::Autodiff<smalltalk_lm::CudaF32>,
+        >(&args, &cfg, "cuda", out)?,
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => run_cases::<
             smalltalk_lm::burn::backend::Autodiff<smalltalk_lm::burn::backend::Wgpu>,
@@ -217,6 +218,7 @@ fn bench_train<AB: AutodiffBackend>(
         warmup_steps: 1,
         checkpoint_every: 0,
         keep_checkpoints: 1,
+        precision: args.precision.into(),
         ..TrainConfig::router_paper()
     };
     let nanos = std::time::SystemTime::now()
@@ -246,7 +248,7 @@ fn bench_train<AB: AutodiffBackend>(
     let (best, median) = min_median(measured);
     let per_step = timer.tokens as f64;
     let value = json!({
-        "case": "train", "backend": backend, "preset": args.preset, "vocab": cfg.vocab_size,
+        "case": "train", "backend": backend, "precision": Precision::from(args.precision).name(), "preset": args.preset, "vocab": cfg.vocab_size,
         "params": cfg.num_params(), "d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_ff": cfg.d_ff,
         "batch": args.batch, "seq": args.seq, "steps": args.steps,
         "step_seconds": measured, "tokens_per_s": per_step * measured.len() as f64 / measured.iter().sum::<f64>(),
@@ -274,7 +276,10 @@ fn bench_score<B: smalltalk_lm::burn::tensor::backend::Backend>(
     let model = Lm::<B>::new(cfg, 0, device).context("building the model")?;
     let (rows, m) = (args.score_batch, args.score_prefix);
     let tokens = random_tokens(rows * m, cfg.vocab_size, 2);
-    let options = ScoreOptions::default();
+    let options = ScoreOptions {
+        precision: args.precision.into(),
+        ..ScoreOptions::default()
+    };
     let spinner = out.spinner("score");
     spinner.set_message(format!(
         "{rows} rows x {m} tokens, {} reps + 1 warm-up",
@@ -297,7 +302,7 @@ fn bench_score<B: smalltalk_lm::burn::tensor::backend::Backend>(
     let (best, median) = min_median(measured);
     let n = rows as f64;
     let value = json!({
-        "case": "score", "backend": backend, "preset": args.preset, "vocab": cfg.vocab_size,
+        "case": "score", "backend": backend, "precision": Precision::from(args.precision).name(), "preset": args.preset, "vocab": cfg.vocab_size,
         "params": cfg.num_params(), "d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_ff": cfg.d_ff,
         "batch": rows, "seq": m, "prefix_len": m, "reps": args.score_reps,
         "call_seconds": measured, "sequences_per_s": n * measured.len() as f64 / measured.iter().sum::<f64>(),
@@ -335,7 +340,7 @@ mod tests {
             score_prefix: 4,
             score_reps: 1,
             cases: vec![BenchCase::Train, BenchCase::Score],
-            dtype: DType::F32,
+            precision: PrecisionArg::Full,
         };
         let cfg = LmConfig::preset("tiny").unwrap();
         let out = Output::new(true);

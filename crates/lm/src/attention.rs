@@ -3,10 +3,12 @@
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::fused::{causal_attention, AttentionShape, Kernel};
+use crate::fused::{causal_attention, AttentionShape};
 
 use crate::init::Init;
 use crate::linear::Linear;
+use crate::model::ForwardOptions;
+use crate::precision::cast_like;
 use crate::rope::Rope;
 
 /// Multi-head causal self-attention. Heads are contiguous slices of the projections:
@@ -48,16 +50,18 @@ impl<B: Backend> SelfAttention<B> {
     }
 
     /// Apply to a flattened batch `x: [batch·seq, d]`; returns `[batch·seq, d]`.
-    /// Position `t` of a row only sees positions `≤ t` of the same row. `kernel` picks the
-    /// fused attention op or the reference ops ([`causal_attention`]).
+    /// Position `t` of a row only sees positions `≤ t` of the same row. `options` pick the
+    /// fused attention op or the reference ops ([`causal_attention`]) and the compute dtype
+    /// (the dtype of the result).
     pub fn forward(
         &self,
         x: Tensor<B, 2>,
         batch: usize,
         seq: usize,
         rope: &Rope<B>,
-        kernel: Kernel,
+        options: ForwardOptions,
     ) -> Tensor<B, 2> {
+        let p = options.precision;
         let [_, d] = x.dims();
         let shape = AttentionShape {
             batch,
@@ -65,10 +69,12 @@ impl<B: Backend> SelfAttention<B> {
             heads: self.n_heads,
             head_dim: d / self.n_heads,
         };
-        let q = self.q_proj.forward(x.clone());
-        let k = self.k_proj.forward(x.clone());
-        let v = self.v_proj.forward(x);
-        let out = causal_attention(q, k, v, rope.tables(seq), shape, kernel);
-        self.o_proj.forward(out)
+        let q = self.q_proj.forward(x.clone(), p);
+        let k = self.k_proj.forward(x.clone(), p);
+        let v = self.v_proj.forward(x, p);
+        let (cos, sin) = rope.tables(seq);
+        let rope = (cast_like(cos, &q), cast_like(sin, &q));
+        let out = causal_attention(q, k, v, rope, shape, options.kernel);
+        self.o_proj.forward(out, p)
     }
 }

@@ -14,7 +14,7 @@ use std::str::FromStr;
 pub enum BackendKind {
     /// burn-flex: pure-Rust CPU backend (the default).
     Flex,
-    /// CUDA through CubeCL (NVIDIA GPUs; bf16 compute).
+    /// CUDA through CubeCL (NVIDIA GPUs; f32 tensors, bf16 compute with `Precision::Bf16`).
     Cuda,
     /// wgpu (Vulkan / Metal / DX12 GPUs).
     Wgpu,

@@ -5,10 +5,11 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use crate::attention::SelfAttention;
 use crate::config::LmConfig;
-use crate::fused::Kernel;
 use crate::init::Init;
 use crate::mlp::Mlp;
+use crate::model::ForwardOptions;
 use crate::norm::RmsNorm;
+use crate::precision::cast_like;
 use crate::rope::Rope;
 
 /// `h = x + attn(norm₁(x)); y = h + mlp(norm₂(h))` (field names follow HF `LlamaDecoderLayer`).
@@ -54,17 +55,24 @@ impl<B: Backend> DecoderLayer<B> {
         }
     }
 
-    /// Apply to the residual stream `[batch·seq, d]` (`kernel`: fused or reference attention).
+    /// Apply to the residual stream `[batch·seq, d]`. The stream and the norms keep the
+    /// stream's dtype; attention and MLP run in the compute dtype of `options.precision` and
+    /// are cast back before the residual adds.
     pub fn forward(
         &self,
         x: Tensor<B, 2>,
         batch: usize,
         seq: usize,
         rope: &Rope<B>,
-        kernel: Kernel,
+        options: ForwardOptions,
     ) -> Tensor<B, 2> {
         let normed = self.input_layernorm.forward(x.clone());
-        let h = x + self.self_attn.forward(normed, batch, seq, rope, kernel);
-        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+        let attn = self.self_attn.forward(normed, batch, seq, rope, options);
+        let h = x.clone() + cast_like(attn, &x);
+        let mlp = self.mlp.forward(
+            self.post_attention_layernorm.forward(h.clone()),
+            options.precision,
+        );
+        h.clone() + cast_like(mlp, &h)
     }
 }

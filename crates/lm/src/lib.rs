@@ -23,9 +23,10 @@
 //! `smalltalk-data`: training reads rows only through [`SequenceSource`], which
 //! `smalltalk_data::SequenceReader` (a split of a dataset folder) implements.
 //!
-//! Numerics: f32 everywhere on CPU. GPU backends may use `Cuda<bf16>` as the backend type
-//! (`CudaBf16`, with the `cuda` feature); parameters and optimizer state then are bf16 too, which is *not* the
-//! paper's fp32-master-weights recipe and is left for later work.
+//! Numerics: parameters and optimizer state are f32. Compute is f32 by default; with
+//! [`Precision::Bf16`] (for GPU backends) the matrix products and attention run in bf16 while
+//! the residual stream, norms and loss stay f32 — the paper's bf16 compute over fp32 master
+//! weights, as `torch.autocast` does ([`precision`]).
 
 /// The burn version this crate is built on, re-exported so dependents use the same one.
 pub use burn;
@@ -44,6 +45,7 @@ pub mod loss;
 pub mod mlp;
 pub mod model;
 pub mod norm;
+pub mod precision;
 pub mod rng;
 pub mod rope;
 pub mod score;
@@ -53,7 +55,8 @@ pub mod weights;
 pub use config::{LmConfig, PRESET_NAMES};
 pub use error::{LmError, Result};
 pub use fused::{Kernel, LmBackend};
-pub use model::Lm;
+pub use model::{ForwardOptions, Lm};
+pub use precision::Precision;
 pub use score::{score_prefix, token_logprobs, ScoreOptions};
 pub use train::{
     Checkpoint, JsonlMetrics, NoopObserver, ProgressBarObserver, SequenceSource, StepMetrics,
@@ -67,9 +70,6 @@ pub type CpuBackend = burn::backend::Flex;
 /// The CPU training backend (autodiff over burn-flex, f32).
 #[cfg(feature = "flex")]
 pub type CpuTrainBackend = burn::backend::Autodiff<burn::backend::Flex>;
-/// CUDA with bf16 parameters and compute (see the crate docs for the precision caveat).
-#[cfg(feature = "cuda")]
-pub type CudaBf16 = burn::backend::Cuda<burn::tensor::bf16, i32>;
-/// CUDA in f32.
+/// CUDA with f32 tensors (bf16 compute is a [`Precision`] choice, not a backend type).
 #[cfg(feature = "cuda")]
 pub type CudaF32 = burn::backend::Cuda<f32, i32>;

@@ -4,6 +4,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{backend::Backend, Tensor};
 
 use crate::init::Init;
+use crate::precision::Precision;
 
 /// `y = x · Wᵀ` with `W` of shape `[d_out, d_in]` (the layout of `torch.nn.Linear.weight`, so
 /// exporting to HF is a rename). A transposed operand costs nothing in the matmul.
@@ -29,8 +30,10 @@ impl<B: Backend> Linear<B> {
     }
 
     /// Apply to a flattened batch `[N, d_in] → [N, d_out]` (one 2-D gemm; see ENGINEERING §9.3
-    /// for why inputs are flattened first).
-    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        x.matmul(self.weight.val().transpose())
+    /// for why inputs are flattened first). Input and weight are cast to the compute dtype of
+    /// `precision`, which is the dtype of the output.
+    pub fn forward(&self, x: Tensor<B, 2>, precision: Precision) -> Tensor<B, 2> {
+        let w = precision.compute(self.weight.val());
+        precision.compute(x).matmul(w.transpose())
     }
 }

@@ -5,6 +5,7 @@ use burn::tensor::{activation::silu, backend::Backend, Tensor};
 
 use crate::init::Init;
 use crate::linear::Linear;
+use crate::precision::Precision;
 
 /// `down(silu(gate(x)) ⊙ up(x))`, no biases.
 #[derive(Module, Debug)]
@@ -35,9 +36,10 @@ impl<B: Backend> Mlp<B> {
         }
     }
 
-    /// Apply to `[N, d]`.
-    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+    /// Apply to `[N, d]`; the result is in the compute dtype of `precision`.
+    pub fn forward(&self, x: Tensor<B, 2>, precision: Precision) -> Tensor<B, 2> {
+        let gate = silu(self.gate_proj.forward(x.clone(), precision));
+        let up = self.up_proj.forward(x, precision);
+        self.down_proj.forward(gate * up, precision)
     }
 }

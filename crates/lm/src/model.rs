@@ -32,7 +32,17 @@ use crate::fused::{head_logprobs, head_nll, Kernel};
 use crate::init::Init;
 use crate::linear::Linear;
 use crate::norm::RmsNorm;
+use crate::precision::Precision;
 use crate::rope::Rope;
+
+/// How a forward pass runs: which implementation of the fused ops, which compute precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ForwardOptions {
+    /// Fused kernels where available, or the reference ops.
+    pub kernel: Kernel,
+    /// Compute dtype of the matrix products ([`Precision`]).
+    pub precision: Precision,
+}
 
 /// A decoder-only transformer LM (Llama recipe): embedding, pre-RMSNorm blocks with causal
 /// RoPE attention and SwiGLU MLPs, final RMSNorm, LM head (optionally tied to the embedding).
@@ -120,11 +130,16 @@ impl<B: Backend> Lm<B> {
     /// `[batch·seq, d]`, with the fused ops where available ([`Kernel::Auto`]). Panics if
     /// `seq > max_seq_len`.
     pub fn forward_hidden(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-        self.forward_hidden_with(tokens, Kernel::Auto)
+        self.forward_hidden_with(tokens, ForwardOptions::default())
     }
 
-    /// [`Lm::forward_hidden`] with an explicit choice of fused or reference ops.
-    pub fn forward_hidden_with(&self, tokens: Tensor<B, 2, Int>, kernel: Kernel) -> Tensor<B, 2> {
+    /// [`Lm::forward_hidden`] with explicit [`ForwardOptions`] (fused or reference ops,
+    /// compute precision). The result is in the parameters' dtype.
+    pub fn forward_hidden_with(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        options: ForwardOptions,
+    ) -> Tensor<B, 2> {
         let [batch, seq] = tokens.dims();
         assert!(
             seq <= self.config.max_seq_len,
@@ -133,7 +148,7 @@ impl<B: Backend> Lm<B> {
         );
         let mut x = self.embed_tokens.forward(tokens);
         for layer in &self.layers {
-            x = layer.forward(x, batch, seq, &self.rope, kernel);
+            x = layer.forward(x, batch, seq, &self.rope, options);
         }
         self.norm.forward(x)
     }
@@ -141,7 +156,7 @@ impl<B: Backend> Lm<B> {
     /// LM head on flattened hidden states: `[N, d] → [N, vocab]` logits.
     pub fn head(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => head.forward(hidden, Precision::Full),
             None => hidden.matmul(self.embed_tokens.weight.val().transpose()),
         }
     }
@@ -155,7 +170,8 @@ impl<B: Backend> Lm<B> {
     }
 
     /// Training loss from flattened hidden states `[N, d]`: `Σ_i w_i·(−log p(t_i)) / denom`
-    /// (`weights` 0 for ignored targets), as a one-element tensor. With
+    /// (`weights` 0 for ignored targets), as a one-element tensor; the logits are computed in
+    /// the compute dtype of `options.precision`, the loss from them in f32 or wider. With
     /// [`Kernel::Auto`] on CPU `flex` this is the fused head + cross-entropy op (no
     /// `[N, vocab]` tensor); [`Kernel::Reference`] is [`Lm::head`] + [`nll_sum`] op for op.
     ///
@@ -166,15 +182,27 @@ impl<B: Backend> Lm<B> {
         targets: Tensor<B, 1, Int>,
         weights: Tensor<B, 1>,
         denom: f64,
-        kernel: Kernel,
+        options: ForwardOptions,
     ) -> Tensor<B, 1> {
-        head_nll(hidden, self.head_weight(), targets, weights, denom, kernel)
+        let p = options.precision;
+        let (h, e) = (p.compute(hidden), p.compute(self.head_weight()));
+        head_nll(h, e, targets, weights, denom, options.kernel)
     }
 
     /// `log p(t_i)` of each row of flattened hidden states `[N, d]`, `[N]`; fused on `flex`
-    /// (one chunk of logits at a time), reference ops elsewhere. Not for training.
-    pub fn head_logprobs(&self, hidden: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
-        head_logprobs(hidden, self.head_weight(), targets, Kernel::Auto)
+    /// (one chunk of logits at a time), reference ops elsewhere; the logits in the compute
+    /// dtype of `precision`, the log-probs in f32 or wider. Not for training.
+    pub fn head_logprobs(
+        &self,
+        hidden: Tensor<B, 2>,
+        targets: Tensor<B, 1, Int>,
+        precision: Precision,
+    ) -> Tensor<B, 1> {
+        let (h, e) = (
+            precision.compute(hidden),
+            precision.compute(self.head_weight()),
+        );
+        head_logprobs(h, e, targets, Kernel::Auto)
     }
 
     /// Next-token logits `[batch, seq, vocab]`: row `t` predicts token `t + 1`.

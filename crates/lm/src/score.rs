@@ -10,7 +10,8 @@ use burn::tensor::{backend::Backend, Tensor, TensorData};
 
 use crate::error::{LmError, Result};
 use crate::loss::token_tensor;
-use crate::model::Lm;
+use crate::model::{ForwardOptions, Lm};
+use crate::precision::Precision;
 
 /// Knobs for [`score_prefix`] and [`token_logprobs`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +21,8 @@ pub struct ScoreOptions {
     pub max_logits: usize,
     /// Targets equal to this id contribute nothing (log-prob reported as 0).
     pub pad_id: Option<u32>,
+    /// Compute precision of the forward pass (log-probs are always reduced in f32).
+    pub precision: Precision,
 }
 
 impl Default for ScoreOptions {
@@ -27,6 +30,7 @@ impl Default for ScoreOptions {
         ScoreOptions {
             max_logits: 1 << 26,
             pad_id: None,
+            precision: Precision::Full,
         }
     }
 }
@@ -132,10 +136,15 @@ fn for_each_row_logprobs<B: Backend>(
             inputs.extend_from_slice(&row[..time]);
             targets.extend(row[1..].iter().map(|&t| t as i32));
         }
-        let hidden = model.forward_hidden(token_tensor::<B>(&inputs, n, time, &device));
+        let forward = ForwardOptions {
+            precision: options.precision,
+            ..ForwardOptions::default()
+        };
+        let hidden =
+            model.forward_hidden_with(token_tensor::<B>(&inputs, n, time, &device), forward);
         let targets_t = Tensor::from_data(TensorData::new(targets, [n * time]), &device);
         let logprobs = model
-            .head_logprobs(hidden, targets_t)
+            .head_logprobs(hidden, targets_t, options.precision)
             .into_data()
             .convert::<f32>()
             .into_vec::<f32>()

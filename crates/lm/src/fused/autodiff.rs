@@ -15,7 +15,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::Shape;
+use burn::tensor::{FloatDType, Shape, TensorMetadata};
 
 use super::{AttentionShape, LmBackend};
 
@@ -28,8 +28,13 @@ impl<B: Backend> Backward<B, 2> for HeadNllBackward {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let upstream = grads.consume::<B>(&ops.node);
-        let g = B::float_reshape(upstream, Shape::new([1, 1]));
         let (dh, de) = ops.state;
+        // The loss may be wider than the inputs (bf16 logits, f32 loss): scale in their dtype.
+        let g = B::float_reshape(upstream, Shape::new([1, 1]));
+        let g = match dh.dtype() {
+            dtype if dtype != g.dtype() => B::float_cast(g, FloatDType::from(dtype)),
+            _ => g,
+        };
         let [parent_h, parent_e] = ops.parents;
         if let Some(node) = parent_h {
             grads.register::<B>(node.id, B::float_mul(dh, g.clone()));

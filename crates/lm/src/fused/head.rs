@@ -7,6 +7,7 @@ use burn::tensor::{activation::softmax, backend::Backend, Int, Tensor};
 use super::{float, prim, same_type};
 use super::{Kernel, LmBackend};
 use crate::loss::{nll_sum, target_logprobs};
+use crate::precision::{cast_like, upcast_half};
 
 /// The reference loss: full logits, then [`nll_sum`] divided by `denom` (the computation the
 /// trainer used before fusion, op for op).
@@ -17,7 +18,7 @@ pub fn reference_nll<B: Backend>(
     weights: Tensor<B, 1>,
     denom: f64,
 ) -> Tensor<B, 1> {
-    nll_sum(h.matmul(e.transpose()), targets, weights).div_scalar(denom)
+    nll_sum(upcast_half(h.matmul(e.transpose())), targets, weights).div_scalar(denom)
 }
 
 /// The reference loss and its gradients `(loss, ∂/∂h, ∂/∂e)` from explicit tensor ops
@@ -31,11 +32,12 @@ pub fn reference_nll_grads<B: Backend>(
 ) -> (Tensor<B, 1>, Tensor<B, 2>, Tensor<B, 2>) {
     let [n, _] = h.dims();
     let [v, _] = e.dims();
-    let logits = h.clone().matmul(e.clone().transpose());
+    let logits = upcast_half(h.clone().matmul(e.clone().transpose()));
     let loss = nll_sum(logits.clone(), targets.clone(), weights.clone()).div_scalar(denom);
     let onehot: Tensor<B, 2> = targets.one_hot::<2>(v).float();
     let w = weights.reshape([n, 1]).div_scalar(denom);
     let g = (softmax(logits, 1) - onehot) * w;
+    let g = cast_like(g, &h); // back to the inputs' dtype (bf16 logits were upcast)
     let dh = g.clone().matmul(e);
     let de = g.transpose().matmul(h);
     (loss, dh, de)
@@ -104,7 +106,7 @@ pub fn head_logprobs<B: Backend>(
     targets: Tensor<B, 1, Int>,
     kernel: Kernel,
 ) -> Tensor<B, 1> {
-    let reference = |(h, e, t): Args<B>| target_logprobs(h.matmul(e.transpose()), t);
+    let reference = |(h, e, t): Args<B>| target_logprobs(upcast_half(h.matmul(e.transpose())), t);
     if kernel == Kernel::Reference {
         return reference((h, e, targets));
     }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LmError, Result};
+use crate::precision::Precision;
 
 /// Learning-rate shape after the linear warm-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +57,9 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// How many checkpoints to keep on disk (at least 1).
     pub keep_checkpoints: usize,
+    /// Compute precision (`"full"` = the parameters' dtype, or `"bf16"`: bf16 matrix
+    /// products over f32 master weights, for GPU backends; see [`Precision`]).
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -85,6 +89,7 @@ impl TrainConfig {
             seed: 0,
             checkpoint_every: 1_000,
             keep_checkpoints: 2,
+            precision: Precision::Full,
         }
     }
 

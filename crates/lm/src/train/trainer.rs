@@ -21,6 +21,7 @@ use crate::config::LmConfig;
 use crate::error::{LmError, Result};
 use crate::fused::Kernel;
 use crate::loss::{targets_and_weights, token_tensor};
+use crate::model::ForwardOptions;
 use crate::model::Lm;
 use crate::train::checkpoint::{
     adamw_config, Checkpoint, CheckpointState, DataIdentity, CHECKPOINT_FORMAT,
@@ -383,9 +384,13 @@ impl<B: AutodiffBackend> Trainer<B> {
                 .collect();
             let targets: Vec<u32> = micro.chunks(used).flat_map(|r| &r[1..]).copied().collect();
             let tokens = token_tensor::<B>(&inputs, n, time, &device);
-            let hidden = model.forward_hidden_with(tokens, self.kernel);
+            let options = ForwardOptions {
+                kernel: self.kernel,
+                precision: self.train.precision,
+            };
+            let hidden = model.forward_hidden_with(tokens, options);
             let (targets, weights) = targets_and_weights(&targets, pad, &hidden);
-            let loss = model.head_nll(hidden, targets, weights, denom, self.kernel);
+            let loss = model.head_nll(hidden, targets, weights, denom, options);
             loss_sum += loss.clone().into_scalar().elem::<f64>();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             accumulator.accumulate(&model, grads);

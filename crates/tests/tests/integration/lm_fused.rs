@@ -5,7 +5,7 @@ use smalltalk_lm::burn::tensor::{Int, Tensor, TensorData};
 use smalltalk_lm::fused::head_kernel::{self as kernel, HeadShape};
 use smalltalk_lm::fused::{fused_available, head_logprobs, head_nll, reference_nll};
 use smalltalk_lm::loss::{targets_and_weights, token_tensor};
-use smalltalk_lm::{Kernel, Lm, LmConfig, TrainConfig, Trainer, VecSource};
+use smalltalk_lm::{ForwardOptions, Kernel, Lm, LmConfig, TrainConfig, Trainer, VecSource};
 
 use crate::lm_util::{
     close, dev, inputs_and_targets, normal, quick_train, random_tokens, tensor, tiny, to_vec, AB, B,
@@ -131,7 +131,11 @@ fn model_head_grad(
     let (inputs, targets) = inputs_and_targets(toks, row_len);
     let hidden = model.forward_hidden(token_tensor::<AB>(&inputs, rows, time, &dev()));
     let (t, w) = targets_and_weights(&targets, None, &hidden);
-    let loss = model.head_nll(hidden, t, w, (rows * time) as f64, kernel);
+    let options = ForwardOptions {
+        kernel,
+        ..ForwardOptions::default()
+    };
+    let loss = model.head_nll(hidden, t, w, (rows * time) as f64, options);
     let grads = loss.backward();
     let emb = to_vec(model.embed_tokens.weight.grad(&grads).unwrap());
     let head = model

@@ -140,7 +140,7 @@ fn scoring_equals_naive_log_softmax_sums() {
         for max_logits in [1usize, 1 << 26] {
             let opts = ScoreOptions {
                 max_logits,
-                pad_id: None,
+                ..ScoreOptions::default()
             };
             let scores = score_prefix(&model, &toks, row_len, m, &opts).unwrap();
             for r in 0..rows {

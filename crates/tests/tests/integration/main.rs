@@ -4,5 +4,6 @@ mod lm_checkpoint;
 mod lm_fused;
 mod lm_grad;
 mod lm_model;
+mod lm_precision;
 mod lm_train;
 mod lm_util;
