@@ -1,8 +1,8 @@
 //! Measure training throughput on flex: `cargo run --release -p smalltalk-lm --example
 //! bench_train -- [preset] [batch] [seq] [steps] [fused|ref]` (defaults: router-4.4m 4 256 4
-//! fused; `ref` computes the LM head + loss with the unfused reference ops). Trains on
-//! random tokens in a temporary run directory and prints per-step time and tokens/s (the first
-//! step includes warm-up allocations and is reported separately).
+//! fused; `ref` computes the LM head + loss and the attention with the unfused reference
+//! ops). Trains on random tokens in a temporary run directory and prints per-step time and
+//! tokens/s (the first step includes warm-up allocations and is reported separately).
 
 use std::ops::ControlFlow;
 use std::time::Instant;

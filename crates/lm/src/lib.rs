@@ -12,12 +12,15 @@
 //! - [`train`]: [`TrainConfig`], [`Trainer`] (AdamW, global-norm clipping, warm-up + cosine or
 //!   constant LR, gradient accumulation, seekable shuffling, atomic checkpoints, bit-exact
 //!   resume on CPU), the [`SequenceSource`] data trait and observers (progress bar, JSONL).
-//! - [`fused`]: the LM head + cross-entropy as one op ([`LmBackend`]); on CPU `flex` a
-//!   chunked gemm kernel that never builds `[N, vocab]` logits (used by training and scoring).
+//! - [`fused`]: ops fused for CPU speed behind one backend extension ([`LmBackend`]): the LM
+//!   head + cross-entropy (a chunked gemm kernel that never builds `[N, vocab]` logits) and
+//!   causal attention with RoPE (per-head kernels, FlashAttention-2 backward, no `[seq, seq]`
+//!   tensors). Fused on `flex`; the reference burn ops elsewhere.
+//! - [`precision`]: [`Precision`] — f32 compute, or bf16 compute over f32 master weights.
 //! - [`backend`]: picking a compiled-in burn backend by name.
 //!
 //! Dependencies: `burn` 0.21 (generic `B: Backend`; CPU `flex` by default, `cuda` / `wgpu` as
-//! features), `gemm` + `rayon` (with `flex`: the fused head kernel), `safetensors` for weight
+//! features), `gemm` + `rayon` (with `flex`: the fused kernels), `safetensors` for weight
 //! files, `serde`/`serde_json`/`toml` for configs,
 //! `xxhash-rust` for checksums and seeding, `indicatif` for the optional progress bar, and
 //! `smalltalk-data`: training reads rows only through [`SequenceSource`], which
@@ -60,7 +63,7 @@ pub use precision::Precision;
 pub use score::{score_prefix, token_logprobs, ScoreOptions};
 pub use train::{
     Checkpoint, JsonlMetrics, NoopObserver, ProgressBarObserver, SequenceSource, StepMetrics,
-    TrainConfig, TrainObserver, Trainer, VecSource,
+    SubsetSource, TrainConfig, TrainObserver, Trainer, VecSource,
 };
 pub use weights::HostTensor;
 

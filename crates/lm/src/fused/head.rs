@@ -3,9 +3,11 @@
 
 use burn::tensor::{activation::softmax, backend::Backend, Int, Tensor};
 
+use super::Kernel;
+#[cfg(feature = "flex")]
+use super::LmBackend;
 #[cfg(feature = "flex")]
 use super::{float, prim, same_type};
-use super::{Kernel, LmBackend};
 use crate::loss::{nll_sum, target_logprobs};
 use crate::precision::{cast_like, upcast_half};
 
