@@ -16,5 +16,5 @@ pub use config::{LrSchedule, TrainConfig};
 pub use observer::{JsonlMetrics, NoopObserver, ProgressBarObserver, StepMetrics, TrainObserver};
 pub use optimizer::{AdamW, AdamWConfig};
 pub use sampler::{Sampler, SamplerPosition};
-pub use source::{SequenceSource, VecSource};
+pub use source::{SequenceSource, SubsetSource, VecSource};
 pub use trainer::{TrainSummary, Trainer};

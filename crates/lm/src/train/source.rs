@@ -89,3 +89,36 @@ impl SequenceSource for smalltalk_data::SequenceReader {
         Some(smalltalk_data::SequenceReader::pad_id(self))
     }
 }
+
+/// The rows `rows` of another source, in that order (an expert's shard of a split, a
+/// router's part of an EM chunk). Row `i` of the subset is row `rows[i]` of `inner`.
+pub struct SubsetSource<'a> {
+    inner: &'a dyn SequenceSource,
+    rows: Vec<usize>,
+}
+
+impl<'a> SubsetSource<'a> {
+    /// A view of `rows` of `inner` (every index must be below `inner.num_sequences()`).
+    pub fn new(inner: &'a dyn SequenceSource, rows: Vec<usize>) -> Self {
+        let n = inner.num_sequences();
+        if let Some(bad) = rows.iter().find(|&&r| r >= n) {
+            panic!("row {bad} is out of range for a source of {n} rows");
+        }
+        SubsetSource { inner, rows }
+    }
+}
+
+impl SequenceSource for SubsetSource<'_> {
+    fn num_sequences(&self) -> usize {
+        self.rows.len()
+    }
+    fn row_len(&self) -> usize {
+        self.inner.row_len()
+    }
+    fn read_sequence(&self, index: usize, out: &mut [u32]) {
+        self.inner.read_sequence(self.rows[index], out);
+    }
+    fn pad_id(&self) -> Option<u32> {
+        self.inner.pad_id()
+    }
+}
