@@ -7,11 +7,15 @@
 //!   package in the same run.
 //! - `cargo xtask bench lm`: decoder-LM training/scoring throughput next to PyTorch
 //!   (`bench/lm_torch.py`) in the same run.
+//! - `cargo xtask bench partition`: the balanced greedy assignment on a 10M × 32 score matrix
+//!   (in process, one thread) and its gap to the exact optimum.
 //!
-//! Depends only on `anyhow`, `clap`, `serde_json` and `flate2`; it drives the CLI as a user would.
+//! Depends only on `anyhow`, `clap`, `serde_json`, `flate2` and `smalltalk-partition` (for the
+//! in-process partition benchmark); otherwise it drives the CLI as a user would.
 
 mod bench;
 mod bench_lm;
+mod bench_partition;
 mod pipeline;
 mod util;
 
