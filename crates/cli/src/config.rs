@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use smalltalk_data::DataSettings;
+use smalltalk_router::{EmConfig, PartitionSettings};
 
 /// Every stage's settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -13,6 +14,10 @@ use smalltalk_data::DataSettings;
 pub struct Config {
     /// The data stage (`[data]`, `[data.split]`, `[data.tokenizer]`, `[data.format]`).
     pub data: DataSettings,
+    /// Router EM (`[routers]`, `[routers.model]` preset overrides, `[routers.train]`).
+    pub routers: EmConfig,
+    /// The partition stage (`[partition]`).
+    pub partition: PartitionSettings,
 }
 
 impl Config {

@@ -6,10 +6,13 @@
 //! (a progress bar for people, `--json` for scripts).
 
 mod alloc_tuning;
+mod backends;
 mod config;
 mod data_cmd;
 mod lm_cmd;
+mod partition_cmd;
 mod report;
+mod routers_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -17,8 +20,9 @@ use smalltalk_lm::backend::BackendKind;
 
 /// SmallTalk: train a mixture of language models that never talk to each other.
 ///
-/// Stages, in order: `data` (tokenize and shard a corpus). Routers, partition, experts and
-/// evaluation arrive with later releases.
+/// Stages, in order: `data` (tokenize and shard a corpus), `routers train` (E router LMs by
+/// hard EM), `partition` (split the training rows into E equal expert shards); `route` shows
+/// where a text goes. Experts and evaluation arrive with a later release.
 #[derive(Debug, Parser)]
 #[command(name = "smalltalk", version, propagate_version = true)]
 struct Cli {
@@ -42,6 +46,17 @@ enum Command {
     /// The decoder language model on its own (today: `lm bench`, training/scoring throughput).
     #[command(subcommand)]
     Lm(lm_cmd::LmCommand),
+    /// The router stage: train E router LMs by hard EM.
+    #[command(subcommand)]
+    Routers(routers_cmd::RoutersCommand),
+    /// Split the training split into E equal expert shards with trained routers.
+    ///
+    /// Scores the first M tokens of every training row with every router and applies the
+    /// balanced assignment (capacity N/E, most confident rows first, next-best router with room)
+    /// chunk by chunk. Writes OUT/{expert-NN.rows, partition.json}; resumable by chunk.
+    Partition(partition_cmd::PartitionArgs),
+    /// Show which expert a text is routed to (argmax of the routers' prefix scores) and why.
+    Route(partition_cmd::RouteArgs),
     /// List the compute backends compiled into this binary.
     Backends,
 }
@@ -61,6 +76,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd, &out),
         Command::Lm(cmd) => lm_cmd::run(cmd, backend, &out),
+        Command::Routers(cmd) => routers_cmd::run(cmd, backend, &out),
+        Command::Partition(args) => partition_cmd::partition(args, backend, &out),
+        Command::Route(args) => partition_cmd::route(args, backend, &out),
         Command::Backends => {
             let compiled: Vec<&str> = BackendKind::compiled()
                 .into_iter()

@@ -30,6 +30,23 @@ impl Output {
         bar
     }
 
+    /// A counting progress bar (steps, rows) with rate and ETA; hidden in JSON mode.
+    pub fn steps_bar(&self, what: &str) -> ProgressBar {
+        if self.json {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>10} [{elapsed_precise}] {wide_bar} {pos}/{len} ETA {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_prefix(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+
     /// A spinner for work of unknown length; hidden in JSON mode.
     pub fn spinner(&self, what: &str) -> ProgressBar {
         if self.json {

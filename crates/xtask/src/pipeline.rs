@@ -27,7 +27,7 @@ pub struct PipelineArgs {
     /// Compute backend for the model stages (flex, cuda, wgpu); non-default ones are compiled in.
     #[arg(long, default_value = "flex")]
     backend: String,
-    /// Number of experts (used by the router and expert stages once they exist).
+    /// Number of routers / experts E.
     #[arg(long, default_value_t = 4)]
     experts: usize,
 }
@@ -51,8 +51,8 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         args.out.display(),
         args.backend
     );
-    println!("stages available in this release: tokenizer, data (routers, partition, experts, evaluation: not yet implemented)");
-    println!("expected time on 2 cores: about 1 minute after the build (the data stage is seconds; building the binary dominates)");
+    println!("stages in this release: tokenizer, data, routers (EM), partition (experts and evaluation: not yet implemented)");
+    println!("expected time on 2 cores after the build: about 1 minute for tokenizer + data, then the router EM and the partition (the default config prints their sizes; see configs/pipeline-cpu.toml)");
     let bin = build_cli(&features)?;
     std::fs::create_dir_all(&args.out)?;
     let data_dir = args.out.join("data");
@@ -63,9 +63,9 @@ pub fn run(args: PipelineArgs) -> Result<()> {
 
     let t = Instant::now();
     if tokenizer.exists() {
-        println!("[1/2] tokenizer: {} exists, skipped", tokenizer.display());
+        println!("[1/4] tokenizer: {} exists, skipped", tokenizer.display());
     } else {
-        println!("[1/2] tokenizer: training byte-level BPE");
+        println!("[1/4] tokenizer: training byte-level BPE");
         let mut cmd = Command::new(&bin);
         common(&mut cmd);
         cmd.args(["data", "tokenizer", "--corpus"])
@@ -76,7 +76,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             .arg(&tokenizer);
         run_shown(&mut cmd)?;
     }
-    println!("[2/2] data: tokenize, pack and shard");
+    println!("[2/4] data: tokenize, pack and shard");
     let mut cmd = Command::new(&bin);
     common(&mut cmd);
     cmd.args(["data", "build", "--corpus"])
@@ -88,11 +88,50 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         .arg("--out")
         .arg(&data_dir);
     run_shown(&mut cmd)?;
+    let stage_time = |name: &str, started: Instant| {
+        println!("      {name} took {:.1}s", started.elapsed().as_secs_f64())
+    };
+
+    let routers_dir = args.out.join("routers");
+    let started = Instant::now();
+    println!("[3/4] routers: {} routers by hard EM", args.experts);
+    let mut cmd = Command::new(&bin);
+    common(&mut cmd);
+    cmd.args(["routers", "train", "--data"])
+        .arg(&data_dir)
+        .arg("--config")
+        .arg(&config)
+        .arg("--experts")
+        .arg(args.experts.to_string())
+        .arg("--out")
+        .arg(&routers_dir);
+    run_shown(&mut cmd)?;
+    stage_time("routers", started);
+
+    let partition_dir = args.out.join("partition");
+    let started = Instant::now();
     println!(
-        "pipeline done in {:.1}s; dataset in {} (experts planned: {})",
+        "[4/4] partition: the training rows into {} expert shards",
+        args.experts
+    );
+    let mut cmd = Command::new(&bin);
+    common(&mut cmd);
+    cmd.args(["partition", "--data"])
+        .arg(&data_dir)
+        .arg("--routers")
+        .arg(&routers_dir)
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(&partition_dir);
+    run_shown(&mut cmd)?;
+    stage_time("partition", started);
+    println!(
+        "pipeline done in {:.1}s; dataset in {}, routers in {}, shards in {}",
         t.elapsed().as_secs_f64(),
         data_dir.display(),
-        args.experts
+        routers_dir.display(),
+        partition_dir.display(),
     );
     Ok(())
 }

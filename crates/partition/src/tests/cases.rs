@@ -117,6 +117,14 @@ fn chunked_balancer_hand_made() {
     assert_eq!(b.totals(), &[2, 1, 1]);
     assert_eq!(b.rows_seen(), 4);
     check_valid(&a, 2, &[1, 0, 1]);
+
+    // A resumed stream skips the first chunk and balances the second exactly as before.
+    let mut resumed = ChunkedBalancer::new(3).unwrap();
+    resumed.skip_chunk(2);
+    assert_eq!(resumed.totals(), &[1, 1, 0]);
+    let again = resumed.assign(&ScoreMatrix::new(&chunk, 3).unwrap()).unwrap();
+    assert_eq!(again, a);
+    assert_eq!(resumed.totals(), b.totals());
 }
 
 #[test]

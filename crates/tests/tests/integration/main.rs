@@ -7,3 +7,4 @@ mod lm_model;
 mod lm_precision;
 mod lm_train;
 mod lm_util;
+mod router_em;

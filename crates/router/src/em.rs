@@ -1,0 +1,327 @@
+//! Hard EM over E router LMs (SPEC §3, Alg 1): random equal split of a first chunk; per
+//! iteration train each router for K steps on the M-token prefixes of its part (M-step), score
+//! a fresh chunk with every router and reassign it with the balanced assignment (E-step).
+//!
+//! Files under the routers directory:
+//! - `router-NN/` — each router's training run (checkpoints, `metrics.jsonl`), see
+//!   `smalltalk_lm::Trainer`; a checkpoint is written at the end of every iteration.
+//! - `em/state.json` — [`EmState`], written after every iteration once all routers saved.
+//! - `em/metrics.jsonl` — one [`IterationMetrics`] per completed iteration.
+//! - `routers.json` — [`RoutersManifest`], written when the last iteration is done.
+//!
+//! Rerunning the same call resumes from the last completed iteration (routers continue with
+//! their weights, optimizer state and step count) and gives the same result as an
+//! uninterrupted run on CPU; a finished run returns at once.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
+use smalltalk_lm::train::{Sampler, SamplerPosition};
+use smalltalk_lm::{SequenceSource, StepMetrics, SubsetSource, TrainObserver, Trainer};
+use smalltalk_partition::{
+    argmax_assign, balanced_assign, equal_capacities, random_balanced_assign, shard_sizes,
+    ScoreMatrix,
+};
+
+use crate::config::EmConfig;
+use crate::error::{Result, RouterError};
+use crate::manifest::RoutersManifest;
+use crate::metrics::{domain_mix, purity, DomainLabels, IterationMetrics};
+use crate::scoring::score_rows;
+use crate::state::{EmState, STATE_FORMAT, UNASSIGNED};
+
+/// The training rows EM splits, with optional domain labels (for purity metrics only).
+pub struct EmData<'a> {
+    /// Training rows (`row_len ≥ prefix_len`).
+    pub source: &'a dyn SequenceSource,
+    /// Domain label of every row of `source`, if the corpus has them.
+    pub domains: Option<DomainLabels<'a>>,
+    /// A string that identifies the data (e.g. the dataset's tokenizer hash and checksums);
+    /// a rerun on other data is refused.
+    pub identity: String,
+}
+
+/// Progress callbacks of [`train_routers`] (all optional).
+pub trait EmObserver {
+    /// EM starts with `done` of `total` iterations already completed.
+    fn on_start(&mut self, _done: usize, _total: usize) {}
+    /// Router `router` finished an optimizer step in iteration `iteration` (from 1).
+    fn on_router_step(&mut self, _iteration: usize, _router: usize, _m: &StepMetrics) {}
+    /// The E-step of `iteration` has scored `done` of `total` (row, router) pairs.
+    fn on_scoring(&mut self, _iteration: usize, _done: usize, _total: usize) {}
+    /// An iteration completed and was saved.
+    fn on_iteration(&mut self, _m: &IterationMetrics) {}
+}
+
+/// An [`EmObserver`] that ignores everything.
+pub struct NoEmObserver;
+impl EmObserver for NoEmObserver {}
+
+/// What a call to [`train_routers`] did.
+#[derive(Debug, Clone)]
+pub struct EmSummary {
+    /// Iterations completed before this call.
+    pub resumed_from: usize,
+    /// Iterations completed now.
+    pub iterations_done: usize,
+    /// Metrics of every completed iteration (including earlier calls').
+    pub metrics: Vec<IterationMetrics>,
+    /// The manifest of the finished routers.
+    pub manifest: RoutersManifest,
+}
+
+/// Rows of chunk `i`: consecutive slices of seeded epoch permutations of the `n` training
+/// rows, so chunks are fresh until the split is used up and then revisit rows.
+pub fn chunk_rows(seed: u64, n: usize, chunk: usize, i: usize) -> Vec<usize> {
+    let start = (i * chunk) as u64;
+    let position = SamplerPosition {
+        epoch: start / n as u64,
+        index: start % n as u64,
+    };
+    Sampler::new(seed ^ 0x454d_4348_554e_4b53, n, position).next_batch(chunk)
+}
+
+/// Router `e`'s run directory.
+pub fn router_dir(dir: &Path, e: usize) -> PathBuf {
+    dir.join(format!("router-{e:02}"))
+}
+
+fn metrics_path(dir: &Path) -> PathBuf {
+    dir.join("em").join("metrics.jsonl")
+}
+
+fn load_metrics(dir: &Path, done: usize) -> Result<Vec<IterationMetrics>> {
+    let path = metrics_path(dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(RouterError::io(path, e)),
+    };
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let m: IterationMetrics = serde_json::from_str(line)
+            .map_err(|e| RouterError::state(&path, format!("line {}: {e}", n + 1)))?;
+        if m.iteration <= done {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+fn save_metrics(dir: &Path, metrics: &[IterationMetrics]) -> Result<()> {
+    let mut text = String::new();
+    for m in metrics {
+        text.push_str(&serde_json::to_string(m).expect("metrics serialise"));
+        text.push('\n');
+    }
+    smalltalk_data::atomic::write_file(&metrics_path(dir), text.as_bytes())?;
+    Ok(())
+}
+
+fn fingerprint(cfg: &EmConfig, data: &EmData<'_>) -> String {
+    let text = format!(
+        "{}|{}|{}|{}",
+        serde_json::to_string(cfg).expect("config serialises"),
+        data.source.num_sequences(),
+        data.source.row_len(),
+        data.identity
+    );
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
+}
+
+/// Passes router steps to the EM observer and averages the losses.
+struct StepRelay<'a> {
+    observer: &'a mut dyn EmObserver,
+    iteration: usize,
+    router: usize,
+    loss_sum: f64,
+    steps: usize,
+}
+
+impl TrainObserver for StepRelay<'_> {
+    fn on_step(&mut self, m: &StepMetrics) -> ControlFlow<()> {
+        self.loss_sum += m.loss;
+        self.steps += 1;
+        self.observer.on_router_step(self.iteration, self.router, m);
+        ControlFlow::Continue(())
+    }
+}
+
+/// Train `cfg.experts` routers by hard EM on `data` in `dir` (see the module docs), resuming
+/// from whatever an earlier call completed.
+pub fn train_routers<AB: AutodiffBackend>(
+    cfg: &EmConfig,
+    data: &EmData<'_>,
+    dir: &Path,
+    device: &AB::Device,
+    observer: &mut dyn EmObserver,
+) -> Result<EmSummary> {
+    let source = data.source;
+    cfg.validate(source.row_len())?;
+    let model_cfg = cfg.model_config()?;
+    let (n_rows, experts) = (source.num_sequences(), cfg.experts);
+    if n_rows < experts {
+        return Err(RouterError::Config(format!(
+            "{n_rows} training rows cannot be split among {experts} routers"
+        )));
+    }
+    let chunk = cfg.chunk_len(n_rows);
+    let fp = fingerprint(cfg, data);
+    let mut state = match EmState::load(dir)? {
+        Some(s) if s.fingerprint != fp => {
+            return Err(RouterError::state(
+                EmState::path(dir),
+                "this routers directory was trained with other settings or data; \
+                 use a new directory (or delete this one)",
+            ))
+        }
+        Some(s) => s,
+        None => {
+            let start = random_balanced_assign(chunk, experts, cfg.seed)?;
+            let s = EmState {
+                format: STATE_FORMAT,
+                fingerprint: fp.clone(),
+                iterations_done: 0,
+                assignment: start.into_iter().map(|e| e as u16).collect(),
+                last_expert: vec![UNASSIGNED; n_rows],
+            };
+            s.save(dir)?;
+            s
+        }
+    };
+    let resumed_from = state.iterations_done;
+    let mut metrics = load_metrics(dir, resumed_from)?;
+    observer.on_start(resumed_from, cfg.iterations);
+    if resumed_from >= cfg.iterations {
+        let manifest = RoutersManifest::load(dir)?;
+        return Ok(EmSummary {
+            resumed_from,
+            iterations_done: resumed_from,
+            metrics,
+            manifest,
+        });
+    }
+    let mut trainers = (0..experts)
+        .map(|e| Trainer::<AB>::new(&model_cfg, cfg.router_train(e), router_dir(dir, e), device))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let k = cfg.steps_per_iteration;
+    for i in state.iterations_done..cfg.iterations {
+        let started = Instant::now();
+        let rows = chunk_rows(cfg.seed, n_rows, chunk, i);
+        // M-step: each router trains K steps on its part of chunk i.
+        let mut train_loss = Vec::with_capacity(experts);
+        for (e, trainer) in trainers.iter_mut().enumerate() {
+            let part: Vec<usize> = rows
+                .iter()
+                .zip(&state.assignment)
+                .filter(|(_, &a)| a as usize == e)
+                .map(|(&r, _)| r)
+                .collect();
+            if trainer.step() == i * k {
+                trainer.start_new_data();
+            }
+            let mut relay = StepRelay {
+                observer: &mut *observer,
+                iteration: i + 1,
+                router: e,
+                loss_sum: 0.0,
+                steps: 0,
+            };
+            trainer.run_until((i + 1) * k, &SubsetSource::new(source, part), &mut relay)?;
+            train_loss.push(match relay.steps {
+                0 => f64::NAN,
+                s => relay.loss_sum / s as f64,
+            });
+        }
+        // E-step on a fresh chunk.
+        let next_rows = chunk_rows(cfg.seed, n_rows, chunk, i + 1);
+        let models: Vec<_> = trainers.iter().map(|t| t.valid_model()).collect();
+        let refs: Vec<_> = models.iter().collect();
+        let scores = score_rows(
+            &refs,
+            source,
+            &next_rows,
+            cfg.prefix_len,
+            cfg.score_batch,
+            |done, total| observer.on_scoring(i + 1, done, total),
+        )?;
+        let matrix = ScoreMatrix::new(&scores, experts)?;
+        let next = balanced_assign(&matrix, &equal_capacities(next_rows.len(), experts))?;
+        let m = iteration_metrics(cfg, data, &mut state, (i, &next_rows, &next), &matrix)?;
+        let m = IterationMetrics {
+            router_steps: (i + 1) * k,
+            train_loss,
+            seconds: started.elapsed().as_secs_f64(),
+            ..m
+        };
+        metrics.push(m.clone());
+        save_metrics(dir, &metrics)?;
+        state.iterations_done = i + 1;
+        state.assignment = next.iter().map(|&e| e as u16).collect();
+        state.save(dir)?;
+        observer.on_iteration(&m);
+    }
+    let manifest = RoutersManifest::new(cfg, model_cfg, &trainers, fp);
+    manifest.save(dir)?;
+    Ok(EmSummary {
+        resumed_from,
+        iterations_done: state.iterations_done,
+        metrics,
+        manifest,
+    })
+}
+
+/// The E-step's metrics for chunk `rows` assigned `next` after iteration `i` (0-based);
+/// updates `state.last_expert`. Training fields are filled in by the caller.
+fn iteration_metrics(
+    cfg: &EmConfig,
+    data: &EmData<'_>,
+    state: &mut EmState,
+    (i, rows, next): (usize, &[usize], &[u32]),
+    matrix: &ScoreMatrix<'_>,
+) -> Result<IterationMetrics> {
+    let experts = cfg.experts;
+    let argmax = argmax_assign(matrix);
+    let argmax_sizes = shard_sizes(&argmax, experts)?;
+    let tokens = (cfg.prefix_len - 1) as f64;
+    let best_nll: f64 = (0..rows.len())
+        .map(|r| {
+            -(matrix
+                .row(r)
+                .iter()
+                .fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64)
+        })
+        .sum::<f64>()
+        / (rows.len() as f64 * tokens);
+    let (mut seen, mut changed) = (0usize, 0usize);
+    for (&r, &e) in rows.iter().zip(next) {
+        let last = &mut state.last_expert[r];
+        if *last != UNASSIGNED {
+            seen += 1;
+            changed += usize::from(*last as u32 != e);
+        }
+        *last = e as u16;
+    }
+    let mix = data
+        .domains
+        .as_ref()
+        .map(|d| domain_mix(next, rows, experts, d));
+    Ok(IterationMetrics {
+        iteration: i + 1,
+        router_steps: 0,
+        train_loss: vec![],
+        scored: rows.len(),
+        shard_sizes: shard_sizes(next, experts)?,
+        argmax_load: argmax_sizes
+            .iter()
+            .map(|&s| s as f64 / rows.len() as f64)
+            .collect(),
+        mean_best_nll: best_nll,
+        changed_fraction: (seen > 0).then(|| changed as f64 / seen as f64),
+        purity: mix.as_deref().and_then(purity),
+        domain_mix: mix,
+        seconds: 0.0,
+    })
+}

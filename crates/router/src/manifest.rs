@@ -1,0 +1,134 @@
+//! `routers.json`: the finished routers of an EM run, what the partition stage and routing
+//! read.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use smalltalk_lm::burn::tensor::backend::{AutodiffBackend, Backend};
+use smalltalk_lm::{Checkpoint, Lm, LmConfig, Trainer};
+
+use crate::config::EmConfig;
+use crate::em::router_dir;
+use crate::error::{Result, RouterError};
+
+/// Version of the manifest layout.
+pub const MANIFEST_FORMAT: &str = "smalltalk-routers/1";
+const FILE: &str = "routers.json";
+
+/// The trained routers of a directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutersManifest {
+    /// [`MANIFEST_FORMAT`].
+    pub format: String,
+    /// Number of routers, E.
+    pub experts: usize,
+    /// Prefix M the routers were trained on.
+    pub prefix_len: usize,
+    /// EM iterations run.
+    pub iterations: usize,
+    /// Router model shape.
+    pub model: LmConfig,
+    /// Final optimizer step of every router (its checkpoint `router-NN/checkpoints/step-…`).
+    pub steps: Vec<usize>,
+    /// The EM run's settings-and-data fingerprint.
+    pub fingerprint: String,
+}
+
+impl RoutersManifest {
+    /// The manifest of finished `trainers`.
+    pub fn new<AB: AutodiffBackend>(
+        cfg: &EmConfig,
+        model: LmConfig,
+        trainers: &[Trainer<AB>],
+        fingerprint: String,
+    ) -> Self {
+        RoutersManifest {
+            format: MANIFEST_FORMAT.into(),
+            experts: cfg.experts,
+            prefix_len: cfg.prefix_len,
+            iterations: cfg.iterations,
+            model,
+            steps: trainers.iter().map(Trainer::step).collect(),
+            fingerprint,
+        }
+    }
+
+    /// `dir/routers.json`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(FILE)
+    }
+
+    /// Read `dir/routers.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = Self::path(dir);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (train the routers first: `smalltalk routers train`)"
+            } else {
+                ""
+            };
+            RouterError::io(&path, std::io::Error::new(e.kind(), format!("{e}{hint}")))
+        })?;
+        let m: RoutersManifest = serde_json::from_str(&text)
+            .map_err(|e| RouterError::state(&path, format!("unreadable routers manifest: {e}")))?;
+        if m.format != MANIFEST_FORMAT {
+            return Err(RouterError::state(
+                &path,
+                format!("format `{}`, expected `{MANIFEST_FORMAT}`", m.format),
+            ));
+        }
+        if m.steps.len() != m.experts {
+            return Err(RouterError::state(&path, "one step per router expected"));
+        }
+        Ok(m)
+    }
+
+    /// Write `dir/routers.json` atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).expect("manifest serialises");
+        smalltalk_data::atomic::write_file(&Self::path(dir), &json)?;
+        Ok(())
+    }
+}
+
+/// The E trained routers, loaded for scoring (no autodiff).
+pub struct RouterSet<B: Backend> {
+    /// The manifest they were loaded from.
+    pub manifest: RoutersManifest,
+    /// Router `e` is `models[e]`.
+    pub models: Vec<Lm<B>>,
+}
+
+impl<B: Backend> RouterSet<B> {
+    /// Load the routers of a finished EM directory (checks each router's checkpoint step).
+    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
+        let manifest = RoutersManifest::load(dir)?;
+        let mut models = Vec::with_capacity(manifest.experts);
+        for (e, &step) in manifest.steps.iter().enumerate() {
+            let ckpts = router_dir(dir, e).join("checkpoints");
+            let ckpt = Checkpoint::latest(&ckpts)?
+                .ok_or_else(|| RouterError::state(&ckpts, "no checkpoint for this router"))?;
+            if ckpt.state.step != step {
+                return Err(RouterError::state(
+                    &ckpt.dir,
+                    format!(
+                        "router {e} is at step {}, the manifest says {step}",
+                        ckpt.state.step
+                    ),
+                ));
+            }
+            models.push(ckpt.load_model::<B>(device)?);
+        }
+        Ok(RouterSet { manifest, models })
+    }
+
+    /// Number of routers.
+    pub fn experts(&self) -> usize {
+        self.models.len()
+    }
+
+    /// The models as a slice of references (for [`crate::score_rows`]).
+    pub fn model_refs(&self) -> Vec<&Lm<B>> {
+        self.models.iter().collect()
+    }
+}
