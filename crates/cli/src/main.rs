@@ -13,6 +13,8 @@ mod lm_cmd;
 mod partition_cmd;
 mod report;
 mod routers_cmd;
+#[cfg(all(test, feature = "flex"))]
+mod stage_tests;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

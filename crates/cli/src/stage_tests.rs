@@ -1,0 +1,154 @@
+//! End to end through the command line: `data build`, `routers train`, `partition` and `route`
+//! on a tiny two-domain corpus, parsed from argv exactly as a user types them.
+
+use std::path::Path;
+
+use clap::Parser;
+use smalltalk_router::PartitionManifest;
+
+use crate::{run, Cli};
+
+fn smalltalk(args: &[&str]) -> anyhow::Result<()> {
+    let mut argv = vec!["smalltalk", "--json"];
+    argv.extend_from_slice(args);
+    run(Cli::try_parse_from(argv)?)
+}
+
+fn write_corpus(dir: &Path) -> String {
+    let mut lines = String::new();
+    for i in 0..80 {
+        let text = if i % 2 == 0 {
+            format!("the cat sat on the mat number {i}. the cat sat on the mat again and again.")
+        } else {
+            format!("fn main() {{ let x = {i}; println!(\"{{}}\", x + 1); return; }}")
+        };
+        lines.push_str(&format!(
+            "{{\"text\": {text:?}, \"domain\": \"d{}\"}}\n",
+            i % 2
+        ));
+    }
+    let path = dir.join("corpus.jsonl");
+    std::fs::write(&path, lines).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+const CONFIG: &str = r#"
+[data]
+seq_len = 16
+packing = "doc-start"
+[data.tokenizer]
+vocab_size = 300
+min_frequency = 1
+[data.split]
+validation = 0.1
+test = 0.0
+
+[routers]
+experts = 2
+preset = "tiny"
+prefix_len = 8
+iterations = 2
+steps_per_iteration = 3
+score_batch = 16
+[routers.train]
+batch_size = 4
+lr = 1e-2
+warmup_steps = 1
+
+[partition]
+chunk_sequences = 16
+score_batch = 8
+"#;
+
+#[test]
+fn data_routers_partition_and_route_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let corpus = write_corpus(tmp.path());
+    std::fs::write(p("config.toml"), CONFIG).unwrap();
+    let (cfg, data, routers, part) = (p("config.toml"), p("data"), p("routers"), p("part"));
+
+    smalltalk(&[
+        "data", "build", "--corpus", &corpus, "--config", &cfg, "--out", &data,
+    ])
+    .unwrap();
+    let train = [
+        "routers", "train", "--data", &data, "--config", &cfg, "--out", &routers,
+    ];
+    smalltalk(&train).unwrap();
+    for file in [
+        "routers.json",
+        "config.toml",
+        "tokenizer.json",
+        "em/state.json",
+        "em/metrics.jsonl",
+    ] {
+        assert!(
+            Path::new(&routers).join(file).exists(),
+            "routers/{file} missing"
+        );
+    }
+    let metrics = std::fs::read_to_string(Path::new(&routers).join("em/metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics.lines().count(),
+        2,
+        "one metrics line per EM iteration"
+    );
+    smalltalk(&train).unwrap(); // finished: skipped
+
+    let partition = [
+        "partition",
+        "--data",
+        &data,
+        "--routers",
+        &routers,
+        "--config",
+        &cfg,
+        "--out",
+        &part,
+    ];
+    smalltalk(&partition).unwrap();
+    let m = PartitionManifest::load(Path::new(&part)).unwrap();
+    let sizes: Vec<usize> = m.shards.iter().map(|s| s.sequences).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), m.rows);
+    assert!(sizes[0].abs_diff(sizes[1]) <= 1, "unequal shards {sizes:?}");
+    assert_eq!(
+        m.domains.as_deref(),
+        Some(&["d0".to_string(), "d1".to_string()][..])
+    );
+    smalltalk(&partition).unwrap(); // finished: skipped
+
+    smalltalk(&[
+        "route",
+        "--routers",
+        &routers,
+        "--text",
+        "the cat sat on the mat",
+    ])
+    .unwrap();
+
+    // Bad input names what is missing.
+    let err = smalltalk(&[
+        "partition",
+        "--data",
+        &data,
+        "--routers",
+        &p("nowhere"),
+        "--out",
+        &p("x"),
+    ])
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("routers train"), "{err:#}");
+    let err = smalltalk(&[
+        "routers",
+        "train",
+        "--data",
+        &data,
+        "--out",
+        &p("r2"),
+        "--prefix",
+        "99",
+    ])
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("prefix_len"), "{err:#}");
+}
