@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use smalltalk_data::DataSettings;
+use smalltalk_expert::ExpertConfig;
 use smalltalk_router::{EmConfig, PartitionSettings};
 
 /// Every stage's settings.
@@ -18,6 +19,8 @@ pub struct Config {
     pub routers: EmConfig,
     /// The partition stage (`[partition]`).
     pub partition: PartitionSettings,
+    /// Experts and the dense baseline (`[experts]`, `[experts.model]`, `[experts.train]`).
+    pub experts: ExpertConfig,
 }
 
 impl Config {

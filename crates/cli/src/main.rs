@@ -9,6 +9,7 @@ mod alloc_tuning;
 mod backends;
 mod config;
 mod data_cmd;
+mod expert_cmd;
 mod lm_cmd;
 mod partition_cmd;
 mod report;
@@ -59,6 +60,12 @@ enum Command {
     Partition(partition_cmd::PartitionArgs),
     /// Show which expert a text is routed to (argmax of the routers' prefix scores) and why.
     Route(partition_cmd::RouteArgs),
+    /// The expert stage: one expert per shard (a job-array task each).
+    #[command(subcommand)]
+    Expert(expert_cmd::ExpertCommand),
+    /// The dense baseline: same architecture, all the data, the mixture's total tokens.
+    #[command(subcommand)]
+    Dense(expert_cmd::DenseCommand),
     /// List the compute backends compiled into this binary.
     Backends,
 }
@@ -81,6 +88,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Routers(cmd) => routers_cmd::run(cmd, backend, &out),
         Command::Partition(args) => partition_cmd::partition(args, backend, &out),
         Command::Route(args) => partition_cmd::route(args, backend, &out),
+        Command::Expert(cmd) => expert_cmd::run_expert(cmd, backend, &out),
+        Command::Dense(cmd) => expert_cmd::run_dense(cmd, backend, &out),
         Command::Backends => {
             let compiled: Vec<&str> = BackendKind::compiled()
                 .into_iter()

@@ -30,6 +30,11 @@ impl Output {
         bar
     }
 
+    /// Whether results are printed as JSON lines.
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
     /// A counting progress bar (steps, rows) with rate and ETA; hidden in JSON mode.
     pub fn steps_bar(&self, what: &str) -> ProgressBar {
         if self.json {

@@ -58,6 +58,13 @@ warmup_steps = 1
 [partition]
 chunk_sequences = 16
 score_batch = 8
+
+[experts]
+preset = "tiny"
+[experts.train]
+total_steps = 4
+batch_size = 4
+warmup_steps = 1
 "#;
 
 #[test]
@@ -126,6 +133,59 @@ fn data_routers_partition_and_route_from_the_command_line() {
         "the cat sat on the mat",
     ])
     .unwrap();
+
+    let experts = p("experts");
+    for e in ["0", "1"] {
+        let expert = [
+            "expert",
+            "train",
+            "--data",
+            &data,
+            "--partition",
+            &part,
+            "--config",
+            &cfg,
+            "--out",
+            &experts,
+            "--expert",
+            e,
+        ];
+        smalltalk(&expert).unwrap();
+        let ckpt = Path::new(&experts).join(format!("expert-0{e}/checkpoints/step-00000004"));
+        assert!(ckpt.exists(), "{} missing", ckpt.display());
+        smalltalk(&expert).unwrap(); // finished: skipped
+    }
+    let dense = [
+        "dense",
+        "train",
+        "--data",
+        &data,
+        "--config",
+        &cfg,
+        "--out",
+        &experts,
+        "--experts",
+        "2",
+    ];
+    smalltalk(&dense).unwrap();
+    assert!(Path::new(&experts)
+        .join("dense/checkpoints/step-00000004")
+        .exists());
+    let no_index = [
+        "expert",
+        "train",
+        "--data",
+        &data,
+        "--partition",
+        &part,
+        "--out",
+        &experts,
+    ];
+    let err = smalltalk(&no_index).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("SLURM_ARRAY_TASK_ID"),
+        "{err:#}"
+    );
 
     // Bad input names what is missing.
     let err = smalltalk(&[

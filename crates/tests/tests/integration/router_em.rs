@@ -1,13 +1,15 @@
-//! Router EM and the partition stage on synthetic data with clearly different sources: EM
-//! recovers the sources, resumes exactly after a crash between iterations, and the partition
-//! covers every row once with equal shards.
+//! Router EM, the partition stage and expert training on synthetic data with clearly different
+//! sources: EM recovers the sources, resumes exactly after a crash between iterations, the
+//! partition covers every row once with equal shards, and an expert resumes exactly.
 
+use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
+use smalltalk_expert::{expert_dir, train_expert, ExpertConfig};
 use smalltalk_lm::rng::SplitMix64;
 use smalltalk_lm::train::LrSchedule;
-use smalltalk_lm::{TrainConfig, VecSource};
+use smalltalk_lm::{Checkpoint, NoopObserver, StepMetrics, TrainConfig, TrainObserver, VecSource};
 use smalltalk_router::{
     partition_split, train_routers, DomainLabels, EmConfig, EmData, EmObserver, EmSummary,
     IterationMetrics, NoEmObserver, PartitionManifest, PartitionSettings, RouterSet,
@@ -220,6 +222,70 @@ fn partition_covers_every_row_once_with_equal_shards() {
     let (_, skipped) = partition_split(&routers, &data, dir.path(), &settings, |_, _| {}).unwrap();
     assert!(skipped, "a finished partition is skipped");
     assert_eq!(PartitionManifest::load(dir.path()).unwrap(), want);
+
+    // Expert 0 on its shard: interrupted at step 3 and rerun == uninterrupted; a finished
+    // expert is not retrained.
+    let cfg = ExpertConfig {
+        preset: "tiny".into(),
+        train: TrainConfig {
+            total_steps: 6,
+            batch_size: 4,
+            warmup_steps: 1,
+            ..TrainConfig::default()
+        },
+        ..ExpertConfig::default()
+    };
+    let part = (&got, dir.path());
+    let expert = |out: &Path, observer: &mut dyn TrainObserver| {
+        train_expert::<AB>(
+            &cfg,
+            &source,
+            VOCAB,
+            part,
+            0,
+            out,
+            &Default::default(),
+            observer,
+        )
+        .unwrap()
+    };
+    let straight = tempfile::tempdir().unwrap();
+    expert(straight.path(), &mut NoopObserver);
+    let out = tempfile::tempdir().unwrap();
+    let first = expert(out.path(), &mut StopAt(3));
+    assert_eq!((first.end_step, first.finished), (3, false));
+    let rest = expert(out.path(), &mut NoopObserver);
+    assert_eq!((rest.start_step, rest.end_step), (3, 6));
+    let again = expert(out.path(), &mut NoopObserver);
+    assert_eq!(
+        (again.start_step, again.end_step),
+        (6, 6),
+        "a finished expert is skipped"
+    );
+    let weights = |dir: &Path| {
+        let ckpt = Checkpoint::latest(&expert_dir(dir, 0).join("checkpoints"))
+            .unwrap()
+            .unwrap();
+        ckpt.load_model::<B>(&Default::default()).unwrap().named_tensors()
+    };
+    assert_eq!(
+        weights(out.path()),
+        weights(straight.path()),
+        "resumed expert differs"
+    );
+}
+
+/// Stops training (gracefully: a checkpoint is written) after step `0`.
+struct StopAt(usize);
+
+impl TrainObserver for StopAt {
+    fn on_step(&mut self, m: &StepMetrics) -> ControlFlow<()> {
+        if m.step == self.0 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
 }
 
 fn source_len(data: &EmData<'_>) -> usize {
