@@ -9,6 +9,7 @@ mod alloc_tuning;
 mod backends;
 mod config;
 mod data_cmd;
+mod eval_cmd;
 mod expert_cmd;
 mod lm_cmd;
 mod partition_cmd;
@@ -66,6 +67,10 @@ enum Command {
     /// The dense baseline: same architecture, all the data, the mixture's total tokens.
     #[command(subcommand)]
     Dense(expert_cmd::DenseCommand),
+    /// Routed evaluation: the mixture (argmax routing on the first M̂ tokens) against the dense
+    /// baseline, random routing and oracle routing; per-expert segments, load, purity and an
+    /// optional prefix sweep. `--json` prints the report as one object.
+    Eval(eval_cmd::EvalArgs),
     /// List the compute backends compiled into this binary.
     Backends,
 }
@@ -88,6 +93,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Routers(cmd) => routers_cmd::run(cmd, backend, &out),
         Command::Partition(args) => partition_cmd::partition(args, backend, &out),
         Command::Route(args) => partition_cmd::route(args, backend, &out),
+        Command::Eval(args) => eval_cmd::run(args, backend, &out),
         Command::Expert(cmd) => expert_cmd::run_expert(cmd, backend, &out),
         Command::Dense(cmd) => expert_cmd::run_dense(cmd, backend, &out),
         Command::Backends => {

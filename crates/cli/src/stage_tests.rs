@@ -171,6 +171,34 @@ fn data_routers_partition_and_route_from_the_command_line() {
     assert!(Path::new(&experts)
         .join("dense/checkpoints/step-00000004")
         .exists());
+    let eval = [
+        "eval",
+        "--data",
+        &data,
+        "--routers",
+        &routers,
+        "--experts",
+        &experts,
+        "--prefix",
+        "4",
+        "--prefix-sweep",
+        "2,8,16",
+    ];
+    smalltalk(&eval).unwrap();
+    let held_out = tmp.path().join("held-out.jsonl");
+    std::fs::write(
+        &held_out,
+        "{\"text\": \"the cat sat on the mat\"}\n{\"text\": \"fn main() {}\"}\n",
+    )
+    .unwrap();
+    let mut on_file = eval.to_vec();
+    on_file.extend(["--file", held_out.to_str().unwrap()]);
+    smalltalk(&on_file).unwrap();
+    let mut too_long = eval.to_vec();
+    too_long.extend(["--prefix-sweep", "99"]);
+    let err = smalltalk(&too_long).unwrap_err();
+    assert!(format!("{err:#}").contains("routing prefix 99"), "{err:#}");
+
     let no_index = [
         "expert",
         "train",

@@ -11,16 +11,20 @@
 //!   (`SLURM_ARRAY_TASK_ID`, Kubernetes `JOB_COMPLETION_INDEX`).
 //! - [`train_expert`] / [`train_dense`]: resumable runs in `experts/expert-NN` and `dense`
 //!   (see `smalltalk_lm::Trainer`); rerunning a finished one does nothing.
+//! - [`evaluate`] / [`aggregate`]: routed evaluation (mixture vs dense vs random routing vs
+//!   oracle, per-expert segments, load, purity, prefix sweep).
 //!
 //! Depends on `smalltalk-lm` (model, trainer), `smalltalk-router` (the partition manifest and
 //! shard indices) and `smalltalk-data` (dataset rows).
 
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod job;
 pub mod train;
 
 pub use config::{DenseScaling, ExpertConfig};
 pub use error::{ExpertError, Result};
+pub use eval::{aggregate, evaluate, EvalInputs, EvalReport, PrefixResult, Segment};
 pub use job::expert_index;
 pub use train::{dense_dir, expert_dir, train_dense, train_expert};
