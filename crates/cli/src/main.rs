@@ -11,6 +11,7 @@ mod config;
 mod data_cmd;
 mod eval_cmd;
 mod expert_cmd;
+mod generate_cmd;
 mod lm_cmd;
 mod partition_cmd;
 mod report;
@@ -71,6 +72,9 @@ enum Command {
     /// baseline, random routing and oracle routing; per-expert segments, load, purity and an
     /// optional prefix sweep. `--json` prints the report as one object.
     Eval(eval_cmd::EvalArgs),
+    /// Route a prompt by its prefix, load only the chosen expert and stream a sampled
+    /// continuation (temperature, top-k, top-p, seed); says which expert answered and why.
+    Generate(generate_cmd::GenerateArgs),
     /// List the compute backends compiled into this binary.
     Backends,
 }
@@ -93,6 +97,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Routers(cmd) => routers_cmd::run(cmd, backend, &out),
         Command::Partition(args) => partition_cmd::partition(args, backend, &out),
         Command::Route(args) => partition_cmd::route(args, backend, &out),
+        Command::Generate(args) => generate_cmd::run(args, backend, &out),
         Command::Eval(args) => eval_cmd::run(args, backend, &out),
         Command::Expert(cmd) => expert_cmd::run_expert(cmd, backend, &out),
         Command::Dense(cmd) => expert_cmd::run_dense(cmd, backend, &out),

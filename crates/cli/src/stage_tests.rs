@@ -199,6 +199,21 @@ fn data_routers_partition_and_route_from_the_command_line() {
     let err = smalltalk(&too_long).unwrap_err();
     assert!(format!("{err:#}").contains("routing prefix 99"), "{err:#}");
 
+    let generate = [
+        "generate",
+        "--routers",
+        &routers,
+        "--experts",
+        &experts,
+        "--prompt",
+        "the cat",
+        "--max-tokens",
+        "5",
+        "--seed",
+        "3",
+    ];
+    smalltalk(&generate).unwrap();
+
     let no_index = [
         "expert",
         "train",

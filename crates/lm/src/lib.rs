@@ -17,6 +17,7 @@
 //!   causal attention with RoPE (per-head kernels, FlashAttention-2 backward, no `[seq, seq]`
 //!   tensors). Fused on `flex`; the reference burn ops elsewhere.
 //! - [`precision`]: [`Precision`] — f32 compute, or bf16 compute over f32 master weights.
+//! - [`sample`]: [`generate`] continuations with temperature / top-k / top-p sampling.
 //! - [`backend`]: picking a compiled-in burn backend by name.
 //!
 //! Dependencies: `burn` 0.21 (generic `B: Backend`; CPU `flex` by default, `cuda` / `wgpu` as
@@ -51,6 +52,7 @@ pub mod norm;
 pub mod precision;
 pub mod rng;
 pub mod rope;
+pub mod sample;
 pub mod score;
 pub mod train;
 pub mod weights;
@@ -60,6 +62,7 @@ pub use error::{LmError, Result};
 pub use fused::{Kernel, LmBackend};
 pub use model::{ForwardOptions, Lm};
 pub use precision::Precision;
+pub use sample::{generate, sample_logits, SamplingOptions};
 pub use score::{score_prefix, token_logprobs, ScoreOptions};
 pub use train::{
     Checkpoint, JsonlMetrics, NoopObserver, ProgressBarObserver, SequenceSource, StepMetrics,
