@@ -17,6 +17,7 @@ mod bench;
 mod bench_lm;
 mod bench_partition;
 mod pipeline;
+mod report;
 mod util;
 
 use anyhow::Result;

@@ -10,7 +10,8 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 
-use crate::util::{build_cli, run_shown, workspace_root};
+use crate::report::{write_report, ReportInputs};
+use crate::util::{build_cli, last_json, run_capture, run_shown, workspace_root};
 
 /// Pipeline options.
 #[derive(Debug, Args)]
@@ -51,8 +52,10 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         args.out.display(),
         args.backend
     );
-    println!("stages in this release: tokenizer, data, routers (EM), partition (experts and evaluation: not yet implemented)");
-    println!("expected time on 2 cores after the build: about 1 minute for tokenizer + data, then the router EM and the partition (the default config prints their sizes; see configs/pipeline-cpu.toml)");
+    println!(
+        "stages: tokenizer, data, routers (EM), partition, experts, dense baseline, eval, report"
+    );
+    println!("expected time on 2 cores with the default config, after the build: about 15 minutes (data 1, routers 4, partition 2, experts + dense 6, eval 1)");
     let bin = build_cli(&features)?;
     std::fs::create_dir_all(&args.out)?;
     let data_dir = args.out.join("data");
@@ -63,9 +66,9 @@ pub fn run(args: PipelineArgs) -> Result<()> {
 
     let t = Instant::now();
     if tokenizer.exists() {
-        println!("[1/4] tokenizer: {} exists, skipped", tokenizer.display());
+        println!("[1/8] tokenizer: {} exists, skipped", tokenizer.display());
     } else {
-        println!("[1/4] tokenizer: training byte-level BPE");
+        println!("[1/8] tokenizer: training byte-level BPE");
         let mut cmd = Command::new(&bin);
         common(&mut cmd);
         cmd.args(["data", "tokenizer", "--corpus"])
@@ -76,7 +79,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             .arg(&tokenizer);
         run_shown(&mut cmd)?;
     }
-    println!("[2/4] data: tokenize, pack and shard");
+    println!("[2/8] data: tokenize, pack and shard");
     let mut cmd = Command::new(&bin);
     common(&mut cmd);
     cmd.args(["data", "build", "--corpus"])
@@ -88,50 +91,106 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         .arg("--out")
         .arg(&data_dir);
     run_shown(&mut cmd)?;
-    let stage_time = |name: &str, started: Instant| {
-        println!("      {name} took {:.1}s", started.elapsed().as_secs_f64())
-    };
-
     let routers_dir = args.out.join("routers");
-    let started = Instant::now();
-    println!("[3/4] routers: {} routers by hard EM", args.experts);
-    let mut cmd = Command::new(&bin);
-    common(&mut cmd);
-    cmd.args(["routers", "train", "--data"])
-        .arg(&data_dir)
-        .arg("--config")
-        .arg(&config)
-        .arg("--experts")
-        .arg(args.experts.to_string())
-        .arg("--out")
-        .arg(&routers_dir);
-    run_shown(&mut cmd)?;
-    stage_time("routers", started);
-
+    let mut times: Vec<(&str, f64)> = vec![("tokenizer + data", t.elapsed().as_secs_f64())];
+    let mut stage =
+        |name: &'static str, n: usize, what: &str, build: &dyn Fn(&mut Command)| -> Result<()> {
+            let started = Instant::now();
+            println!("[{n}/8] {name}: {what}");
+            let mut cmd = Command::new(&bin);
+            common(&mut cmd);
+            build(&mut cmd);
+            run_shown(&mut cmd)?;
+            let secs = started.elapsed().as_secs_f64();
+            println!("      {name} took {secs:.1}s");
+            times.push((name, secs));
+            Ok(())
+        };
+    let e = args.experts.to_string();
+    stage("routers", 3, "E routers by hard EM", &|cmd| {
+        cmd.args(["routers", "train", "--data"])
+            .arg(&data_dir)
+            .arg("--config")
+            .arg(&config);
+        cmd.args(["--experts", &e, "--out"]).arg(&routers_dir);
+    })?;
     let partition_dir = args.out.join("partition");
+    stage(
+        "partition",
+        4,
+        "the training rows into E expert shards",
+        &|cmd| {
+            cmd.args(["partition", "--data"])
+                .arg(&data_dir)
+                .arg("--routers")
+                .arg(&routers_dir);
+            cmd.arg("--config")
+                .arg(&config)
+                .arg("--out")
+                .arg(&partition_dir);
+        },
+    )?;
+    let experts_dir = args.out.join("experts");
+    for i in 0..args.experts {
+        let index = i.to_string();
+        stage(
+            "expert",
+            5,
+            &format!("expert {i} on its shard (an independent job)"),
+            &|cmd| {
+                cmd.args(["expert", "train", "--data"])
+                    .arg(&data_dir)
+                    .arg("--partition")
+                    .arg(&partition_dir);
+                cmd.arg("--config")
+                    .arg(&config)
+                    .arg("--out")
+                    .arg(&experts_dir)
+                    .args(["--expert", &index]);
+            },
+        )?;
+    }
+    stage(
+        "dense",
+        6,
+        "the dense baseline with the mixture's total tokens",
+        &|cmd| {
+            cmd.args(["dense", "train", "--data"])
+                .arg(&data_dir)
+                .arg("--config")
+                .arg(&config);
+            cmd.arg("--out").arg(&experts_dir).args(["--experts", &e]);
+        },
+    )?;
+    println!("[7/8] eval: routed evaluation on the validation split");
     let started = Instant::now();
-    println!(
-        "[4/4] partition: the training rows into {} expert shards",
-        args.experts
-    );
     let mut cmd = Command::new(&bin);
     common(&mut cmd);
-    cmd.args(["partition", "--data"])
+    cmd.args(["--json", "eval", "--data"])
         .arg(&data_dir)
         .arg("--routers")
-        .arg(&routers_dir)
-        .arg("--config")
-        .arg(&config)
-        .arg("--out")
-        .arg(&partition_dir);
-    run_shown(&mut cmd)?;
-    stage_time("partition", started);
+        .arg(&routers_dir);
+    cmd.arg("--experts").arg(&experts_dir).args([
+        "--prefix",
+        "32",
+        "--prefix-sweep",
+        "8,16,64,128,256",
+    ]);
+    let eval = last_json(&run_capture(&mut cmd)?)?;
+    times.push(("eval", started.elapsed().as_secs_f64()));
+    println!("[8/8] report");
+    let inputs = ReportInputs {
+        run: &args.out,
+        config: &config,
+        eval: &eval,
+        times: &times,
+    };
+    let headline = write_report(&inputs)?;
+    println!("{headline}");
     println!(
-        "pipeline done in {:.1}s; dataset in {}, routers in {}, shards in {}",
+        "pipeline done in {:.1}s; report in {}",
         t.elapsed().as_secs_f64(),
-        data_dir.display(),
-        routers_dir.display(),
-        partition_dir.display(),
+        args.out.join("report.md").display()
     );
     Ok(())
 }
