@@ -43,6 +43,9 @@ pub struct EvalArgs {
     /// Seed of the random-routing baseline.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also write the report as JSON to this file (what `smalltalk report` reads as eval.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// Run `smalltalk eval`.
@@ -61,6 +64,11 @@ impl BackendJob for Job<'_> {
         let report = eval::<AB::InnerBackend>(self.args)?;
         let mut value = serde_json::to_value(&report).expect("report serialises");
         value["backend"] = name.into();
+        if let Some(path) = &self.args.out {
+            let text = serde_json::to_string_pretty(&value).expect("report serialises");
+            smalltalk_data::atomic::write_file(path, text.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
         self.out.result(&value, || human(&report));
         Ok(())
     }

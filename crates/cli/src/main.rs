@@ -16,6 +16,7 @@ mod lm_cmd;
 mod partition_cmd;
 mod report;
 mod routers_cmd;
+mod run_report;
 #[cfg(all(test, feature = "flex"))]
 mod stage_tests;
 
@@ -75,6 +76,9 @@ enum Command {
     /// Route a prompt by its prefix, load only the chosen expert and stream a sampled
     /// continuation (temperature, top-k, top-p, seed); says which expert answered and why.
     Generate(generate_cmd::GenerateArgs),
+    /// Write the run report (report.md with tables and SVG plots, report.json) from the files
+    /// the stages wrote into a run folder, and print the headline table.
+    Report(run_report::ReportArgs),
     /// List the compute backends compiled into this binary.
     Backends,
 }
@@ -98,6 +102,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Partition(args) => partition_cmd::partition(args, backend, &out),
         Command::Route(args) => partition_cmd::route(args, backend, &out),
         Command::Generate(args) => generate_cmd::run(args, backend, &out),
+        Command::Report(args) => run_report::run(args, &out),
         Command::Eval(args) => eval_cmd::run(args, backend, &out),
         Command::Expert(cmd) => expert_cmd::run_expert(cmd, backend, &out),
         Command::Dense(cmd) => expert_cmd::run_dense(cmd, backend, &out),

@@ -73,7 +73,7 @@ fn data_routers_partition_and_route_from_the_command_line() {
     let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
     let corpus = write_corpus(tmp.path());
     std::fs::write(p("config.toml"), CONFIG).unwrap();
-    let (cfg, data, routers, part) = (p("config.toml"), p("data"), p("routers"), p("part"));
+    let (cfg, data, routers, part) = (p("config.toml"), p("data"), p("routers"), p("partition"));
 
     smalltalk(&[
         "data", "build", "--corpus", &corpus, "--config", &cfg, "--out", &data,
@@ -184,7 +184,61 @@ fn data_routers_partition_and_route_from_the_command_line() {
         "--prefix-sweep",
         "2,8,16",
     ];
-    smalltalk(&eval).unwrap();
+    let eval_json = p("eval.json");
+    let mut to_file = eval.to_vec();
+    to_file.extend(["--out", &eval_json]);
+    smalltalk(&to_file).unwrap();
+    let run = tmp.path().to_str().unwrap();
+    smalltalk(&["report", "--run", run, "--config", &cfg]).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("report.json")).unwrap()).unwrap();
+    for key in [
+        "mixture_ppl",
+        "mixture_ppl_excl_prefix",
+        "dense_ppl",
+        "dense_ppl_excl_prefix",
+        "random_ppl",
+        "oracle_ppl",
+        "routing_purity",
+    ] {
+        let v = report[key].as_f64().unwrap_or(f64::NAN);
+        assert!(
+            v.is_finite() && v > 0.0,
+            "report.json {key} = {}",
+            report[key]
+        );
+    }
+    assert_eq!(report["experts"], 2);
+    assert_eq!(report["prefix_tokens"], 4);
+    let load: Vec<f64> = serde_json::from_value(report["expert_load"].clone()).unwrap();
+    assert!(
+        (load.iter().sum::<f64>() - 1.0).abs() < 1e-9,
+        "load {load:?}"
+    );
+    assert_eq!(report["prefix_sweep"].as_array().unwrap().len(), 4);
+    let md = std::fs::read_to_string(p("report.md")).unwrap();
+    for section in [
+        "## Perplexity",
+        "## Router EM",
+        "## Shards",
+        "## Routing prefix sweep",
+        "## Dataset",
+    ] {
+        assert!(md.contains(section), "report.md lacks {section}");
+    }
+    for plot in [
+        "em_nll.svg",
+        "em_purity.svg",
+        "domain_mix.svg",
+        "prefix_sweep.svg",
+    ] {
+        assert!(
+            std::fs::read_to_string(p(plot))
+                .unwrap()
+                .starts_with("<svg"),
+            "{plot}"
+        );
+    }
     let held_out = tmp.path().join("held-out.jsonl");
     std::fs::write(
         &held_out,

@@ -17,7 +17,6 @@ mod bench;
 mod bench_lm;
 mod bench_partition;
 mod pipeline;
-mod report;
 mod util;
 
 use anyhow::Result;

@@ -10,8 +10,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 
-use crate::report::{write_report, ReportInputs};
-use crate::util::{build_cli, last_json, run_capture, run_shown, workspace_root};
+use crate::util::{build_cli, run_shown, workspace_root};
 
 /// Pipeline options.
 #[derive(Debug, Args)]
@@ -162,31 +161,39 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             cmd.arg("--out").arg(&experts_dir).args(["--experts", &e]);
         },
     )?;
-    println!("[7/8] eval: routed evaluation on the validation split");
-    let started = Instant::now();
-    let mut cmd = Command::new(&bin);
-    common(&mut cmd);
-    cmd.args(["--json", "eval", "--data"])
-        .arg(&data_dir)
-        .arg("--routers")
-        .arg(&routers_dir);
-    cmd.arg("--experts").arg(&experts_dir).args([
-        "--prefix",
-        "32",
-        "--prefix-sweep",
-        "8,16,64,128,256",
-    ]);
-    let eval = last_json(&run_capture(&mut cmd)?)?;
-    times.push(("eval", started.elapsed().as_secs_f64()));
+    stage(
+        "eval",
+        7,
+        "routed evaluation on the validation split",
+        &|cmd| {
+            cmd.args(["eval", "--data"])
+                .arg(&data_dir)
+                .arg("--routers")
+                .arg(&routers_dir);
+            cmd.arg("--experts").arg(&experts_dir).args([
+                "--prefix",
+                "32",
+                "--prefix-sweep",
+                "8,16,64,128,256",
+            ]);
+            cmd.arg("--out").arg(args.out.join("eval.json"));
+        },
+    )?;
+    let seconds: Vec<serde_json::Value> = times
+        .iter()
+        .map(|(n, s)| serde_json::json!({"stage": n, "seconds": s}))
+        .collect();
+    std::fs::write(
+        args.out.join("stage_seconds.json"),
+        serde_json::to_string_pretty(&seconds)?,
+    )?;
     println!("[8/8] report");
-    let inputs = ReportInputs {
-        run: &args.out,
-        config: &config,
-        eval: &eval,
-        times: &times,
-    };
-    let headline = write_report(&inputs)?;
-    println!("{headline}");
+    let mut cmd = Command::new(&bin);
+    cmd.args(["report", "--run"])
+        .arg(&args.out)
+        .arg("--config")
+        .arg(&config);
+    run_shown(&mut cmd)?;
     println!(
         "pipeline done in {:.1}s; report in {}",
         t.elapsed().as_secs_f64(),

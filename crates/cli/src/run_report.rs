@@ -1,7 +1,9 @@
-//! The pipeline report: `report.md` (configuration, dataset, router EM curve, shards and their
-//! domain mix, perplexity tables, per-expert segments, prefix sweep, wall times), SVG plots
-//! beside it, and `report.json` (the evaluation keys plus the rest) for scripts. Every number
-//! comes from a file a stage wrote.
+//! `smalltalk report`: the run report. `report.md` (configuration, dataset, router EM curve,
+//! shards and their domain mix, perplexity tables, per-expert segments, prefix sweep, wall
+//! times), SVG plots beside it, and `report.json` (the evaluation keys plus the rest) for
+//! scripts. Every number comes from a file a stage wrote into the run folder:
+//! `data/manifest.json`, `routers/em/metrics.jsonl`, `partition/partition.json`, `eval.json`
+//! (`smalltalk eval --out`) and optionally `stage_seconds.json` (`[{"stage", "seconds"}]`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,16 +11,62 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
+/// `report` flags.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The run folder: data/, routers/, partition/, eval.json (and stage_seconds.json).
+    #[arg(long)]
+    run: std::path::PathBuf,
+    /// The config file the run used (copied into the report).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+}
+
+/// Run `smalltalk report`: write the report and print the headline table.
+pub fn run(args: ReportArgs, out: &crate::report::Output) -> Result<()> {
+    let eval = read_json(&args.run.join("eval.json"))?;
+    let times: Vec<(String, f64)> = match read_json(&args.run.join("stage_seconds.json")) {
+        Ok(v) => v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                (
+                    t["stage"].as_str().unwrap_or("?").to_string(),
+                    f(&t["seconds"]),
+                )
+            })
+            .collect(),
+        Err(_) => vec![],
+    };
+    let inputs = ReportInputs {
+        run: &args.run,
+        config: args.config.as_deref(),
+        eval: &eval,
+        times: &times,
+    };
+    let headline = write_report(&inputs)?;
+    let report = read_json(&args.run.join("report.json"))?;
+    out.result(&report, || {
+        format!(
+            "{headline}
+report: {}",
+            args.run.join("report.md").display()
+        )
+    });
+    Ok(())
+}
+
 /// What the report is made of.
 pub struct ReportInputs<'a> {
-    /// The run folder (data/, routers/, partition/, experts/).
+    /// The run folder (data/, routers/, partition/).
     pub run: &'a Path,
-    /// The config file the pipeline ran with.
-    pub config: &'a Path,
-    /// `smalltalk --json eval` output.
+    /// The config file the run used.
+    pub config: Option<&'a Path>,
+    /// `smalltalk eval` output.
     pub eval: &'a Value,
     /// Wall time of each stage, seconds.
-    pub times: &'a [(&'a str, f64)],
+    pub times: &'a [(String, f64)],
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -154,7 +202,7 @@ pub fn write_report(i: &ReportInputs<'_>) -> Result<String> {
     );
     let _ = writeln!(
         md,
-        "Held-out: the validation split, {} sequences, {} tokens. Produced by `cargo xtask pipeline`.\n\n## Perplexity\n\n{headline}",
+        "Held-out: {} sequences, {} tokens. Produced by `smalltalk report` (run by `cargo xtask pipeline`).\n\n## Perplexity\n\n{headline}",
         ev["sequences"], ev["tokens"]
     );
     let verdict = if f(&ev["mixture_ppl"]) < f(&ev["dense_ppl"]) {
@@ -306,13 +354,16 @@ pub fn write_report(i: &ReportInputs<'_>) -> Result<String> {
     for (name, secs) in i.times {
         let _ = writeln!(md, "| {name} | {secs:.1} |");
     }
-    let config = std::fs::read_to_string(i.config).unwrap_or_default();
-    let _ = writeln!(
-        md,
-        "\n## Configuration\n\n`{}`:\n\n```toml\n{}```",
-        i.config.display(),
-        config
-    );
+    if let Some(path) = i.config {
+        let config =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let _ = writeln!(
+            md,
+            "\n## Configuration\n\n`{}`:\n\n```toml\n{}```",
+            path.display(),
+            config
+        );
+    }
     std::fs::write(run.join("report.md"), md)?;
     let mut report = ev.clone();
     report["stage_seconds"] = json!(i
