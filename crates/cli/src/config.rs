@@ -43,3 +43,21 @@ impl Config {
         toml::to_string_pretty(self).expect("config serializes to TOML")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_configs_parse() {
+        for (name, text) in [
+            ("pipeline-cpu.toml", include_str!("../../../configs/pipeline-cpu.toml")),
+            ("pipeline-paper-gpu.toml", include_str!("../../../configs/pipeline-paper-gpu.toml")),
+        ] {
+            let config: Config = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(config.routers.experts, 4, "{name}");
+        }
+        let err = toml::from_str::<Config>("[routers]\nexperts = 2\nbogus = 1\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}

@@ -21,9 +21,13 @@ pub struct PipelineArgs {
     /// Corpus (default: the embedded demo corpus).
     #[arg(long)]
     corpus: Option<PathBuf>,
-    /// TOML config holding every stage's settings (default: configs/pipeline-cpu.toml).
+    /// TOML config holding every stage's settings (default: the --preset's file).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Settings preset: `cpu` (configs/pipeline-cpu.toml, about 15 minutes on 2 cores) or
+    /// `paper` (configs/pipeline-paper-gpu.toml: the paper's shapes and steps, for GPUs).
+    #[arg(long, default_value = "cpu")]
+    preset: String,
     /// Compute backend for the model stages (flex, cuda, wgpu); non-default ones are compiled in.
     #[arg(long, default_value = "flex")]
     backend: String,
@@ -38,9 +42,12 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     let corpus = args
         .corpus
         .unwrap_or_else(|| root.join("corpus/mix-small.jsonl.gz"));
-    let config = args
-        .config
-        .unwrap_or_else(|| root.join("configs/pipeline-cpu.toml"));
+    let preset_file = match args.preset.as_str() {
+        "cpu" => "configs/pipeline-cpu.toml",
+        "paper" => "configs/pipeline-paper-gpu.toml",
+        other => anyhow::bail!("unknown --preset {other}: use cpu or paper"),
+    };
+    let config = args.config.unwrap_or_else(|| root.join(preset_file));
     let features: Vec<&str> = match args.backend.as_str() {
         "flex" => vec![],
         other => vec![other],
