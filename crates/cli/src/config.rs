@@ -51,8 +51,14 @@ mod tests {
     #[test]
     fn the_shipped_configs_parse() {
         for (name, text) in [
-            ("pipeline-cpu.toml", include_str!("../../../configs/pipeline-cpu.toml")),
-            ("pipeline-paper-gpu.toml", include_str!("../../../configs/pipeline-paper-gpu.toml")),
+            (
+                "pipeline-cpu.toml",
+                include_str!("../../../configs/pipeline-cpu.toml"),
+            ),
+            (
+                "pipeline-paper-gpu.toml",
+                include_str!("../../../configs/pipeline-paper-gpu.toml"),
+            ),
         ] {
             let config: Config = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(config.routers.experts, 4, "{name}");

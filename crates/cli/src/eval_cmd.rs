@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use smalltalk_data::{CorpusFormat, CorpusReader, Dataset, Split, Verify};
+use smalltalk_data::{CorpusFormat, CorpusReader, Dataset, Split, TextTokenizer, Verify};
 use smalltalk_expert::{dense_dir, evaluate, expert_dir, EvalReport};
 use smalltalk_lm::backend::BackendKind;
 use smalltalk_lm::burn::tensor::backend::{AutodiffBackend, Backend};
@@ -17,8 +17,10 @@ use crate::report::Output;
 /// `eval` flags.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Dataset folder: its validation split is evaluated (or --file, tokenized with its
-    /// tokenizer into rows of its length).
+    /// What to evaluate: a dataset folder (its --split), or any held-out file (JSON lines with
+    /// `text`, or plain text; .gz/.zst) tokenized with the run's tokenizer (the routers folder's
+    /// tokenizer.json): each document's first tokens, up to the experts' training row length,
+    /// form one row (shorter ones are padded).
     #[arg(long)]
     data: PathBuf,
     /// Routers folder (`smalltalk routers train`).
@@ -27,10 +29,6 @@ pub struct EvalArgs {
     /// Folder holding expert-NN/ and dense/ (`smalltalk expert train`, `smalltalk dense train`).
     #[arg(long)]
     experts: PathBuf,
-    /// Evaluate this held-out file instead (JSON lines with `text`, or plain text; .gz/.zst):
-    /// each document's first row-length tokens form one row (shorter ones are padded).
-    #[arg(long)]
-    file: Option<PathBuf>,
     /// Which split of --data to evaluate when no --file is given.
     #[arg(long, default_value = "validation")]
     split: String,
@@ -81,16 +79,17 @@ fn load_model<B: Backend>(run: &Path) -> Result<Lm<B>> {
     Ok(ckpt.load_model::<B>(&Default::default())?)
 }
 
-/// Rows of `file`: each document's first `row_len` tokens, padded with `pad`.
-fn file_rows(dataset: &Dataset, file: &Path) -> Result<VecSource> {
-    let m = dataset.manifest();
-    let (row_len, pad) = (m.row_len, m.tokenizer.pad_id);
-    let tokenizer = dataset.tokenizer()?;
+/// Rows of a held-out `file`: each document's first `row_len` tokens (its tokens and the
+/// end-of-document token), padded with the tokenizer's pad id.
+fn file_rows(tokenizer_path: &Path, file: &Path, row_len: usize) -> Result<VecSource> {
+    let tokenizer = TextTokenizer::load(tokenizer_path, None)
+        .with_context(|| format!("tokenizer {}", tokenizer_path.display()))?;
+    let pad = tokenizer.pad_id;
     let mut tokens = Vec::new();
     for doc in CorpusReader::open(&[file.to_path_buf()], CorpusFormat::default())? {
         let doc = doc?;
         let mut ids = tokenizer.encode(&doc.text)?;
-        ids.push(m.tokenizer.eos_id);
+        ids.push(tokenizer.eos_id);
         ids.resize(row_len, pad);
         tokens.extend_from_slice(&ids[..row_len]);
     }
@@ -100,9 +99,22 @@ fn file_rows(dataset: &Dataset, file: &Path) -> Result<VecSource> {
     Ok(VecSource::new(tokens, row_len, Some(pad)))
 }
 
+/// The row length the experts were trained on (from expert 0's newest checkpoint).
+fn expert_row_len(experts: &Path) -> Result<usize> {
+    let ckpts = expert_dir(experts, 0).join("checkpoints");
+    let ckpt = Checkpoint::latest(&ckpts)?.with_context(|| {
+        format!(
+            "no checkpoint in {} (train the experts first)",
+            ckpts.display()
+        )
+    })?;
+    ckpt.state
+        .data
+        .map(|d| d.row_len)
+        .with_context(|| format!("{}: the expert has not trained yet", ckpt.dir.display()))
+}
+
 fn eval<B: Backend>(args: &EvalArgs) -> Result<EvalReport> {
-    let dataset =
-        Dataset::open(&args.data).with_context(|| format!("dataset {}", args.data.display()))?;
     let routers = RouterSet::<B>::load(&args.routers, &Default::default())
         .with_context(|| format!("routers in {}", args.routers.display()))?;
     let experts = (0..routers.experts())
@@ -111,29 +123,27 @@ fn eval<B: Backend>(args: &EvalArgs) -> Result<EvalReport> {
     let dense = load_model::<B>(&dense_dir(&args.experts))?;
     let mut prefixes = vec![args.prefix];
     prefixes.extend(args.prefix_sweep.iter().filter(|&&m| m != args.prefix));
+    if args.data.is_file() {
+        let row_len = expert_row_len(&args.experts)?;
+        let rows = file_rows(&args.routers.join("tokenizer.json"), &args.data, row_len)?;
+        return Ok(evaluate(
+            &routers, &experts, &dense, &rows, None, &prefixes, args.seed,
+        )?);
+    }
+    let dataset =
+        Dataset::open(&args.data).with_context(|| format!("dataset {}", args.data.display()))?;
+    let split: Split = args
+        .split
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--split: {e}"))?;
+    let rows = dataset.reader(split, Verify::Checksums)?;
+    let labels: Vec<u32> = (0..rows.len()).map(|i| rows.meta(i).domain).collect();
     let names = dataset.manifest().domains.clone();
-    let report = match &args.file {
-        Some(file) => {
-            let rows = file_rows(&dataset, file)?;
-            evaluate(
-                &routers, &experts, &dense, &rows, None, &prefixes, args.seed,
-            )?
-        }
-        None => {
-            let split: Split = args
-                .split
-                .parse()
-                .map_err(|e| anyhow::anyhow!("--split: {e}"))?;
-            let rows = dataset.reader(split, Verify::Checksums)?;
-            let labels: Vec<u32> = (0..rows.len()).map(|i| rows.meta(i).domain).collect();
-            let domains = (!names.is_empty()).then(|| (labels, names));
-            let source: &dyn SequenceSource = &rows;
-            evaluate(
-                &routers, &experts, &dense, source, domains, &prefixes, args.seed,
-            )?
-        }
-    };
-    Ok(report)
+    let domains = (!names.is_empty()).then(|| (labels, names));
+    let source: &dyn SequenceSource = &rows;
+    Ok(evaluate(
+        &routers, &experts, &dense, source, domains, &prefixes, args.seed,
+    )?)
 }
 
 fn human(r: &EvalReport) -> String {

@@ -246,7 +246,7 @@ fn data_routers_partition_and_route_from_the_command_line() {
     )
     .unwrap();
     let mut on_file = eval.to_vec();
-    on_file.extend(["--file", held_out.to_str().unwrap()]);
+    on_file[2] = held_out.to_str().unwrap(); // --data FILE: a held-out file instead of a dataset
     smalltalk(&on_file).unwrap();
     let mut too_long = eval.to_vec();
     too_long.extend(["--prefix-sweep", "99"]);
