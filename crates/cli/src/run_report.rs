@@ -4,6 +4,7 @@
 //! scripts. Every number comes from a file a stage wrote into the run folder:
 //! `data/manifest.json`, `routers/em/metrics.jsonl`, `partition/partition.json`, `eval.json`
 //! (`smalltalk eval --out`) and optionally `stage_seconds.json` (`[{"stage", "seconds"}]`).
+//! It also writes `config.toml`: every stage's effective settings, defaults included.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -39,6 +40,10 @@ pub fn run(args: ReportArgs, out: &crate::report::Output) -> Result<()> {
             .collect(),
         Err(_) => vec![],
     };
+    // Every stage's effective settings, defaults included, in one file beside the report.
+    let config = crate::config::Config::load_or_default(args.config.as_deref())?;
+    let effective = args.run.join("config.toml");
+    smalltalk_data::atomic::write_file(&effective, config.to_toml().as_bytes())?;
     let inputs = ReportInputs {
         run: &args.run,
         config: args.config.as_deref(),

@@ -208,6 +208,11 @@ fn data_routers_partition_and_route_from_the_command_line() {
             report[key]
         );
     }
+    assert_all_numbers_finite(&report, "report.json");
+    assert!(
+        Path::new(&p("config.toml")).exists(),
+        "effective config beside the report"
+    );
     assert_eq!(report["experts"], 2);
     assert_eq!(report["prefix_tokens"], 4);
     let load: Vec<f64> = serde_json::from_value(report["expert_load"].clone()).unwrap();
@@ -308,4 +313,21 @@ fn data_routers_partition_and_route_from_the_command_line() {
     ])
     .unwrap_err();
     assert!(format!("{err:#}").contains("prefix_len"), "{err:#}");
+}
+
+/// Every number anywhere in `v` is finite (`null` marks a value that does not exist).
+fn assert_all_numbers_finite(v: &serde_json::Value, at: &str) {
+    match v {
+        serde_json::Value::Number(n) => {
+            assert!(n.as_f64().is_some_and(f64::is_finite), "{at} = {n}")
+        }
+        serde_json::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, x)| assert_all_numbers_finite(x, &format!("{at}[{i}]"))),
+        serde_json::Value::Object(o) => o
+            .iter()
+            .for_each(|(k, x)| assert_all_numbers_finite(x, &format!("{at}.{k}"))),
+        _ => {}
+    }
 }

@@ -168,24 +168,34 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             cmd.arg("--out").arg(&experts_dir).args(["--experts", &e]);
         },
     )?;
-    stage(
-        "eval",
-        7,
-        "routed evaluation on the validation split",
-        &|cmd| {
-            cmd.args(["eval", "--data"])
-                .arg(&data_dir)
-                .arg("--routers")
-                .arg(&routers_dir);
-            cmd.arg("--experts").arg(&experts_dir).args([
-                "--prefix",
-                "32",
-                "--prefix-sweep",
-                "8,16,64,128,256",
-            ]);
-            cmd.arg("--out").arg(args.out.join("eval.json"));
-        },
-    )?;
+    let eval_json = args.out.join("eval.json");
+    if eval_json.exists() {
+        println!(
+            "[7/8] eval: {} exists, skipped (delete it to evaluate again)",
+            eval_json.display()
+        );
+    } else {
+        stage(
+            "eval",
+            7,
+            "routed evaluation on the validation split",
+            &|cmd| {
+                cmd.args(["eval", "--data"]).arg(&data_dir);
+                cmd.arg("--routers")
+                    .arg(&routers_dir)
+                    .arg("--experts")
+                    .arg(&experts_dir);
+                cmd.args([
+                    "--prefix",
+                    "32",
+                    "--prefix-sweep",
+                    "8,16,64,128,256",
+                    "--out",
+                ]);
+                cmd.arg(&eval_json);
+            },
+        )?;
+    }
     let seconds: Vec<serde_json::Value> = times
         .iter()
         .map(|(n, s)| serde_json::json!({"stage": n, "seconds": s}))
