@@ -365,7 +365,9 @@ pub fn write_report(i: &ReportInputs<'_>) -> Result<String> {
         let _ = writeln!(
             md,
             "\n## Configuration\n\n`{}`:\n\n```toml\n{}```",
-            path.display(),
+            path.file_name().map_or(path.display().to_string(), |n| n
+                .to_string_lossy()
+                .into_owned()),
             config
         );
     }
