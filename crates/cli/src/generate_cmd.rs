@@ -82,7 +82,8 @@ fn run_on<B: Backend>(args: &GenerateArgs, out: &Output) -> Result<()> {
     } else {
         vec![0.0; routers.experts()] // one token: nothing to score, every router ties
     };
-    let expert = (0..scores.len()).fold(0, |b, e| if scores[e] > scores[b] { e } else { b });
+    let matrix = smalltalk_partition::ScoreMatrix::new(&scores, routers.experts())?;
+    let expert = smalltalk_partition::argmax_assign(&matrix)[0] as usize;
     let run = expert_dir(&args.experts, expert);
     let ckpt = Checkpoint::latest(&run.join("checkpoints"))?.with_context(|| {
         format!(

@@ -28,7 +28,7 @@ use smalltalk_partition::{
 use crate::config::EmConfig;
 use crate::error::{Result, RouterError};
 use crate::manifest::RoutersManifest;
-use crate::metrics::{domain_mix, purity, DomainLabels, IterationMetrics};
+use crate::metrics::{best_nll_sum, domain_mix, purity, DomainLabels, IterationMetrics};
 use crate::scoring::score_rows;
 use crate::state::{EmState, STATE_FORMAT, UNASSIGNED};
 
@@ -286,15 +286,7 @@ fn iteration_metrics(
     let argmax = argmax_assign(matrix);
     let argmax_sizes = shard_sizes(&argmax, experts)?;
     let tokens = (cfg.prefix_len - 1) as f64;
-    let best_nll: f64 = (0..rows.len())
-        .map(|r| {
-            -(matrix
-                .row(r)
-                .iter()
-                .fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64)
-        })
-        .sum::<f64>()
-        / (rows.len() as f64 * tokens);
+    let best_nll = best_nll_sum(matrix) / (rows.len() as f64 * tokens);
     let (mut seen, mut changed) = (0usize, 0usize);
     for (&r, &e) in rows.iter().zip(next) {
         let last = &mut state.last_expert[r];

@@ -2,6 +2,7 @@
 //! and, when documents carry domain labels, the domain mix of each shard and its purity.
 
 use serde::{Deserialize, Serialize};
+use smalltalk_partition::ScoreMatrix;
 
 /// Domain labels of rows: `labels[i]` indexes `names`, or is `u32::MAX` for "no label".
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +59,14 @@ pub fn domain_mix(
         }
     }
     mix
+}
+
+/// Σ over rows of the best router's prefix NLL (`−max_e score`), for a mean over rows.
+pub fn best_nll_sum(matrix: &ScoreMatrix<'_>) -> f64 {
+    matrix
+        .iter_rows()
+        .map(|row| -(row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64))
+        .sum()
 }
 
 /// Purity of a domain mix: the share of labelled rows that sit in their shard's majority

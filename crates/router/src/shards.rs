@@ -17,7 +17,7 @@ use smalltalk_partition::{argmax_assign, shard_sizes, ChunkedBalancer, ScoreMatr
 use crate::em::EmData;
 use crate::error::{Result, RouterError};
 use crate::manifest::RouterSet;
-use crate::metrics::{domain_mix, purity};
+use crate::metrics::{best_nll_sum, domain_mix, purity};
 use crate::scoring::score_rows;
 
 /// Version of the partition layout.
@@ -250,15 +250,7 @@ pub fn partition_split<B: Backend>(
                 let done = ChunkResult {
                     assignment: balancer.assign(&matrix)?,
                     argmax_sizes: shard_sizes(&argmax_assign(&matrix), experts)?,
-                    best_nll_sum: (0..chunk.len())
-                        .map(|r| {
-                            -(matrix
-                                .row(r)
-                                .iter()
-                                .fold(f32::NEG_INFINITY, |x, &y| x.max(y))
-                                as f64)
-                        })
-                        .sum(),
+                    best_nll_sum: best_nll_sum(&matrix),
                 };
                 let json = serde_json::to_vec(&done).expect("chunk serialises");
                 write_atomic(&path, &json)?;
