@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use smalltalk_data::DataSettings;
 use smalltalk_expert::ExpertConfig;
-use smalltalk_router::{EmConfig, PartitionSettings};
+use smalltalk_router::EmConfig;
+use smalltalk_routing::PartitionSettings;
 
 /// Every stage's settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -3,14 +3,16 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use smalltalk_data::{
-    atomic, build_dataset, train_tokenizer, BuildOutcome, Dataset, PackingMode, Split,
-    TextTokenizer, Verify,
+    build_dataset, train_tokenizer, BuildOutcome, Dataset, PackingMode, Split, TextTokenizer,
+    Verify,
 };
+use smalltalk_stage::atomic;
 
 use crate::config::Config;
+use crate::progress::{BarProgress, BarStyle};
 use crate::report::{peak_rss_bytes, Output};
 
 /// The data stage.
@@ -113,25 +115,15 @@ pub fn run(cmd: DataCommand, out: &Output) -> Result<()> {
 }
 
 fn train(corpus: &[PathBuf], config: &Config, out: &Output) -> Result<TextTokenizer> {
-    let spinner = out.spinner("tokenizer");
-    spinner.set_message(format!(
-        "training byte-level BPE, vocabulary {}",
-        config.data.tokenizer.vocab_size
-    ));
-    let tok = train_tokenizer(corpus, &config.data)?;
-    spinner.finish_and_clear();
-    Ok(tok)
+    let mut progress = BarProgress::new(out.is_json(), BarStyle::Bytes);
+    Ok(train_tokenizer(corpus, &config.data, &mut progress)?)
 }
 
 fn tokenizer(args: TokenizerArgs, out: &Output) -> Result<()> {
     let config = args.corpus.config()?;
     let start = Instant::now();
     let tok = train(&args.corpus.corpus, &config, out)?;
-    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    atomic::write_file(&args.out, tok.to_json()?.as_bytes())?;
+    tok.save(&args.out)?;
     out.result(
         &serde_json::json!({"event": "tokenizer", "path": args.out, "vocab_size": tok.vocab_size(),
             "eos_id": tok.eos_id, "pad_id": tok.pad_id, "hash": tok.hash()?, "seconds": start.elapsed().as_secs_f64()}),
@@ -161,9 +153,15 @@ fn build(args: BuildArgs, out: &Output) -> Result<()> {
         }
         None => train(&args.corpus.corpus, &config, out)?,
     };
-    let bar = out.bytes_bar("data");
-    let outcome = build_dataset(&args.corpus.corpus, &tok, &args.out, &config.data, &bar)?;
-    bar.finish_and_clear();
+    let mut progress = BarProgress::new(out.is_json(), BarStyle::Bytes);
+    let outcome = build_dataset(
+        &args.corpus.corpus,
+        &tok,
+        &args.out,
+        &config.data,
+        &mut progress,
+    )?;
+    drop(progress);
     if matches!(outcome, BuildOutcome::Built(_)) {
         atomic::write_file(&args.out.join("config.toml"), config.to_toml().as_bytes())?;
     }

@@ -16,7 +16,10 @@ use smalltalk_lm::{
     Trainer, VecSource,
 };
 
+use crate::progress::{BarProgress, BarStyle};
 use crate::report::{peak_rss_bytes, Output};
+use smalltalk_stage::stats::min_median;
+use smalltalk_stage::Progress;
 
 /// The LM commands.
 #[derive(Debug, Subcommand)]
@@ -139,18 +142,6 @@ fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
     (0..n).map(|_| rng.below(vocab as u64) as u32).collect()
 }
 
-/// Best (minimum) and median of a sample of seconds.
-fn min_median(xs: &[f64]) -> (f64, f64) {
-    let mut v = xs.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    (v[0], median)
-}
 
 /// Records the wall time of each training step.
 struct StepTimer {
@@ -227,11 +218,12 @@ fn bench_train<AB: AutodiffBackend>(
     let dir =
         std::env::temp_dir().join(format!("smalltalk-lm-bench-{}-{nanos}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let spinner = out.spinner("train");
-    spinner.set_message(format!(
-        "{} x {} tokens, {} steps + 1 warm-up",
-        args.batch, args.seq, args.steps
-    ));
+    let mut spinner = BarProgress::new(out.is_json(), BarStyle::Steps);
+    spinner.start("train", 0, 0);
+    spinner.update(
+        0,
+        &format!("{} x {} tokens, {} steps + 1 warm-up", args.batch, args.seq, args.steps),
+    );
     let mut trainer =
         Trainer::<AB>::new(cfg, train, &dir, device).context("creating the trainer")?;
     let mut timer = StepTimer {
@@ -241,7 +233,7 @@ fn bench_train<AB: AutodiffBackend>(
         loss: f64::NAN,
     };
     let run = trainer.run(&source, &mut timer);
-    spinner.finish_and_clear();
+    spinner.finish();
     let _ = std::fs::remove_dir_all(&dir);
     run.context("training")?;
     let measured = &timer.seconds[1..];
@@ -280,8 +272,9 @@ fn bench_score<B: smalltalk_lm::burn::tensor::backend::Backend>(
         precision: args.precision.into(),
         ..ScoreOptions::default()
     };
-    let spinner = out.spinner("score");
-    spinner.set_message(format!(
+    let mut spinner = BarProgress::new(out.is_json(), BarStyle::Steps);
+    spinner.start("score", 0, 0);
+    spinner.update(0, &format!(
         "{rows} rows x {m} tokens, {} reps + 1 warm-up",
         args.score_reps
     ));
@@ -297,7 +290,7 @@ fn bench_score<B: smalltalk_lm::burn::tensor::backend::Backend>(
             );
         }
     }
-    spinner.finish_and_clear();
+    spinner.finish();
     let measured = &seconds[1..];
     let (best, median) = min_median(measured);
     let n = rows as f64;
@@ -321,11 +314,6 @@ fn bench_score<B: smalltalk_lm::burn::tensor::backend::Backend>(
 mod tests {
     use super::*;
 
-    #[test]
-    fn min_median_of_even_and_odd_samples() {
-        assert_eq!(min_median(&[3.0, 1.0, 2.0]), (1.0, 2.0));
-        assert_eq!(min_median(&[4.0, 1.0, 2.0, 3.0]), (1.0, 2.5));
-    }
 
     #[cfg(feature = "flex")]
     #[test]

@@ -14,7 +14,9 @@ mod expert_cmd;
 mod generate_cmd;
 mod lm_cmd;
 mod partition_cmd;
+mod progress;
 mod report;
+mod route_cmd;
 mod routers_cmd;
 mod run_report;
 #[cfg(all(test, feature = "flex"))]
@@ -56,15 +58,16 @@ enum Command {
     /// The router stage: train E router LMs by hard EM.
     #[command(subcommand)]
     Routers(routers_cmd::RoutersCommand),
-    /// Split the training split into E equal expert shards with trained routers.
+    /// Split the training split among E experts in equal parts with trained routers.
     ///
     /// Scores the first M tokens of every training row with every router and applies the
     /// balanced assignment (capacity N/E, most confident rows first, next-best router with room)
-    /// chunk by chunk. Writes OUT/{expert-NN.rows, partition.json}; resumable by chunk.
+    /// chunk by chunk. Writes OUT/{stage.json, config.toml, expert-NN.rows, partition.json};
+    /// resumable by chunk.
     Partition(partition_cmd::PartitionArgs),
     /// Show which expert a text is routed to (argmax of the routers' prefix scores) and why.
-    Route(partition_cmd::RouteArgs),
-    /// The expert stage: one expert per shard (a job-array task each).
+    Route(route_cmd::RouteArgs),
+    /// The expert stage: one expert per part of the partition (a job-array task each).
     #[command(subcommand)]
     Expert(expert_cmd::ExpertCommand),
     /// The dense baseline: same architecture, all the data, the mixture's total tokens.
@@ -87,10 +90,56 @@ enum Command {
 fn main() {
     alloc_tuning::apply();
     let cli = Cli::parse();
+    if cli.command.checkpoints_on_stop() {
+        stop_on_signals();
+    }
     if let Err(err) = run(cli) {
         eprintln!("error: {err:#}");
-        std::process::exit(1);
+        let stopped = err.downcast_ref::<Stopped>().is_some();
+        std::process::exit(if stopped { 143 } else { 1 });
     }
+}
+
+impl Command {
+    /// Whether the command's stage checkpoints and returns on a stop request (the others keep
+    /// the default: SIGTERM ends them at once, which their atomic writes make safe).
+    fn checkpoints_on_stop(&self) -> bool {
+        matches!(
+            self,
+            Command::Routers(_) | Command::Expert(_) | Command::Dense(_) | Command::Partition(_)
+        )
+    }
+}
+
+/// SIGTERM / SIGINT ask the stage to checkpoint and return (a second signal ends the process
+/// at once).
+fn stop_on_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = smalltalk_stage::stop::handle();
+    for sig in [SIGTERM, SIGINT] {
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 143, flag.clone());
+        let _ = signal_hook::flag::register(sig, flag.clone());
+    }
+}
+
+/// A stage returned early because a stop was requested.
+#[derive(Debug, thiserror::Error)]
+#[error("{stage} stopped on request after writing a checkpoint in {dir}; rerun the same command to resume")]
+pub struct Stopped {
+    stage: String,
+    dir: std::path::PathBuf,
+}
+
+/// An error when a stage `stopped` on request (so the process exits with status 143).
+pub fn stop_check(stopped: bool, stage: &str, dir: &std::path::Path) -> Result<()> {
+    if stopped {
+        return Err(Stopped {
+            stage: stage.into(),
+            dir: dir.into(),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -100,8 +149,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data(cmd) => data_cmd::run(cmd, &out),
         Command::Lm(cmd) => lm_cmd::run(cmd, backend, &out),
         Command::Routers(cmd) => routers_cmd::run(cmd, backend, &out),
-        Command::Partition(args) => partition_cmd::partition(args, backend, &out),
-        Command::Route(args) => partition_cmd::route(args, backend, &out),
+        Command::Partition(args) => partition_cmd::run(args, backend, &out),
+        Command::Route(args) => route_cmd::run(args, backend, &out),
         Command::Generate(args) => generate_cmd::run(args, backend, &out),
         Command::Report(args) => run_report::run(args, &out),
         Command::Eval(args) => eval_cmd::run(args, backend, &out),

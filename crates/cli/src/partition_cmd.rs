@@ -1,21 +1,19 @@
-//! `smalltalk partition` (split the training split into E expert shards with the trained
-//! routers) and `smalltalk route` (which expert a text goes to).
+//! `smalltalk partition`: flags → `smalltalk_routing::partition_stage` with the trained routers.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
-use smalltalk_data::{CorpusFormat, CorpusReader, TextTokenizer};
 use smalltalk_lm::backend::BackendKind;
-use smalltalk_lm::burn::tensor::backend::{AutodiffBackend, Backend};
-use smalltalk_lm::VecSource;
-use smalltalk_router::{partition_split, score_rows, RouterSet};
+use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
+use smalltalk_router::RouterSet;
+use smalltalk_routing::partition_stage;
 
-use crate::backends::{dispatch, BackendJob};
+use crate::backends::on_backend;
 use crate::config::Config;
+use crate::progress::{BarProgress, BarStyle};
 use crate::report::Output;
-use crate::routers_cmd::TrainingRows;
 
 /// `partition` flags.
 #[derive(Debug, Args)]
@@ -26,7 +24,7 @@ pub struct PartitionArgs {
     /// Routers folder written by `smalltalk routers train`.
     #[arg(long)]
     routers: PathBuf,
-    /// Output folder: expert-NN.rows (row indices of each shard) and partition.json.
+    /// Output folder: expert-NN.rows (row indices of each expert) and partition.json.
     #[arg(long)]
     out: PathBuf,
     /// TOML config; its [partition] table sets the options (flags below override it).
@@ -40,180 +38,50 @@ pub struct PartitionArgs {
     prefix: Option<usize>,
 }
 
-/// `route` flags.
-#[derive(Debug, Args)]
-pub struct RouteArgs {
-    /// Routers folder written by `smalltalk routers train` (holds the tokenizer too).
-    #[arg(long)]
-    routers: PathBuf,
-    /// A text to route.
-    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
-    text: Option<String>,
-    /// A file of texts: JSON lines (one text per line, field `text`) or a plain-text file (one
-    /// text), optionally .gz/.zst.
-    #[arg(long)]
-    file: Option<PathBuf>,
-    /// Routing prefix M̂ in tokens (texts shorter than this are routed on what there is).
-    #[arg(long, default_value_t = 32)]
-    prefix: usize,
-}
-
 /// Run `smalltalk partition`.
-pub fn partition(args: PartitionArgs, backend: BackendKind, out: &Output) -> Result<()> {
+pub fn run(args: PartitionArgs, backend: BackendKind, out: &Output) -> Result<()> {
     let mut config = Config::load_or_default(args.config.as_deref())?;
-    if let Some(c) = args.chunk {
-        config.partition.chunk_sequences = c;
+    let settings = &mut config.partition;
+    settings.chunk_sequences = args.chunk.unwrap_or(settings.chunk_sequences);
+    settings.prefix_len = args.prefix.unwrap_or(settings.prefix_len);
+    let mut progress = BarProgress::new(out.is_json(), BarStyle::Steps);
+    let (outcome, name) = on_backend!(backend, AB, name => {
+        type B = <AB as AutodiffBackend>::InnerBackend;
+        let routers = RouterSet::<B>::load(&args.routers, &Default::default())
+            .with_context(|| format!("routers in {}", args.routers.display()))?;
+        (partition_stage(&routers, &args.data, &args.out, settings, &mut progress), name)
+    });
+    if let Err(smalltalk_routing::RoutingError::Stopped) = outcome {
+        return crate::stop_check(true, "partition", &args.out);
     }
-    if let Some(m) = args.prefix {
-        config.partition.prefix_len = m;
-    }
-    let rows = TrainingRows::open(&args.data)?;
-    dispatch(
-        backend,
-        PartitionJob {
-            args: &args,
-            config: &config,
-            rows: &rows,
-            out,
-        },
-    )
-}
-
-struct PartitionJob<'a> {
-    args: &'a PartitionArgs,
-    config: &'a Config,
-    rows: &'a TrainingRows,
-    out: &'a Output,
-}
-
-impl BackendJob for PartitionJob<'_> {
-    type Output = ();
-    fn run<AB: AutodiffBackend>(self, name: &'static str) -> Result<()> {
-        let routers = RouterSet::<AB::InnerBackend>::load(&self.args.routers, &Default::default())
-            .with_context(|| format!("routers in {}", self.args.routers.display()))?;
-        let bar = self.out.steps_bar("partition");
-        let data = self.rows.em_data();
-        let (m, skipped) = partition_split(
-            &routers,
-            &data,
-            &self.args.out,
-            &self.config.partition,
-            |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            },
-        )
-        .with_context(|| format!("partitioning into {}", self.args.out.display()))?;
-        bar.finish_and_clear();
-        let sizes: Vec<usize> = m.shards.iter().map(|s| s.sequences).collect();
-        self.out.result(
-            &json!({
-                "stage": "partition", "backend": name, "dir": self.args.out, "skipped": skipped,
-                "experts": m.experts, "rows": m.rows, "shard_sizes": sizes,
-                "argmax_load": m.argmax_load, "purity": m.purity, "domains": m.domains,
-                "domain_mix": m.domain_mix,
-            }),
-            || {
-                let mut s = format!(
-                    "{} {} rows into {} shards in {}: sizes {:?}{}",
-                    if skipped {
-                        "already partitioned"
-                    } else {
-                        "partitioned"
-                    },
-                    m.rows,
-                    m.experts,
-                    self.args.out.display(),
-                    sizes,
-                    m.purity
-                        .map_or(String::new(), |p| format!(", domain purity {p:.3}")),
-                );
-                if let (Some(names), Some(mix)) = (&m.domains, &m.domain_mix) {
-                    for (e, row) in mix.iter().enumerate() {
-                        let parts: Vec<String> = names
-                            .iter()
-                            .zip(row)
-                            .map(|(n, c)| format!("{n} {c}"))
-                            .collect();
-                        s.push_str(&format!("\n  expert {e}: {}", parts.join(", ")));
-                    }
+    let outcome = outcome.with_context(|| format!("partitioning into {}", args.out.display()))?;
+    let (m, skipped) = (&outcome.manifest, outcome.skipped);
+    let sizes: Vec<usize> = m.expert_rows.iter().map(|s| s.sequences).collect();
+    out.result(
+        &json!({
+            "stage": "partition", "backend": name, "dir": args.out, "skipped": skipped,
+            "experts": m.experts, "rows": m.rows, "expert_rows": sizes,
+            "argmax_load": m.argmax_load, "purity": m.purity, "domains": m.domains,
+            "domain_mix": m.domain_mix,
+        }),
+        || {
+            let mut s = format!(
+                "{} {} rows among {} experts in {}: sizes {sizes:?}{}",
+                if skipped { "already partitioned" } else { "partitioned" },
+                m.rows,
+                m.experts,
+                args.out.display(),
+                m.purity.map_or(String::new(), |p| format!(", domain purity {p:.3}")),
+            );
+            if let (Some(names), Some(mix)) = (&m.domains, &m.domain_mix) {
+                for (e, row) in mix.iter().enumerate() {
+                    let parts: Vec<String> =
+                        names.iter().zip(row).map(|(n, c)| format!("{n} {c}")).collect();
+                    s.push_str(&format!("\n  expert {e}: {}", parts.join(", ")));
                 }
-                s
-            },
-        );
-        Ok(())
-    }
-}
-
-/// Run `smalltalk route`.
-pub fn route(args: RouteArgs, backend: BackendKind, out: &Output) -> Result<()> {
-    if args.prefix < 2 {
-        bail!("--prefix must be at least 2 (the first token is not scored)");
-    }
-    dispatch(backend, RouteJob { args: &args, out })
-}
-
-struct RouteJob<'a> {
-    args: &'a RouteArgs,
-    out: &'a Output,
-}
-
-impl BackendJob for RouteJob<'_> {
-    type Output = ();
-    fn run<AB: AutodiffBackend>(self, _name: &'static str) -> Result<()> {
-        route_texts::<AB::InnerBackend>(self.args, self.out)
-    }
-}
-
-fn texts(args: &RouteArgs) -> Result<Vec<String>> {
-    if let Some(t) = &args.text {
-        return Ok(vec![t.clone()]);
-    }
-    let path = args.file.as_ref().expect("clap requires --text or --file");
-    let mut texts = Vec::new();
-    for doc in CorpusReader::open(std::slice::from_ref(path), CorpusFormat::default())? {
-        texts.push(doc?.text);
-    }
-    Ok(texts)
-}
-
-fn load_tokenizer(dir: &Path) -> Result<TextTokenizer> {
-    let path = dir.join("tokenizer.json");
-    TextTokenizer::load(&path, None).with_context(|| format!("tokenizer {}", path.display()))
-}
-
-fn route_texts<B: Backend>(args: &RouteArgs, out: &Output) -> Result<()> {
-    let routers = RouterSet::<B>::load(&args.routers, &Default::default())
-        .with_context(|| format!("routers in {}", args.routers.display()))?;
-    let tokenizer = load_tokenizer(&args.routers)?;
-    for (i, text) in texts(args)?.iter().enumerate() {
-        let ids = tokenizer.encode(text)?;
-        let m = ids.len().min(args.prefix);
-        if m < 2 {
-            let value = json!({"index": i, "tokens": ids.len(), "expert": null, "reason": "fewer than 2 tokens"});
-            out.result(&value, || {
-                format!("text {i}: fewer than 2 tokens, cannot be routed")
-            });
-            continue;
-        }
-        let source = VecSource::new(ids[..m].to_vec(), m, None);
-        let scores = score_rows(&routers.model_refs(), &source, &[0], m, 1, |_, _| {})?;
-        let expert = smalltalk_partition::argmax_assign(&smalltalk_partition::ScoreMatrix::new(
-            &scores,
-            routers.experts(),
-        )?)[0];
-        let value = json!({"index": i, "prefix_tokens": m, "expert": expert, "scores": scores});
-        out.result(&value, || {
-            let list: Vec<String> = scores
-                .iter()
-                .enumerate()
-                .map(|(e, s)| format!("router {e}: {s:.2}"))
-                .collect();
-            format!(
-                "text {i} ({m} prefix tokens) -> expert {expert}   [{}]",
-                list.join(", ")
-            )
-        });
-    }
+            }
+            s
+        },
+    );
     Ok(())
 }

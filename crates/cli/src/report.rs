@@ -1,8 +1,5 @@
-//! Output for people (progress bars, plain lines) or for scripts (`--json`, one object per line).
-
-use std::time::Duration;
-
-use indicatif::{ProgressBar, ProgressStyle};
+//! Results for people (plain lines) or for scripts (`--json`, one object per line); progress
+//! bars are in [`crate::progress`].
 
 /// Where results and progress go.
 pub struct Output {
@@ -15,56 +12,9 @@ impl Output {
         Self { json }
     }
 
-    /// A byte-counting progress bar with rate and ETA; hidden in JSON mode or without a terminal.
-    pub fn bytes_bar(&self, what: &str) -> ProgressBar {
-        if self.json {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template("{prefix:>10} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}")
-                .expect("valid template"),
-        );
-        bar.set_prefix(what.to_string());
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
-    }
-
     /// Whether results are printed as JSON lines.
     pub fn is_json(&self) -> bool {
         self.json
-    }
-
-    /// A counting progress bar (steps, rows) with rate and ETA; hidden in JSON mode.
-    pub fn steps_bar(&self, what: &str) -> ProgressBar {
-        if self.json {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>10} [{elapsed_precise}] {wide_bar} {pos}/{len} ETA {eta} {msg}",
-            )
-            .expect("valid template"),
-        );
-        bar.set_prefix(what.to_string());
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
-    }
-
-    /// A spinner for work of unknown length; hidden in JSON mode.
-    pub fn spinner(&self, what: &str) -> ProgressBar {
-        if self.json {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix} [{elapsed_precise}] {msg}")
-                .expect("valid template"),
-        );
-        bar.set_prefix(what.to_string());
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
     }
 
     /// Print a result: `value` as one JSON line, or the human text.

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use clap::Parser;
-use smalltalk_router::PartitionManifest;
+use smalltalk_routing::PartitionManifest;
+use smalltalk_tests::{write_two_domain_corpus, TINY_CONFIG};
 
 use crate::{run, Cli};
 
@@ -14,69 +15,17 @@ fn smalltalk(args: &[&str]) -> anyhow::Result<()> {
     run(Cli::try_parse_from(argv)?)
 }
 
-fn write_corpus(dir: &Path) -> String {
-    let mut lines = String::new();
-    for i in 0..80 {
-        let text = if i % 2 == 0 {
-            format!("the cat sat on the mat number {i}. the cat sat on the mat again and again.")
-        } else {
-            format!("fn main() {{ let x = {i}; println!(\"{{}}\", x + 1); return; }}")
-        };
-        lines.push_str(&format!(
-            "{{\"text\": {text:?}, \"domain\": \"d{}\"}}\n",
-            i % 2
-        ));
-    }
-    let path = dir.join("corpus.jsonl");
-    std::fs::write(&path, lines).unwrap();
-    path.to_str().unwrap().to_string()
-}
-
-const CONFIG: &str = r#"
-[data]
-seq_len = 16
-packing = "doc-start"
-[data.tokenizer]
-vocab_size = 300
-min_frequency = 1
-[data.split]
-validation = 0.1
-test = 0.0
-
-[routers]
-experts = 2
-preset = "tiny"
-prefix_len = 8
-iterations = 2
-steps_per_iteration = 3
-score_batch = 16
-[routers.train]
-batch_size = 4
-lr = 1e-2
-warmup_steps = 1
-
-[partition]
-chunk_sequences = 16
-score_batch = 8
-
-[experts]
-preset = "tiny"
-[experts.train]
-total_steps = 4
-batch_size = 4
-warmup_steps = 1
-"#;
-
 #[test]
 fn data_routers_partition_and_route_from_the_command_line() {
     let tmp = tempfile::tempdir().unwrap();
     let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
-    let corpus = write_corpus(tmp.path());
-    std::fs::write(p("config.toml"), CONFIG).unwrap();
+    let corpus = write_two_domain_corpus(tmp.path());
+    let corpus = corpus.to_str().unwrap();
+    std::fs::write(p("config.toml"), TINY_CONFIG).unwrap();
     let (cfg, data, routers, part) = (p("config.toml"), p("data"), p("routers"), p("partition"));
 
     smalltalk(&[
-        "data", "build", "--corpus", &corpus, "--config", &cfg, "--out", &data,
+        "data", "build", "--corpus", corpus, "--config", &cfg, "--out", &data,
     ])
     .unwrap();
     let train = [
@@ -116,9 +65,9 @@ fn data_routers_partition_and_route_from_the_command_line() {
     ];
     smalltalk(&partition).unwrap();
     let m = PartitionManifest::load(Path::new(&part)).unwrap();
-    let sizes: Vec<usize> = m.shards.iter().map(|s| s.sequences).collect();
+    let sizes: Vec<usize> = m.expert_rows.iter().map(|s| s.sequences).collect();
     assert_eq!(sizes.iter().sum::<usize>(), m.rows);
-    assert!(sizes[0].abs_diff(sizes[1]) <= 1, "unequal shards {sizes:?}");
+    assert!(sizes[0].abs_diff(sizes[1]) <= 1, "unequal parts {sizes:?}");
     assert_eq!(
         m.domains.as_deref(),
         Some(&["d0".to_string(), "d1".to_string()][..])
@@ -208,7 +157,7 @@ fn data_routers_partition_and_route_from_the_command_line() {
             report[key]
         );
     }
-    assert_all_numbers_finite(&report, "report.json");
+    assert_all_numbers_finite(Path::new(&p("report.json")));
     assert!(
         Path::new(&p("config.toml")).exists(),
         "effective config beside the report"
@@ -315,19 +264,9 @@ fn data_routers_partition_and_route_from_the_command_line() {
     assert!(format!("{err:#}").contains("prefix_len"), "{err:#}");
 }
 
-/// Every number anywhere in `v` is finite (`null` marks a value that does not exist).
-fn assert_all_numbers_finite(v: &serde_json::Value, at: &str) {
-    match v {
-        serde_json::Value::Number(n) => {
-            assert!(n.as_f64().is_some_and(f64::is_finite), "{at} = {n}")
-        }
-        serde_json::Value::Array(a) => a
-            .iter()
-            .enumerate()
-            .for_each(|(i, x)| assert_all_numbers_finite(x, &format!("{at}[{i}]"))),
-        serde_json::Value::Object(o) => o
-            .iter()
-            .for_each(|(k, x)| assert_all_numbers_finite(x, &format!("{at}.{k}"))),
-        _ => {}
-    }
+/// `report.json` reads back as the typed report (a NaN or an infinity, written as `null`,
+/// does not) and holds no NaN or infinity anywhere.
+fn assert_all_numbers_finite(path: &Path) {
+    let report = smalltalk_report::Report::load(path).unwrap_or_else(|e| panic!("{e}"));
+    smalltalk_report::check_finite(&report).unwrap_or_else(|e| panic!("{e}"));
 }

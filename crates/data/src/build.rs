@@ -3,26 +3,33 @@
 //! The dataset folder is built under a temporary name and renamed into place only when complete,
 //! so an error or a kill leaves nothing half-written. Rerunning with the same inputs and settings
 //! finds the finished folder and skips the work; other settings are refused, not overwritten.
+//! A build holds the lock `.<name>.lock` beside the folder from start to end: a second build
+//! into the same folder is refused at once with the holder's PID, and never touches the first
+//! one's temporary folder.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::time::Duration;
 
-use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
+use smalltalk_stage::atomic::{self, TempDir};
+use smalltalk_stage::folder::{lock_output, OutputLock};
+use smalltalk_stage::Progress;
 
-use crate::atomic::{self, TempDir};
 use crate::corpus::{corpus_files, CorpusFormat, CorpusReader, Document};
 use crate::error::{DataError, IoContext, Result};
 use crate::manifest::{
-    BuildSettings, IdWidth, Manifest, SplitInfo, TokenizerInfo, FORMAT, MANIFEST_FILE,
-    TOKENIZER_FILE,
+    BuildSettings, IdWidth, Manifest, TokenizerInfo, FORMAT, MANIFEST_FILE, TOKENIZER_FILE,
 };
-use crate::pack::{Packer, PackingMode, NO_DOMAIN};
+use crate::pack::{PackingMode, NO_DOMAIN};
 use crate::reader::{Dataset, Verify};
-use crate::shard::ShardWriter;
 use crate::split::{Split, SplitSettings};
 use crate::tokenizer::{BpeSettings, TextTokenizer};
+pub use crate::writer::DatasetWriter;
+
+/// How often progress is reported while a tokenizer trains.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Settings of the data stage (the `[data]` table of a SmallTalk config).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,34 +106,85 @@ impl BuildOutcome {
 }
 
 /// Train a byte-level BPE on the training split of a corpus (held-out documents never shape the
-/// vocabulary). Streams the corpus; stops at the first bad record with its error.
-pub fn train_tokenizer(inputs: &[PathBuf], settings: &DataSettings) -> Result<TextTokenizer> {
+/// vocabulary). Streams the corpus; stops at the first bad record with its error. The settings
+/// (vocabulary size included) are checked before anything is read. `progress` gets one phase,
+/// `tokenizer`, counting the corpus bytes read.
+pub fn train_tokenizer(
+    inputs: &[PathBuf],
+    settings: &DataSettings,
+    progress: &mut dyn Progress,
+) -> Result<TextTokenizer> {
     settings.validate()?;
+    settings.tokenizer.validate()?;
     let reader = CorpusReader::open(inputs, settings.format.clone())?;
+    let counter = reader.consumed_counter();
+    let message = format!(
+        "training byte-level BPE, vocabulary {}",
+        settings.tokenizer.vocab_size
+    );
+    progress.start("tokenizer", 0, reader.total_bytes());
     let first_error: Mutex<Option<DataError>> = Mutex::new(None);
-    let mut any = false;
-    let texts = reader
-        .map_while(|doc| match doc {
-            Ok(doc) => Some(doc),
-            Err(e) => {
-                *first_error.lock().expect("lock") = Some(e);
-                None
-            }
-        })
-        .filter(|doc| !doc.text.is_empty() && settings.split.split_of(&doc.text) == Split::Train)
-        .inspect(|_| any = true)
-        .map(|doc| doc.text);
+    let any = AtomicBool::new(false);
     let source = inputs.first().cloned().unwrap_or_default();
-    let tokenizer = TextTokenizer::train_bpe(texts, &settings.tokenizer, &source);
+    // Training runs on a scoped thread so that `progress` (not `Send`) is called from this one.
+    let tokenizer = std::thread::scope(|scope| {
+        let (done, finished) = mpsc::channel::<()>();
+        let trainer = scope.spawn(|| {
+            let _done = done;
+            let texts = reader
+                .map_while(|doc| match doc {
+                    Ok(doc) => Some(doc),
+                    Err(e) => {
+                        *first_error.lock().expect("lock") = Some(e);
+                        None
+                    }
+                })
+                .filter(|doc| {
+                    !doc.text.is_empty() && settings.split.split_of(&doc.text) == Split::Train
+                })
+                .inspect(|_| any.store(true, Ordering::Relaxed))
+                .map(|doc| doc.text);
+            TextTokenizer::train_bpe(texts, &settings.tokenizer, &source)
+        });
+        // The channel disconnects when the trainer returns (or panics).
+        while let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(PROGRESS_INTERVAL) {
+            progress.update(counter.load(Ordering::Relaxed), &message);
+        }
+        trainer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    progress.update(counter.load(Ordering::Relaxed), &message);
+    progress.finish();
     if let Some(e) = first_error.into_inner().expect("lock") {
         return Err(e);
     }
-    if !any {
+    let tokenizer = tokenizer?;
+    if !any.into_inner() {
         return Err(DataError::EmptyCorpus {
             paths: inputs.to_vec(),
         });
     }
-    tokenizer
+    Ok(tokenizer)
+}
+
+/// The lock file of the dataset folder `out`: its hidden sibling `.<name>.lock`.
+fn lock_path(out: &Path) -> Result<PathBuf> {
+    match out.file_name() {
+        Some(name) => Ok(out.with_file_name(format!(".{}.lock", name.to_string_lossy()))),
+        None => Err(DataError::Config {
+            key: "out".into(),
+            message: format!(
+                "`{}` does not name a folder (give a name such as `data`)",
+                out.display()
+            ),
+        }),
+    }
+}
+
+/// Take the build lock of `out`; a second builder is refused at once, naming this PID.
+fn lock_build(out: &Path) -> Result<OutputLock> {
+    Ok(lock_output(&lock_path(out)?, out)?)
 }
 
 fn build_settings(inputs: &[PathBuf], settings: &DataSettings) -> Result<BuildSettings> {
@@ -149,19 +207,24 @@ fn build_settings(inputs: &[PathBuf], settings: &DataSettings) -> Result<BuildSe
 
 /// Tokenize `inputs`, pack and shard them into `out` (a dataset folder), with `tokenizer` saved
 /// beside the shards. Skips the work when `out` already holds the same dataset.
+///
+/// Holds the lock `.<name>.lock` beside `out` for the whole build: a concurrent build into the
+/// same folder fails at once with [`smalltalk_stage::StageError::Locked`] naming this PID.
+/// `progress` gets one phase, `data`, counting the corpus bytes read (none when skipped).
 pub fn build_dataset(
     inputs: &[PathBuf],
     tokenizer: &TextTokenizer,
     out: &Path,
     settings: &DataSettings,
-    progress: &ProgressBar,
+    progress: &mut dyn Progress,
 ) -> Result<BuildOutcome> {
     settings.validate()?;
     let build = build_settings(inputs, settings)?;
+    let _lock = lock_build(out)?;
     let tokenizer_json = tokenizer.to_json()?;
     let tokenizer_info = TokenizerInfo {
         file: TOKENIZER_FILE.into(),
-        hash: crate::checksum::hash_bytes(tokenizer_json.as_bytes()),
+        hash: smalltalk_stage::checksum::hash_bytes(tokenizer_json.as_bytes()),
         vocab_size: tokenizer.vocab_size(),
         eos_id: tokenizer.eos_id,
         pad_id: tokenizer.pad_id,
@@ -218,14 +281,14 @@ fn write_shards(
     dir: &Path,
     settings: &DataSettings,
     build: BuildSettings,
-    progress: &ProgressBar,
+    progress: &mut dyn Progress,
 ) -> Result<Manifest> {
     let width = IdWidth::for_vocab(tokenizer.vocab_size());
     let mut writer = DatasetWriter::new(dir, settings, width, tokenizer.eos_id, tokenizer.pad_id);
     let mut domains: Vec<String> = Vec::new();
     let (mut read, mut skipped) = (0u64, 0u64);
     let mut reader = CorpusReader::open(inputs, settings.format.clone())?;
-    progress.set_length(build.inputs.iter().map(|(_, n)| n).sum());
+    progress.start("data", 0, reader.total_bytes());
     let mut batch: Vec<Document> = Vec::new();
     loop {
         let mut batch_bytes = 0;
@@ -261,8 +324,7 @@ fn write_shards(
                 ids,
             )?;
         }
-        progress.set_position(reader.bytes_consumed());
-        progress.set_message(format!("{read} documents"));
+        progress.update(reader.bytes_consumed(), &format!("{read} documents"));
     }
     if read == skipped {
         return Err(DataError::EmptyCorpus {
@@ -284,87 +346,6 @@ fn write_shards(
         splits,
         build,
     })
-}
-
-/// Per-split writing state.
-struct SplitState {
-    packer: Packer,
-    writer: ShardWriter,
-    documents: u64,
-    tokens: u64,
-}
-
-/// Packs tokenized documents of all three splits into shard files in one folder.
-///
-/// [`build_dataset`] drives it from a corpus and a tokenizer; it is public so that token streams
-/// from elsewhere can be written as a dataset too.
-pub struct DatasetWriter {
-    states: BTreeMap<Split, SplitState>,
-}
-
-impl DatasetWriter {
-    /// Write into `dir` with the packing of `settings`, ids stored at `width`.
-    pub fn new(
-        dir: &Path,
-        settings: &DataSettings,
-        width: IdWidth,
-        eos_id: u32,
-        pad_id: u32,
-    ) -> Self {
-        let states = Split::ALL
-            .into_iter()
-            .map(|s| {
-                let packer = Packer::new(settings.packing, settings.seq_len, eos_id, pad_id);
-                let writer = ShardWriter::new(
-                    dir,
-                    s,
-                    width,
-                    settings.seq_len + 1,
-                    settings.sequences_per_shard,
-                );
-                (
-                    s,
-                    SplitState {
-                        packer,
-                        writer,
-                        documents: 0,
-                        tokens: 0,
-                    },
-                )
-            })
-            .collect();
-        Self { states }
-    }
-
-    /// Add one document (`ordinal` in reading order, `domain` index or [`NO_DOMAIN`]).
-    pub fn push(&mut self, split: Split, ordinal: u64, domain: u32, ids: &[u32]) -> Result<()> {
-        let state = self
-            .states
-            .get_mut(&split)
-            .expect("every split has a state");
-        state.documents += 1;
-        state.tokens += ids.len() as u64 + 1;
-        let SplitState { packer, writer, .. } = state;
-        packer.push(ordinal, domain, ids, &mut |row, meta| {
-            writer.write_row(row, meta)
-        })
-    }
-
-    /// Flush the last rows and close every shard; `domains` names the domain indices.
-    pub fn finish(self, domains: &[String]) -> Result<BTreeMap<Split, SplitInfo>> {
-        let mut splits = BTreeMap::new();
-        for (split, mut state) in self.states {
-            let SplitState { packer, writer, .. } = &mut state;
-            packer.finish(&mut |row, meta| writer.write_row(row, meta))?;
-            splits.insert(
-                split,
-                state
-                    .writer
-                    .finish(state.documents, state.tokens, domains)?,
-            );
-        }
-        Ok(splits)
-    }
 }
 
 fn is_empty_dir(path: &Path) -> bool {

@@ -113,10 +113,7 @@ fn open_decoded(path: &Path, consumed: Arc<AtomicU64>) -> Result<Box<dyn Read + 
     } else if name.ends_with(".zst") {
         let decoder =
             ruzstd::decoding::StreamingDecoder::new(BufReader::with_capacity(1 << 16, raw))
-                .map_err(|e| DataError::Io {
-                    path: path.into(),
-                    source: std::io::Error::other(e),
-                })?;
+                .map_err(|e| DataError::io(path, std::io::Error::other(e)))?;
         Box::new(decoder)
     } else {
         Box::new(raw)
@@ -144,6 +141,7 @@ pub struct CorpusReader {
     format: CorpusFormat,
     current: Option<(PathBuf, Box<dyn BufRead + Send>, u64)>,
     consumed: Arc<AtomicU64>,
+    total_bytes: u64,
     failed: bool,
     line_buf: Vec<u8>,
 }
@@ -152,11 +150,16 @@ impl CorpusReader {
     /// Read the documents of `inputs` (files or folders) with the given field names.
     pub fn open(inputs: &[PathBuf], format: CorpusFormat) -> Result<Self> {
         let files = corpus_files(inputs)?;
+        let mut total_bytes = 0;
+        for file in &files {
+            total_bytes += std::fs::metadata(file).at(file)?.len();
+        }
         Ok(Self {
             files: files.into_iter(),
             format,
             current: None,
             consumed: Arc::new(AtomicU64::new(0)),
+            total_bytes,
             failed: false,
             line_buf: Vec::new(),
         })
@@ -166,6 +169,12 @@ impl CorpusReader {
     /// the sum of the input files' sizes.
     pub fn bytes_consumed(&self) -> u64 {
         self.consumed.load(Ordering::Relaxed)
+    }
+
+    /// The input files' total size in bytes: what [`CorpusReader::bytes_consumed`] reaches at
+    /// the end.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
     }
 
     /// A handle on the byte counter that another thread (a progress bar) can poll.

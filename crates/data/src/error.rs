@@ -1,18 +1,18 @@
-//! The data crate's error type: every variant names the file (and line) at fault.
+//! The data crate's error type: every variant names the file (and line, or setting) at fault,
+//! once. I/O errors are [`StageError::Io`] (through [`DataError::Stage`]): the path and the OS
+//! error appear once in the message and the OS error is not chained again as a source.
 
 use std::path::PathBuf;
+
+use smalltalk_stage::StageError;
 
 /// Errors of the data stage.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    /// A file or folder could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file at fault.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
+    /// A file or folder could not be read or written ([`StageError::Io`], naming the path), or
+    /// the output is locked by another build ([`StageError::Locked`], naming its PID).
+    #[error(transparent)]
+    Stage(#[from] StageError),
     /// A JSON-lines record is not valid JSON (or not an object).
     #[error("{path}:{line}: malformed JSON: {message}")]
     Json {
@@ -104,6 +104,13 @@ fn display_paths(paths: &[PathBuf]) -> String {
 /// Shorthand for the crate's results.
 pub type Result<T, E = DataError> = std::result::Result<T, E>;
 
+impl DataError {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DataError::Stage(StageError::io(path, source))
+    }
+}
+
 /// Attach a path to an I/O error.
 pub(crate) trait IoContext<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T>;
@@ -111,9 +118,6 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| DataError::Io {
-            path: path.into(),
-            source,
-        })
+        self.map_err(|source| DataError::io(path, source))
     }
 }

@@ -21,14 +21,16 @@
 //!   the input order (folders sorted).
 //! - Safe to interrupt: the folder is written under a temporary name and renamed when complete;
 //!   shards carry checksums that [`Dataset::reader`] verifies.
+//! - One builder at a time: a build holds a lock beside its output folder (`.<name>.lock`); a
+//!   second build into the same folder is refused at once, naming the holder's PID.
 //! - Streaming: memory is bounded by one tokenization batch, not by corpus size.
 //!
-//! Depends on `tokenizers` (no C code, no network), `serde`, `memmap2`, `flate2`, `ruzstd`,
-//! `xxhash-rust`, `indicatif`. No deep-learning dependency.
+//! Crash-safe writes, checksums and locks come from `smalltalk-stage`; progress is reported
+//! through [`smalltalk_stage::Progress`] (this crate draws nothing). Also depends on
+//! `tokenizers` (no C code, no network), `serde`, `memmap2`, `flate2`, `ruzstd`, `xxhash-rust`.
+//! No deep-learning dependency.
 
-pub mod atomic;
 pub mod build;
-pub mod checksum;
 pub mod corpus;
 pub mod error;
 pub mod manifest;
@@ -37,6 +39,7 @@ pub mod reader;
 pub mod shard;
 pub mod split;
 pub mod tokenizer;
+pub mod writer;
 
 pub use build::{build_dataset, train_tokenizer, BuildOutcome, DataSettings, DatasetWriter};
 pub use corpus::{CorpusFormat, CorpusReader, Document};

@@ -5,8 +5,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
+use smalltalk_stage::checksum::hash_bytes;
 
-use crate::checksum::hash_bytes;
 use crate::error::{DataError, IoContext, Result};
 use crate::manifest::{IdWidth, Manifest, MANIFEST_FILE};
 use crate::pack::SequenceMeta;

@@ -9,7 +9,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::checksum::RunningChecksum;
+use smalltalk_stage::checksum::RunningChecksum;
+
 use crate::error::{DataError, IoContext, Result};
 use crate::manifest::{IdWidth, ShardInfo, SplitInfo};
 use crate::pack::{SequenceMeta, NO_DOMAIN};
@@ -37,10 +38,10 @@ impl OpenFile {
     }
 
     fn close(self) -> Result<String> {
-        let file = self.writer.into_inner().map_err(|e| DataError::Io {
-            path: self.path.clone(),
-            source: e.into_error(),
-        })?;
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| DataError::io(&self.path, e.into_error()))?;
         file.sync_all().at(&self.path)?;
         Ok(self.checksum.finish())
     }

@@ -12,7 +12,7 @@ use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
-use crate::error::{DataError, Result};
+use crate::error::{DataError, IoContext, Result};
 
 /// The end-of-document token SmallTalk adds to the tokenizers it trains.
 pub const EOS_TOKEN: &str = "<|endoftext|>";
@@ -33,6 +33,34 @@ pub struct BpeSettings {
     pub min_frequency: u64,
     /// Train on at most this many bytes of text (the first documents of the train split).
     pub max_training_bytes: u64,
+}
+
+impl BpeSettings {
+    /// The smallest vocabulary a trained byte-level BPE can have: the 256 byte tokens plus the
+    /// end-of-document and padding tokens (a BPE of exactly this size has no merges: one token
+    /// per byte). A smaller request could not be honoured: the trainer never drops a byte.
+    pub const MIN_VOCAB_SIZE: usize = 256 + 2;
+
+    /// Check ranges before any text is read; errors name the setting, the value and the bound.
+    pub fn validate(&self) -> Result<()> {
+        if self.vocab_size < Self::MIN_VOCAB_SIZE {
+            return Err(DataError::Config {
+                key: "data.tokenizer.vocab_size".into(),
+                message: format!(
+                    "{} is below the minimum {} (256 byte tokens + {EOS_TOKEN} + {PAD_TOKEN})",
+                    self.vocab_size,
+                    Self::MIN_VOCAB_SIZE
+                ),
+            });
+        }
+        if self.max_training_bytes == 0 {
+            return Err(DataError::Config {
+                key: "data.tokenizer.max_training_bytes".into(),
+                message: "0 leaves no text to train on; it must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for BpeSettings {
@@ -80,15 +108,7 @@ impl TextTokenizer {
         I: Iterator<Item = S> + Send,
         S: AsRef<str> + Send,
     {
-        if settings.vocab_size < 256 + 2 {
-            return Err(DataError::Config {
-                key: "tokenizer.vocab_size".into(),
-                message: format!(
-                    "{} is below the 256 bytes + 2 special tokens",
-                    settings.vocab_size
-                ),
-            });
-        }
+        settings.validate()?;
         let specials = vec![
             AddedToken::from(EOS_TOKEN, true),
             AddedToken::from(PAD_TOKEN, true),
@@ -196,7 +216,21 @@ impl TextTokenizer {
 
     /// Content hash of the `tokenizer.json` text (`xxh3:` + 32 hex digits).
     pub fn hash(&self) -> Result<String> {
-        Ok(crate::checksum::hash_bytes(self.to_json()?.as_bytes()))
+        Ok(smalltalk_stage::checksum::hash_bytes(
+            self.to_json()?.as_bytes(),
+        ))
+    }
+
+    /// Write the tokenizer to `path` as `tokenizer.json`, creating its folder. The write is
+    /// atomic: a temporary sibling owned by this call (`<name>.tmp-<pid>-<n>`) is renamed into
+    /// place, so a reader never sees half a file and concurrent writers never share a temporary.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = self.to_json()?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).at(parent)?;
+        }
+        smalltalk_stage::atomic::write_file(path, json.as_bytes())?;
+        Ok(())
     }
 
     /// The wrapped `tokenizers` tokenizer.

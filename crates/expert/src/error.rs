@@ -6,12 +6,15 @@ pub enum ExpertError {
     /// A setting or argument is invalid (the message names it).
     #[error("{0}")]
     Config(String),
+    /// A stage folder could not be claimed or written (lock, ownership, identity, I/O).
+    #[error(transparent)]
+    Stage(#[from] smalltalk_stage::StageError),
     /// The model or trainer failed.
     #[error(transparent)]
     Lm(#[from] smalltalk_lm::LmError),
-    /// The partition could not be read.
+    /// The partition or the training rows could not be read.
     #[error(transparent)]
-    Router(#[from] smalltalk_router::RouterError),
+    Routing(#[from] smalltalk_routing::RoutingError),
 }
 
 /// Result with [`ExpertError`].

@@ -1,72 +1,199 @@
-//! Training one expert on its shard, or the dense baseline on all the rows.
+//! The expert and dense stages: train one expert on its part of the partition, or the dense
+//! baseline on all the rows.
 //!
-//! Run folders (under the output folder given to the commands):
-//! - `expert-NN/` — expert `NN`: `checkpoints/`, `metrics.jsonl` (see `smalltalk_lm::Trainer`).
-//! - `dense/` — the dense baseline, same layout.
+//! Run folders (under the experts folder given to the stages):
+//! - `expert-NN/` — expert `NN`: `checkpoints/`, `metrics.jsonl` (see `smalltalk_lm::Trainer`),
+//!   `config.toml` (the effective `[experts]` settings), `stage.json` + `.lock` (ownership,
+//!   inputs: dataset, tokenizer, partition; settings; see `smalltalk_stage::folder`).
+//! - `dense/` — the dense baseline, same layout (inputs: dataset, tokenizer).
 //!
-//! Every run resumes from its newest checkpoint when rerun and returns at once when finished.
+//! Every run resumes from its newest checkpoint when rerun and returns at once when finished —
+//! only with the inputs and settings it was made with. A larger step budget for a started or
+//! finished run is refused unless asked for with [`StepBudget::Extend`]: the run then
+//! continues on the original schedule, whose last learning rate holds for the extra steps
+//! (no jump back up the cosine).
 
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
 use smalltalk_lm::train::TrainSummary;
-use smalltalk_lm::{SequenceSource, SubsetSource, TrainObserver, Trainer};
-use smalltalk_router::PartitionManifest;
+use smalltalk_lm::{LmConfig, ProgressObserver, SequenceSource, SubsetSource, TrainConfig, Trainer};
+use smalltalk_routing::{PartitionManifest, TrainingRows};
+use smalltalk_stage::atomic::write_file;
+use smalltalk_stage::folder::{Identity, SettingsPolicy, StageFolder};
+use smalltalk_stage::layout::{dense_dir, expert_dir};
+use smalltalk_stage::Progress;
 
 use crate::config::ExpertConfig;
 use crate::error::{ExpertError, Result};
 
-/// Expert `e`'s run folder under `out`.
-pub fn expert_dir(out: &Path, e: usize) -> PathBuf {
-    out.join(format!("expert-{e:02}"))
+/// Whether a run's step budget may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StepBudget {
+    /// The budget must be the one the run was started with (the default).
+    #[default]
+    Fixed,
+    /// Extend a started or finished run to a larger `total_steps`, continuing its original
+    /// learning-rate schedule (the final rate holds for the added steps).
+    Extend,
 }
 
-/// The dense baseline's run folder under `out`.
-pub fn dense_dir(out: &Path) -> PathBuf {
-    out.join("dense")
+/// What a stage call did.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// The trainer's summary.
+    pub summary: TrainSummary,
 }
 
-/// Train expert `expert` from scratch on its shard (rows `partition.read_rows(expert)` of the
-/// training split `rows`) into `expert_dir(out, expert)`. Independent of every other expert:
-/// nothing but the dataset rows, the partition folder and the settings is read.
-#[allow(clippy::too_many_arguments)]
+impl RunOutcome {
+    /// Whether the run was already finished (nothing trained).
+    pub fn skipped(&self) -> bool {
+        self.summary.start_step == self.summary.end_step && self.summary.finished
+    }
+}
+
+/// Files that mark a run folder written before stage markers existed.
+const LEGACY_FILES: [&str; 1] = ["checkpoints"];
+
+/// Train expert `expert` from scratch on its part of the partition in `partition_dir` (rows of
+/// the training split of the dataset in `data_dir`), into `expert_dir(experts_dir, expert)`.
+/// Independent of every other expert: nothing but the dataset, the partition folder and the
+/// settings is read. Refuses a partition made from other data, and a run folder made from
+/// another partition, dataset or settings.
 pub fn train_expert<AB: AutodiffBackend>(
+    data_dir: &Path,
+    partition_dir: &Path,
+    experts_dir: &Path,
     cfg: &ExpertConfig,
-    rows: &dyn SequenceSource,
-    vocab_size: usize,
-    (partition, partition_dir): (&PartitionManifest, &Path),
     expert: usize,
-    out: &Path,
+    budget: StepBudget,
     device: &AB::Device,
-    observer: &mut dyn TrainObserver,
-) -> Result<TrainSummary> {
-    if partition.rows != rows.num_sequences() {
+    progress: &mut dyn Progress,
+) -> Result<RunOutcome> {
+    let rows = TrainingRows::open(data_dir)?;
+    let partition = PartitionManifest::load(partition_dir)?;
+    if partition.data_identity != rows.identity() || partition.rows != rows.reader.len() {
         return Err(ExpertError::Config(format!(
-            "the partition covers {} rows but the training split has {}: wrong dataset?",
+            "the partition {} was made from other training rows ({} rows, identity {}) than the dataset {} ({} rows, identity {})",
+            partition_dir.display(),
             partition.rows,
-            rows.num_sequences()
+            partition.data_identity,
+            data_dir.display(),
+            rows.reader.len(),
+            rows.identity()
         )));
     }
-    let shard = partition.read_rows(partition_dir, expert)?;
-    let model = cfg.model_config(vocab_size)?;
-    let train = cfg.train.clone();
-    let mut trainer = Trainer::<AB>::new(&model, train, expert_dir(out, expert), device)?;
-    Ok(trainer.run(&SubsetSource::new(rows, shard), observer)?)
+    if expert >= partition.experts {
+        return Err(ExpertError::Config(format!(
+            "expert {expert} does not exist: the partition has {} (0..{})",
+            partition.experts, partition.experts
+        )));
+    }
+    let model = cfg.model_config(rows.vocab_size())?;
+    cfg.train.validate()?;
+    let part = partition.read_rows(partition_dir, expert)?;
+    #[derive(Serialize)]
+    struct Settings<'a> {
+        experts: &'a ExpertConfig,
+        expert: usize,
+    }
+    let identity = Identity::new("expert", &Settings { experts: cfg, expert })
+        .input("dataset", rows.identity())
+        .input("tokenizer", rows.tokenizer_hash())
+        .input("partition", partition.fingerprint());
+    let dir = expert_dir(experts_dir, expert);
+    let folder = claim(&dir, &identity, budget)?;
+    write_config(folder.dir(), cfg)?;
+    let source = SubsetSource::new(&rows.reader, part);
+    let summary = train_run::<AB>(&model, cfg.train.clone(), &folder, &source, budget, device, progress)?;
+    Ok(RunOutcome { dir, summary })
 }
 
-/// Train the dense baseline on all of `rows` into `dense_dir(out)`, with the same total tokens
-/// as `experts` experts ([`ExpertConfig::dense_train`]).
+/// Train the dense baseline on all training rows of the dataset in `data_dir`, into
+/// `dense_dir(experts_dir)`, with the same total tokens as `experts` experts
+/// ([`ExpertConfig::dense_train`]).
 pub fn train_dense<AB: AutodiffBackend>(
+    data_dir: &Path,
+    experts_dir: &Path,
     cfg: &ExpertConfig,
-    rows: &dyn SequenceSource,
-    vocab_size: usize,
     experts: usize,
-    out: &Path,
+    budget: StepBudget,
     device: &AB::Device,
-    observer: &mut dyn TrainObserver,
-) -> Result<TrainSummary> {
-    let model = cfg.model_config(vocab_size)?;
+    progress: &mut dyn Progress,
+) -> Result<RunOutcome> {
+    let rows = TrainingRows::open(data_dir)?;
+    let model = cfg.model_config(rows.vocab_size())?;
     let train = cfg.dense_train(experts)?;
-    let mut trainer = Trainer::<AB>::new(&model, train, dense_dir(out), device)?;
-    Ok(trainer.run(rows, observer)?)
+    train.validate()?;
+    #[derive(Serialize)]
+    struct Settings<'a> {
+        experts: &'a ExpertConfig,
+        mixture_experts: usize,
+    }
+    let settings = Settings {
+        experts: cfg,
+        mixture_experts: experts,
+    };
+    let identity = Identity::new("dense", &settings)
+        .input("dataset", rows.identity())
+        .input("tokenizer", rows.tokenizer_hash());
+    let dir = dense_dir(experts_dir);
+    let folder = claim(&dir, &identity, budget)?;
+    write_config(folder.dir(), cfg)?;
+    let summary = train_run::<AB>(&model, train, &folder, &rows.reader, budget, device, progress)?;
+    Ok(RunOutcome { dir, summary })
+}
+
+/// Claim a run folder; with [`StepBudget::Extend`] the recorded settings may differ in the
+/// step budget only.
+fn claim(dir: &Path, identity: &Identity, budget: StepBudget) -> Result<StageFolder> {
+    let policy = match (budget, Identity::read(dir)?) {
+        (StepBudget::Extend, Some(old)) => {
+            let same_but_steps = |id: &Identity| {
+                let mut v = id.settings.clone();
+                v["experts"]["train"]["total_steps"] = serde_json::Value::Null;
+                v
+            };
+            if same_but_steps(&old) != same_but_steps(identity) {
+                return Err(ExpertError::Config(format!(
+                    "{}: --extend changes only the step budget; other settings differ from the run's",
+                    dir.display()
+                )));
+            }
+            SettingsPolicy::Update
+        }
+        _ => SettingsPolicy::Same,
+    };
+    Ok(StageFolder::claim(dir, identity, &LEGACY_FILES, policy)?)
+}
+
+fn train_run<AB: AutodiffBackend>(
+    model: &LmConfig,
+    train: TrainConfig,
+    folder: &StageFolder,
+    source: &dyn SequenceSource,
+    budget: StepBudget,
+    device: &AB::Device,
+    progress: &mut dyn Progress,
+) -> Result<TrainSummary> {
+    let mut trainer = match budget {
+        StepBudget::Fixed => Trainer::<AB>::new(model, train, folder.dir(), device)?,
+        StepBudget::Extend => Trainer::<AB>::new_extended(model, train, folder.dir(), device)?,
+    };
+    let mut observer = ProgressObserver::new(progress);
+    Ok(trainer.run(source, &mut observer)?)
+}
+
+/// The effective `[experts]` settings beside the run.
+fn write_config(dir: &Path, cfg: &ExpertConfig) -> Result<()> {
+    #[derive(Serialize)]
+    struct ExpertsOnly<'a> {
+        experts: &'a ExpertConfig,
+    }
+    let text = toml::to_string_pretty(&ExpertsOnly { experts: cfg }).expect("config serialises");
+    write_file(&dir.join("config.toml"), text.as_bytes())?;
+    Ok(())
 }

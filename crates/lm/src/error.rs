@@ -121,6 +121,9 @@ pub enum LmError {
     /// A data source that does not fit the run (too short rows, no sequences, bad ids).
     #[error("data error: {0}")]
     Data(String),
+    /// An error of the shared stage plumbing (crash-safe writes, temporary folders).
+    #[error(transparent)]
+    Stage(#[from] smalltalk_stage::StageError),
 }
 
 /// Shorthand for `Result<T, LmError>`.
@@ -132,6 +135,15 @@ impl LmError {
         LmError::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// A stage-plumbing error as an `LmError`: I/O failures become [`LmError::Io`] (naming the
+    /// file), anything else [`LmError::Stage`].
+    pub fn from_stage(error: smalltalk_stage::StageError) -> Self {
+        match error {
+            smalltalk_stage::StageError::Io { path, source } => LmError::Io { path, source },
+            other => LmError::Stage(other),
         }
     }
 }

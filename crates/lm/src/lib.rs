@@ -10,8 +10,10 @@
 //! - [`score_prefix`] / [`token_logprobs`]: `log p(x_1..x_M)` per sequence (the routing score)
 //!   and per-token log-probs (perplexity), without autodiff and in bounded memory.
 //! - [`train`]: [`TrainConfig`], [`Trainer`] (AdamW, global-norm clipping, warm-up + cosine or
-//!   constant LR, gradient accumulation, seekable shuffling, atomic checkpoints, bit-exact
-//!   resume on CPU), the [`SequenceSource`] data trait and observers (progress bar, JSONL).
+//!   constant LR, gradient accumulation, seekable shuffling, atomic and byte-reproducible
+//!   checkpoints, bit-exact resume on CPU, stop requests, explicit budget extension), the
+//!   [`SequenceSource`] data trait and observers ([`ProgressObserver`] forwarding to a
+//!   `smalltalk_stage::Progress`, JSONL metrics).
 //! - [`fused`]: ops fused for CPU speed behind one backend extension ([`LmBackend`]): the LM
 //!   head + cross-entropy (a chunked gemm kernel that never builds `[N, vocab]` logits) and
 //!   causal attention with RoPE (per-head kernels, FlashAttention-2 backward, no `[seq, seq]`
@@ -23,9 +25,10 @@
 //! Dependencies: `burn` 0.21 (generic `B: Backend`; CPU `flex` by default, `cuda` / `wgpu` as
 //! features), `gemm` + `rayon` (with `flex`: the fused kernels), `safetensors` for weight
 //! files, `serde`/`serde_json`/`toml` for configs,
-//! `xxhash-rust` for checksums and seeding, `indicatif` for the optional progress bar, and
-//! `smalltalk-data`: training reads rows only through [`SequenceSource`], which
-//! `smalltalk_data::SequenceReader` (a split of a dataset folder) implements.
+//! `xxhash-rust` for checksums and seeding, `smalltalk-stage` for crash-safe writes, progress
+//! reporting and the process-wide stop request, and `smalltalk-data`: training reads rows only
+//! through [`SequenceSource`], which `smalltalk_data::SequenceReader` (a split of a dataset
+//! folder) implements. Nothing here draws on the terminal.
 //!
 //! Numerics: parameters and optimizer state are f32. Compute is f32 by default; with
 //! [`Precision::Bf16`] (for GPU backends) the matrix products and attention run in bf16 while
@@ -35,7 +38,6 @@
 /// The burn version this crate is built on, re-exported so dependents use the same one.
 pub use burn;
 
-pub mod atomic;
 pub mod attention;
 pub mod backend;
 pub mod block;
@@ -65,7 +67,7 @@ pub use precision::Precision;
 pub use sample::{generate, sample_logits, SamplingOptions};
 pub use score::{score_prefix, token_logprobs, ScoreOptions};
 pub use train::{
-    Checkpoint, JsonlMetrics, NoopObserver, ProgressBarObserver, SequenceSource, StepMetrics,
+    Checkpoint, JsonlMetrics, NoopObserver, ProgressObserver, SequenceSource, StepMetrics,
     SubsetSource, TrainConfig, TrainObserver, Trainer, VecSource,
 };
 pub use weights::HostTensor;

@@ -29,8 +29,7 @@ impl<B: Backend> Linear<B> {
         }
     }
 
-    /// Apply to a flattened batch `[N, d_in] → [N, d_out]` (one 2-D gemm; see ENGINEERING §9.3
-    /// for why inputs are flattened first). Input and weight are cast to the compute dtype of
+    /// Apply to a flattened batch `[N, d_in] → [N, d_out]` (one 2-D gemm over all `N` rows). Input and weight are cast to the compute dtype of
     /// `precision`, which is the dtype of the output.
     pub fn forward(&self, x: Tensor<B, 2>, precision: Precision) -> Tensor<B, 2> {
         let w = precision.compute(self.weight.val());

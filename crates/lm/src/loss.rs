@@ -1,7 +1,7 @@
 //! Next-token log-probabilities and the training loss, from flattened logits.
 //!
 //! Both use `log p(t) = x_t − logsumexp(x)` with the row max detached, which skips the
-//! `[N, vocab]`-sized subtraction of a full `log_softmax` (ENGINEERING §9.3) and gives the same
+//! `[N, vocab]`-sized subtraction of a full `log_softmax` and gives the same
 //! gradient (softmax minus one-hot).
 
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};

@@ -36,7 +36,7 @@ impl Default for ScoreOptions {
 }
 
 /// The routing score `log p(x_1..x_M) = Σ_{s=1}^{M-1} log p(x_{s+1} | x_{1..s})` of each row
-/// (SPEC §2, Eq 9): the sum of the `M − 1` next-token log-probs of the first `M` tokens. The
+/// (the paper's routing score, "No Need to Talk", Filippova et al. 2025): the sum of the `M − 1` next-token log-probs of the first `M` tokens. The
 /// first token itself is not scored. Rows are `tokens[r·row_len .. (r+1)·row_len]`; `M =
 /// prefix_len ≤ row_len`. Sums are accumulated in f64 and returned one per row (`M < 2` gives
 /// 0). Pad targets ([`ScoreOptions::pad_id`]) are skipped.

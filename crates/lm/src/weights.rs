@@ -5,19 +5,22 @@
 //! little-endian, plus metadata: the model config as JSON under [`CONFIG_KEY`] and an xxh3
 //! checksum of every tensor's bytes under `xxh3.<name>`, so bit flips in the data (which the
 //! safetensors header cannot see) are caught on load. Files without checksums (written by other
-//! tools) load without that check. Writes are atomic ([`crate::atomic`]).
+//! tools) load without that check. Writes are atomic (`smalltalk_stage::atomic`) and
+//! byte-reproducible: equal weights give byte-equal files (sorted header keys).
 
-use std::collections::{BTreeMap, HashMap};
+mod file;
+
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
-use safetensors::{Dtype, SafeTensors};
 
-use crate::atomic::write_atomic;
 use crate::config::LmConfig;
 use crate::error::{LmError, Result};
 use crate::model::Lm;
+
+pub(crate) use file::{read_safetensors, write_bytes, write_safetensors};
 
 /// Metadata key holding the model config (JSON) in a weights file.
 pub const CONFIG_KEY: &str = "smalltalk_lm.config";
@@ -45,103 +48,6 @@ impl HostTensor {
         let data = TensorData::new(self.values, self.shape);
         Tensor::from_data(data, (&like.device(), like.dtype()))
     }
-}
-
-/// Write named tensors (plus string metadata) as a safetensors file, atomically.
-pub(crate) fn write_safetensors(
-    path: &Path,
-    tensors: &[(String, HostTensor)],
-    mut metadata: HashMap<String, String>,
-) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, t)| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let mut views = Vec::with_capacity(tensors.len());
-    for ((name, t), b) in tensors.iter().zip(&bytes) {
-        metadata.insert(
-            format!("xxh3.{name}"),
-            format!("{:016x}", xxhash_rust::xxh3::xxh3_64(b)),
-        );
-        let view =
-            safetensors::tensor::TensorView::new(Dtype::F32, t.shape.clone(), b).map_err(|e| {
-                LmError::CorruptFile {
-                    path: path.into(),
-                    message: e.to_string(),
-                }
-            })?;
-        views.push((name.clone(), view));
-    }
-    write_atomic(path, |tmp| {
-        safetensors::serialize_to_file(views, Some(metadata), tmp).map_err(|e| {
-            LmError::CorruptFile {
-                path: tmp.into(),
-                message: e.to_string(),
-            }
-        })
-    })
-}
-
-/// Read every tensor of a safetensors file (verifying checksums when present) and its metadata.
-pub(crate) fn read_safetensors(
-    path: &Path,
-) -> Result<(BTreeMap<String, HostTensor>, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|e| LmError::io(path, e))?;
-    let corrupt = |message: String| LmError::CorruptFile {
-        path: path.into(),
-        message,
-    };
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let metadata = header.metadata().clone().unwrap_or_default();
-    let mut out = BTreeMap::new();
-    for (name, view) in file.tensors() {
-        if let Some(expected) = metadata.get(&format!("xxh3.{name}")) {
-            if *expected != format!("{:016x}", xxhash_rust::xxh3::xxh3_64(view.data())) {
-                return Err(LmError::ChecksumMismatch {
-                    path: path.into(),
-                    name,
-                });
-            }
-        }
-        let values =
-            decode(view.dtype(), view.data()).ok_or_else(|| LmError::UnsupportedDtype {
-                path: path.into(),
-                name: name.clone(),
-                dtype: format!("{:?}", view.dtype()),
-            })?;
-        out.insert(
-            name,
-            HostTensor {
-                shape: view.shape().to_vec(),
-                values,
-            },
-        );
-    }
-    Ok((out, metadata))
-}
-
-fn decode(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
-    use burn::tensor::{bf16, f16};
-    Some(match dtype {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-        Dtype::F64 => data
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        _ => return None,
-    })
 }
 
 /// Collects `(path, tensor)` for every float parameter of a module.
@@ -264,7 +170,7 @@ impl<B: Backend> Lm<B> {
             path: path.into(),
             source: e,
         })?;
-        let metadata = HashMap::from([(CONFIG_KEY.to_string(), config)]);
+        let metadata = BTreeMap::from([(CONFIG_KEY.to_string(), config)]);
         write_safetensors(path, &self.named_tensors(), metadata)
     }
 

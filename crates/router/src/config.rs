@@ -5,7 +5,7 @@ use smalltalk_lm::{LmConfig, TrainConfig};
 
 use crate::error::{Result, RouterError};
 
-/// Everything that controls router training by hard EM (SPEC §3). Every field has a default
+/// Everything that controls router training by hard EM (paper §2.2). Every field has a default
 /// (the paper's values, scaled where it depends on E), so a TOML table may name only what it
 /// changes. Effective values are written into the run directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -18,7 +18,7 @@ pub struct EmConfig {
     /// Overrides of the preset's fields (e.g. `vocab_size`, which must match the tokenizer).
     pub model: toml::Table,
     /// Routing prefix M in tokens: routers train on, and score, the first M tokens of each
-    /// row (SPEC Eq 9; paper 256). Capped by nothing: must be ≤ the dataset's row length.
+    /// row (paper Eq. 9; 256 in the paper). Capped by nothing: must be ≤ the dataset's row length.
     pub prefix_len: usize,
     /// EM iterations T (paper ≈ 94).
     pub iterations: usize,
@@ -107,12 +107,14 @@ impl EmConfig {
 
     /// Router `e`'s training config: `T × K` steps on the first M tokens of its rows, seeded
     /// with `seed + e` (distinct inits break the symmetry of the random start), checkpointed
-    /// at the end of every iteration by EM itself.
+    /// at the end of every iteration by EM itself, keeping at least two checkpoints (the
+    /// committed iteration's survives while the next one is written).
     pub fn router_train(&self, e: usize) -> TrainConfig {
         TrainConfig {
             total_steps: self.iterations * self.steps_per_iteration,
             prefix_len: Some(self.prefix_len),
             checkpoint_every: 0,
+            keep_checkpoints: self.train.keep_checkpoints.max(2),
             seed: self.seed.wrapping_add(e as u64),
             ..self.train.clone()
         }

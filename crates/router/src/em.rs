@@ -1,17 +1,22 @@
-//! Hard EM over E router LMs (SPEC §3, Alg 1): random equal split of a first chunk; per
-//! iteration train each router for K steps on the M-token prefixes of its part (M-step), score
-//! a fresh chunk with every router and reassign it with the balanced assignment (E-step).
+//! Hard EM over E router LMs (paper §2.2, Algorithm 1): random equal split of a first chunk;
+//! per iteration train each router for K steps on the M-token prefixes of its part (M-step),
+//! score a fresh chunk with every router and reassign it with the balanced assignment
+//! (E-step).
 //!
 //! Files under the routers directory:
 //! - `router-NN/` — each router's training run (checkpoints, `metrics.jsonl`), see
 //!   `smalltalk_lm::Trainer`; a checkpoint is written at the end of every iteration.
-//! - `em/state.json` — [`EmState`], written after every iteration once all routers saved.
 //! - `em/metrics.jsonl` — one [`IterationMetrics`] per completed iteration.
+//! - `em/state.json` — [`EmState`]: the commit point of an iteration, written after every
+//!   router saved its checkpoint and after the metrics line.
 //! - `routers.json` — [`RoutersManifest`], written when the last iteration is done.
 //!
-//! Rerunning the same call resumes from the last completed iteration (routers continue with
-//! their weights, optimizer state and step count) and gives the same result as an
-//! uninterrupted run on CPU; a finished run returns at once.
+//! An iteration is committed as a whole: on a rerun, router checkpoints newer than the
+//! committed iteration and metrics lines beyond it are discarded, so a kill at any instant
+//! leaves either the previous iteration or the next one, and the resumed run ends bit-identical
+//! to an uninterrupted one on CPU. A finished run returns at once. A stop request
+//! (`smalltalk_stage::stop`) ends the call after the current router step without committing
+//! the partial iteration.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -19,16 +24,20 @@ use std::time::Instant;
 
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
 use smalltalk_lm::train::{Sampler, SamplerPosition};
-use smalltalk_lm::{SequenceSource, StepMetrics, SubsetSource, TrainObserver, Trainer};
+use smalltalk_lm::{
+    Checkpoint, SequenceSource, StepMetrics, SubsetSource, TrainObserver, Trainer,
+};
 use smalltalk_partition::{
     argmax_assign, balanced_assign, equal_capacities, random_balanced_assign, shard_sizes,
     ScoreMatrix,
 };
+use smalltalk_routing::{best_nll_sum, domain_mix, purity, DomainLabels};
+use smalltalk_stage::Progress;
 
 use crate::config::EmConfig;
 use crate::error::{Result, RouterError};
 use crate::manifest::RoutersManifest;
-use crate::metrics::{best_nll_sum, domain_mix, purity, DomainLabels, IterationMetrics};
+use crate::metrics::IterationMetrics;
 use crate::scoring::score_rows;
 use crate::state::{EmState, STATE_FORMAT, UNASSIGNED};
 
@@ -43,23 +52,7 @@ pub struct EmData<'a> {
     pub identity: String,
 }
 
-/// Progress callbacks of [`train_routers`] (all optional).
-pub trait EmObserver {
-    /// EM starts with `done` of `total` iterations already completed.
-    fn on_start(&mut self, _done: usize, _total: usize) {}
-    /// Router `router` finished an optimizer step in iteration `iteration` (from 1).
-    fn on_router_step(&mut self, _iteration: usize, _router: usize, _m: &StepMetrics) {}
-    /// The E-step of `iteration` has scored `done` of `total` (row, router) pairs.
-    fn on_scoring(&mut self, _iteration: usize, _done: usize, _total: usize) {}
-    /// An iteration completed and was saved.
-    fn on_iteration(&mut self, _m: &IterationMetrics) {}
-}
-
-/// An [`EmObserver`] that ignores everything.
-pub struct NoEmObserver;
-impl EmObserver for NoEmObserver {}
-
-/// What a call to [`train_routers`] did.
+/// What a call to [`run_em`] did.
 #[derive(Debug, Clone)]
 pub struct EmSummary {
     /// Iterations completed before this call.
@@ -68,8 +61,11 @@ pub struct EmSummary {
     pub iterations_done: usize,
     /// Metrics of every completed iteration (including earlier calls').
     pub metrics: Vec<IterationMetrics>,
-    /// The manifest of the finished routers.
-    pub manifest: RoutersManifest,
+    /// The manifest of the finished routers (`None` when a stop request ended the call
+    /// early).
+    pub manifest: Option<RoutersManifest>,
+    /// Whether a stop request ended the call before the last iteration.
+    pub stopped: bool,
 }
 
 /// Rows of chunk `i`: consecutive slices of seeded epoch permutations of the `n` training
@@ -116,7 +112,19 @@ fn save_metrics(dir: &Path, metrics: &[IterationMetrics]) -> Result<()> {
         text.push_str(&serde_json::to_string(m).expect("metrics serialise"));
         text.push('\n');
     }
-    smalltalk_data::atomic::write_file(&metrics_path(dir), text.as_bytes())?;
+    smalltalk_stage::atomic::write_file(&metrics_path(dir), text.as_bytes())?;
+    Ok(())
+}
+
+/// Roll router `e` back to the committed step: remove its newer checkpoints (written by an
+/// iteration that was interrupted before `em/state.json` recorded it).
+fn discard_uncommitted(dir: &Path, e: usize, committed_step: usize) -> Result<()> {
+    let ckpts = router_dir(dir, e).join("checkpoints");
+    for (step, path) in Checkpoint::list(&ckpts)? {
+        if step > committed_step {
+            std::fs::remove_dir_all(&path).map_err(|err| RouterError::io(&path, err))?;
+        }
+    }
     Ok(())
 }
 
@@ -131,11 +139,13 @@ fn fingerprint(cfg: &EmConfig, data: &EmData<'_>) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
 }
 
-/// Passes router steps to the EM observer and averages the losses.
+/// Reports router steps as progress and averages the losses.
 struct StepRelay<'a> {
-    observer: &'a mut dyn EmObserver,
+    progress: &'a mut dyn Progress,
     iteration: usize,
     router: usize,
+    experts: usize,
+    k: usize,
     loss_sum: f64,
     steps: usize,
 }
@@ -144,19 +154,30 @@ impl TrainObserver for StepRelay<'_> {
     fn on_step(&mut self, m: &StepMetrics) -> ControlFlow<()> {
         self.loss_sum += m.loss;
         self.steps += 1;
-        self.observer.on_router_step(self.iteration, self.router, m);
+        let within = m.step - (self.iteration - 1) * self.k;
+        let done = ((self.iteration - 1) * self.experts + self.router) * self.k + within;
+        self.progress.update(
+            done as u64,
+            &format!(
+                "iteration {}, router {}: loss {:.3}, {:.0} tok/s",
+                self.iteration, self.router, m.loss, m.tokens_per_s
+            ),
+        );
         ControlFlow::Continue(())
     }
 }
 
 /// Train `cfg.experts` routers by hard EM on `data` in `dir` (see the module docs), resuming
-/// from whatever an earlier call completed.
-pub fn train_routers<AB: AutodiffBackend>(
+/// from whatever an earlier call committed. Progress counts router steps (E × K per
+/// iteration); every iteration is also reported as a note and a JSON record. Most callers
+/// want the stage, [`crate::train_routers`], which also writes the folder's config, tokenizer
+/// and identity.
+pub fn run_em<AB: AutodiffBackend>(
     cfg: &EmConfig,
     data: &EmData<'_>,
     dir: &Path,
     device: &AB::Device,
-    observer: &mut dyn EmObserver,
+    progress: &mut dyn Progress,
 ) -> Result<EmSummary> {
     let source = data.source;
     cfg.validate(source.row_len())?;
@@ -193,20 +214,30 @@ pub fn train_routers<AB: AutodiffBackend>(
     };
     let resumed_from = state.iterations_done;
     let mut metrics = load_metrics(dir, resumed_from)?;
-    observer.on_start(resumed_from, cfg.iterations);
+    let k = cfg.steps_per_iteration;
     if resumed_from >= cfg.iterations {
-        let manifest = RoutersManifest::load(dir)?;
+        let manifest = match RoutersManifest::load(dir) {
+            Ok(m) => m,
+            // Killed after the last commit but before the manifest: write it now.
+            Err(_) => {
+                let trainers = open_trainers::<AB>(cfg, dir, resumed_from * k, device)?;
+                let m = RoutersManifest::new(cfg, model_cfg, &trainers, fp);
+                m.save(dir)?;
+                m
+            }
+        };
         return Ok(EmSummary {
             resumed_from,
             iterations_done: resumed_from,
             metrics,
-            manifest,
+            manifest: Some(manifest),
+            stopped: false,
         });
     }
-    let mut trainers = (0..experts)
-        .map(|e| Trainer::<AB>::new(&model_cfg, cfg.router_train(e), router_dir(dir, e), device))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let k = cfg.steps_per_iteration;
+    save_metrics(dir, &metrics)?;
+    let mut trainers = open_trainers::<AB>(cfg, dir, resumed_from * k, device)?;
+    let total_steps = (cfg.iterations * experts * k) as u64;
+    progress.start("routers", (resumed_from * experts * k) as u64, total_steps);
     for i in state.iterations_done..cfg.iterations {
         let started = Instant::now();
         let rows = chunk_rows(cfg.seed, n_rows, chunk, i);
@@ -223,17 +254,27 @@ pub fn train_routers<AB: AutodiffBackend>(
                 trainer.start_new_data();
             }
             let mut relay = StepRelay {
-                observer: &mut *observer,
+                progress: &mut *progress,
                 iteration: i + 1,
                 router: e,
+                experts,
+                k,
                 loss_sum: 0.0,
                 steps: 0,
             };
-            trainer.run_until((i + 1) * k, &SubsetSource::new(source, part), &mut relay)?;
-            train_loss.push(match relay.steps {
-                0 => f64::NAN,
-                s => relay.loss_sum / s as f64,
-            });
+            let run = trainer.run_until((i + 1) * k, &SubsetSource::new(source, part), &mut relay)?;
+            if run.stopped || trainer.step() != (i + 1) * k {
+                // A stop request: leave the iteration uncommitted (a rerun redoes it).
+                progress.finish();
+                return Ok(EmSummary {
+                    resumed_from,
+                    iterations_done: state.iterations_done,
+                    metrics,
+                    manifest: None,
+                    stopped: true,
+                });
+            }
+            train_loss.push(relay.loss_sum / relay.steps.max(1) as f64);
         }
         // E-step on a fresh chunk.
         let next_rows = chunk_rows(cfg.seed, n_rows, chunk, i + 1);
@@ -245,7 +286,10 @@ pub fn train_routers<AB: AutodiffBackend>(
             &next_rows,
             cfg.prefix_len,
             cfg.score_batch,
-            |done, total| observer.on_scoring(i + 1, done, total),
+            |done, total| {
+                let at = ((i + 1) * experts * k) as u64;
+                progress.update(at, &format!("iteration {}: scoring {done}/{total}", i + 1))
+            },
         )?;
         let matrix = ScoreMatrix::new(&scores, experts)?;
         let next = balanced_assign(&matrix, &equal_capacities(next_rows.len(), experts))?;
@@ -261,16 +305,64 @@ pub fn train_routers<AB: AutodiffBackend>(
         state.iterations_done = i + 1;
         state.assignment = next.iter().map(|&e| e as u16).collect();
         state.save(dir)?;
-        observer.on_iteration(&m);
+        progress.note(&iteration_line(&m));
+        progress.record(&serde_json::to_value(&m).expect("metrics serialise"));
     }
+    progress.finish();
     let manifest = RoutersManifest::new(cfg, model_cfg, &trainers, fp);
     manifest.save(dir)?;
     Ok(EmSummary {
         resumed_from,
         iterations_done: state.iterations_done,
         metrics,
-        manifest,
+        manifest: Some(manifest),
+        stopped: false,
     })
+}
+
+/// The E routers' trainers, rolled back to the committed step `committed_step`.
+fn open_trainers<AB: AutodiffBackend>(
+    cfg: &EmConfig,
+    dir: &Path,
+    committed_step: usize,
+    device: &AB::Device,
+) -> Result<Vec<Trainer<AB>>> {
+    let model_cfg = cfg.model_config()?;
+    (0..cfg.experts)
+        .map(|e| {
+            discard_uncommitted(dir, e, committed_step)?;
+            let t = Trainer::<AB>::new(&model_cfg, cfg.router_train(e), router_dir(dir, e), device)?;
+            if t.step() != committed_step {
+                return Err(RouterError::state(
+                    router_dir(dir, e).join("checkpoints"),
+                    format!(
+                        "router {e} has no checkpoint at the committed step {committed_step} (it is at {})",
+                        t.step()
+                    ),
+                ));
+            }
+            Ok(t)
+        })
+        .collect()
+}
+
+/// One line per iteration for people.
+fn iteration_line(m: &IterationMetrics) -> String {
+    let list = |v: &[f64], digits: usize| {
+        v.iter()
+            .map(|x| format!("{x:.digits$}"))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    format!(
+        "iteration {:>3}: train loss {}  best prefix NLL {:.3}  argmax load {}  changed {}  purity {}",
+        m.iteration,
+        list(&m.train_loss, 3),
+        m.mean_best_nll,
+        list(&m.argmax_load, 2),
+        m.changed_fraction.map_or("-".into(), |c| format!("{c:.3}")),
+        m.purity.map_or("-".into(), |p| format!("{p:.3}")),
+    )
 }
 
 /// The E-step's metrics for chunk `rows` assigned `next` after iteration `i` (0-based);
@@ -305,7 +397,7 @@ fn iteration_metrics(
         router_steps: 0,
         train_loss: vec![],
         scored: rows.len(),
-        shard_sizes: shard_sizes(next, experts)?,
+        part_sizes: shard_sizes(next, experts)?,
         argmax_load: argmax_sizes
             .iter()
             .map(|&s| s as f64 / rows.len() as f64)

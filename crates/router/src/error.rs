@@ -8,12 +8,18 @@ pub enum RouterError {
     /// A setting is invalid (the message names the key).
     #[error("invalid router config: {0}")]
     Config(String),
+    /// A stage folder could not be claimed or written (lock, ownership, identity, I/O).
+    #[error(transparent)]
+    Stage(#[from] smalltalk_stage::StageError),
     /// The model, trainer or scoring failed.
     #[error(transparent)]
     Lm(#[from] smalltalk_lm::LmError),
     /// The dataset could not be read.
     #[error(transparent)]
     Data(#[from] smalltalk_data::DataError),
+    /// Routing or the training rows failed.
+    #[error(transparent)]
+    Routing(#[from] smalltalk_routing::RoutingError),
     /// The assignment failed.
     #[error(transparent)]
     Partition(#[from] smalltalk_partition::PartitionError),

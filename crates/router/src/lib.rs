@@ -1,15 +1,22 @@
 //! # smalltalk-router
 //!
-//! The E small router LMs of SmallTalk and their hard-EM training (SPEC §3): start from a
-//! random equal split, train each router on the M-token prefixes of its part, score a fresh
-//! chunk with every router, reassign it with the balanced assignment of
-//! `smalltalk-partition`, repeat ([`train_routers`]). Then split a whole training split into
-//! E expert shards with the frozen routers ([`partition_split`]), and route single texts
-//! ([`RouterSet`], [`score_rows`]).
+//! The E small router LMs of SmallTalk and their hard-EM training (paper §2.2, Algorithm 1):
+//! start from a random equal split, train each router on the M-token prefixes of its part,
+//! score a fresh chunk with every router, reassign it with the balanced assignment of
+//! `smalltalk-partition`, repeat.
 //!
-//! Depends on `smalltalk-data` (dataset rows, atomic writes), `smalltalk-lm` (the decoder,
-//! trainer and prefix scoring) and `smalltalk-partition` (assignments). Generic over burn
-//! backends: training takes an `AutodiffBackend`, scoring any `Backend`.
+//! - [`train_routers`]: the routers stage — reads a dataset folder, writes a complete routers
+//!   folder (effective `config.toml`, the tokenizer, every router's checkpoints, the EM state
+//!   and metrics, `routers.json`); resumable, one writer at a time.
+//! - [`run_em`]: the EM loop itself on any row source (what the stage calls).
+//! - [`RouterSet`]: the trained routers of a folder, loaded for scoring; it is a
+//!   `smalltalk_routing::PrefixScorer`, so partitioning, evaluation and generation route
+//!   through `smalltalk_routing::route`.
+//!
+//! Depends on `smalltalk-data`, `smalltalk-lm` (the decoder, trainer and prefix scoring),
+//! `smalltalk-partition` (assignments), `smalltalk-routing` (the scorer trait and domain
+//! metrics) and `smalltalk-stage`. Generic over burn backends: training takes an
+//! `AutodiffBackend`, scoring any `Backend`.
 
 pub mod config;
 pub mod em;
@@ -17,13 +24,13 @@ pub mod error;
 pub mod manifest;
 pub mod metrics;
 pub mod scoring;
-pub mod shards;
+pub mod stage;
 pub mod state;
 
 pub use config::EmConfig;
-pub use em::{train_routers, EmData, EmObserver, EmSummary, NoEmObserver};
+pub use em::{run_em, EmData, EmSummary};
 pub use error::{Result, RouterError};
 pub use manifest::{RouterSet, RoutersManifest};
-pub use metrics::{DomainLabels, IterationMetrics};
+pub use metrics::IterationMetrics;
 pub use scoring::score_rows;
-pub use shards::{partition_split, PartitionManifest, PartitionSettings};
+pub use stage::train_routers;

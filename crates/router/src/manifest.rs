@@ -1,5 +1,5 @@
-//! `routers.json`: the finished routers of an EM run, what the partition stage and routing
-//! read.
+//! `routers.json`: the finished routers of an EM run; [`RouterSet`]: those routers loaded for
+//! scoring, the `PrefixScorer` that partitioning, evaluation and generation route with.
 
 use std::path::{Path, PathBuf};
 
@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 use smalltalk_lm::burn::tensor::backend::{AutodiffBackend, Backend};
 use smalltalk_lm::{Checkpoint, Lm, LmConfig, Trainer};
 
+use smalltalk_routing::{PrefixScorer, ScorerError};
+
 use crate::config::EmConfig;
 use crate::em::router_dir;
+use crate::scoring::score_prefixes;
 use crate::error::{Result, RouterError};
 
 /// Version of the manifest layout.
@@ -86,10 +89,13 @@ impl RoutersManifest {
     /// Write `dir/routers.json` atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("manifest serialises");
-        smalltalk_data::atomic::write_file(&Self::path(dir), &json)?;
+        smalltalk_stage::atomic::write_file(&Self::path(dir), &json)?;
         Ok(())
     }
 }
+
+/// The tokenizer copy in a routers folder.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// The E trained routers, loaded for scoring (no autodiff).
 pub struct RouterSet<B: Backend> {
@@ -97,12 +103,23 @@ pub struct RouterSet<B: Backend> {
     pub manifest: RoutersManifest,
     /// Router `e` is `models[e]`.
     pub models: Vec<Lm<B>>,
+    /// Checksum of the folder's `tokenizer.json` (the ids the routers read).
+    pub tokenizer_hash: String,
 }
 
 impl<B: Backend> RouterSet<B> {
-    /// Load the routers of a finished EM directory (checks each router's checkpoint step).
+    /// Load the routers of a finished routers folder (checks each router's checkpoint step
+    /// and that the folder holds its tokenizer).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
         let manifest = RoutersManifest::load(dir)?;
+        let tokenizer = dir.join(TOKENIZER_FILE);
+        if !tokenizer.exists() {
+            return Err(RouterError::state(
+                &tokenizer,
+                "missing: a routers folder holds the tokenizer its routers read",
+            ));
+        }
+        let tokenizer_hash = smalltalk_stage::checksum::hash_file(&tokenizer)?;
         let mut models = Vec::with_capacity(manifest.experts);
         for (e, &step) in manifest.steps.iter().enumerate() {
             let ckpts = router_dir(dir, e).join("checkpoints");
@@ -119,7 +136,11 @@ impl<B: Backend> RouterSet<B> {
             }
             models.push(ckpt.load_model::<B>(device)?);
         }
-        Ok(RouterSet { manifest, models })
+        Ok(RouterSet {
+            manifest,
+            models,
+            tokenizer_hash,
+        })
     }
 
     /// Number of routers.
@@ -130,5 +151,32 @@ impl<B: Backend> RouterSet<B> {
     /// The models as a slice of references (for [`crate::score_rows`]).
     pub fn model_refs(&self) -> Vec<&Lm<B>> {
         self.models.iter().collect()
+    }
+}
+
+impl<B: Backend> PrefixScorer for RouterSet<B> {
+    fn experts(&self) -> usize {
+        self.models.len()
+    }
+
+    fn trained_prefix(&self) -> usize {
+        self.manifest.prefix_len
+    }
+
+    fn fingerprint(&self) -> String {
+        self.manifest.fingerprint.clone()
+    }
+
+    fn tokenizer_hash(&self) -> String {
+        self.tokenizer_hash.clone()
+    }
+
+    fn score(
+        &self,
+        prefixes: &[u32],
+        prefix_len: usize,
+        pad: Option<u32>,
+    ) -> std::result::Result<Vec<f32>, ScorerError> {
+        Ok(score_prefixes(&self.model_refs(), prefixes, prefix_len, pad)?)
     }
 }

@@ -1,12 +1,12 @@
 //! Scoring rows with several routers: the `[rows, routers]` matrix of prefix log-likelihoods
-//! that the E-step and the partition balance, and routing decisions.
+//! that the E-step balances.
 
 use smalltalk_lm::burn::tensor::backend::Backend;
 use smalltalk_lm::{score_prefix, Lm, ScoreOptions, SequenceSource};
 
 use crate::error::Result;
 
-/// Row-major `[rows.len(), models.len()]` scores `log p(x_1..x_M)` (SPEC Eq 9) of the first
+/// Row-major `[rows.len(), models.len()]` scores `log p(x_1..x_M)` (paper Eq. 9) of the first
 /// `prefix_len` tokens of `rows` of `source` under each model, computed `batch` rows at a
 /// time (memory stays O(batch)). `progress(done, total)` is called after every batch of every
 /// model. Pad targets are skipped (the source's pad id).
@@ -19,10 +19,6 @@ pub fn score_rows<B: Backend>(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<f32>> {
     let experts = models.len();
-    let options = ScoreOptions {
-        pad_id: source.pad_id(),
-        ..ScoreOptions::default()
-    };
     let mut scores = vec![0f32; rows.len() * experts];
     let mut row = vec![0u32; source.row_len()];
     let total = rows.len() * experts;
@@ -37,13 +33,33 @@ pub fn score_rows<B: Backend>(
             source.read_sequence(r, &mut row);
             tokens.extend_from_slice(&row[..prefix_len]);
         }
-        for (e, model) in models.iter().enumerate() {
-            let s = score_prefix(*model, &tokens, prefix_len, prefix_len, &options)?;
-            for (i, v) in s.into_iter().enumerate() {
-                scores[(start + i) * experts + e] = v as f32;
-            }
-            done += chunk.len();
-            progress(done, total);
+        let s = score_prefixes(models, &tokens, prefix_len, source.pad_id())?;
+        scores[start * experts..(start + chunk.len()) * experts].copy_from_slice(&s);
+        done += chunk.len() * experts;
+        progress(done, total);
+    }
+    Ok(scores)
+}
+
+/// Row-major `[n, models.len()]` scores of `n` prefixes of `prefix_len` tokens laid out one
+/// after another in `tokens` (targets equal to `pad` are skipped).
+pub fn score_prefixes<B: Backend>(
+    models: &[&Lm<B>],
+    tokens: &[u32],
+    prefix_len: usize,
+    pad: Option<u32>,
+) -> Result<Vec<f32>> {
+    let experts = models.len();
+    let n = tokens.len() / prefix_len.max(1);
+    let options = ScoreOptions {
+        pad_id: pad,
+        ..ScoreOptions::default()
+    };
+    let mut scores = vec![0f32; n * experts];
+    for (e, model) in models.iter().enumerate() {
+        let s = score_prefix(*model, tokens, prefix_len, prefix_len, &options)?;
+        for (i, v) in s.into_iter().enumerate() {
+            scores[i * experts + e] = v as f32;
         }
     }
     Ok(scores)

@@ -63,7 +63,7 @@ impl EmState {
         let parent = path.parent().expect("state path has a parent");
         std::fs::create_dir_all(parent).map_err(|e| RouterError::io(parent, e))?;
         let json = serde_json::to_vec(self).expect("EM state serialises");
-        smalltalk_data::atomic::write_file(&path, &json)?;
+        smalltalk_stage::atomic::write_file(&path, &json)?;
         Ok(())
     }
 }

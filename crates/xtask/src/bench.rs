@@ -9,7 +9,9 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use crate::util::{build_cli, last_json, min_median, run_capture, workspace_root};
+use smalltalk_stage::stats::min_median;
+
+use crate::util::{build_cli, last_json, run_capture, workspace_root};
 
 /// Benchmarks.
 #[derive(Debug, Subcommand)]

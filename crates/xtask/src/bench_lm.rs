@@ -14,7 +14,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
-use crate::util::{build_cli, last_json, min_median, run_capture, workspace_root};
+use smalltalk_stage::stats::min_median;
+
+use crate::util::{build_cli, last_json, run_capture, workspace_root};
 
 /// One measured case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -17,7 +17,7 @@ use smalltalk_partition::{
     random_balanced_assign, shard_sizes, total_score, ScoreMatrix,
 };
 
-use crate::util::min_median;
+use smalltalk_stage::stats::min_median;
 
 /// `bench partition` options.
 #[derive(Debug, Args)]

@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
+use smalltalk_stage::layout::StageSeconds;
+use smalltalk_stage::RunLayout;
 
 use crate::util::{build_cli, run_shown, workspace_root};
 
@@ -64,8 +66,9 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     println!("expected time on 2 cores with the default config, after the build: about 15 minutes (data 1, routers 4, partition 2, experts + dense 6, eval 1)");
     let bin = build_cli(&features)?;
     std::fs::create_dir_all(&args.out)?;
-    let data_dir = args.out.join("data");
-    let tokenizer = args.out.join("tokenizer.json");
+    let run = RunLayout::new(&args.out);
+    let data_dir = run.data();
+    let tokenizer = run.tokenizer();
     let common = |cmd: &mut Command| {
         cmd.arg("--backend").arg(&args.backend);
     };
@@ -97,8 +100,11 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         .arg("--out")
         .arg(&data_dir);
     run_shown(&mut cmd)?;
-    let routers_dir = args.out.join("routers");
-    let mut times: Vec<(&str, f64)> = vec![("tokenizer + data", t.elapsed().as_secs_f64())];
+    let routers_dir = run.routers();
+    let mut times = vec![StageSeconds {
+        stage: "tokenizer + data".into(),
+        seconds: t.elapsed().as_secs_f64(),
+    }];
     let mut stage =
         |name: &'static str, n: usize, what: &str, build: &dyn Fn(&mut Command)| -> Result<()> {
             let started = Instant::now();
@@ -109,7 +115,10 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             run_shown(&mut cmd)?;
             let secs = started.elapsed().as_secs_f64();
             println!("      {name} took {secs:.1}s");
-            times.push((name, secs));
+            times.push(StageSeconds {
+                stage: name.into(),
+                seconds: secs,
+            });
             Ok(())
         };
     let e = args.experts.to_string();
@@ -120,7 +129,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             .arg(&config);
         cmd.args(["--experts", &e, "--out"]).arg(&routers_dir);
     })?;
-    let partition_dir = args.out.join("partition");
+    let partition_dir = run.partition();
     stage(
         "partition",
         4,
@@ -136,7 +145,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
                 .arg(&partition_dir);
         },
     )?;
-    let experts_dir = args.out.join("experts");
+    let experts_dir = run.experts();
     for i in 0..args.experts {
         let index = i.to_string();
         stage(
@@ -168,7 +177,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             cmd.arg("--out").arg(&experts_dir).args(["--experts", &e]);
         },
     )?;
-    let eval_json = args.out.join("eval.json");
+    let eval_json = run.eval_json();
     if eval_json.exists() {
         println!(
             "[7/8] eval: {} exists, skipped (delete it to evaluate again)",
@@ -196,13 +205,9 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             },
         )?;
     }
-    let seconds: Vec<serde_json::Value> = times
-        .iter()
-        .map(|(n, s)| serde_json::json!({"stage": n, "seconds": s}))
-        .collect();
-    std::fs::write(
-        args.out.join("stage_seconds.json"),
-        serde_json::to_string_pretty(&seconds)?,
+    smalltalk_stage::atomic::write_file(
+        &run.stage_seconds(),
+        serde_json::to_string_pretty(&times)?.as_bytes(),
     )?;
     println!("[8/8] report");
     let mut cmd = Command::new(&bin);
@@ -214,7 +219,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     println!(
         "pipeline done in {:.1}s; report in {}",
         t.elapsed().as_secs_f64(),
-        args.out.join("report.md").display()
+        run.report_md().display()
     );
     Ok(())
 }

@@ -66,16 +66,3 @@ pub fn last_json(stdout: &str) -> Result<serde_json::Value> {
         })
         .context("no JSON object in the command's output")
 }
-
-/// Minimum and median of a sample.
-pub fn min_median(xs: &[f64]) -> (f64, f64) {
-    let mut v = xs.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    (v[0], median)
-}

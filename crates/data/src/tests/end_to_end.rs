@@ -1,5 +1,7 @@
 //! Corpus text → dataset folder → text again, and what a rerun does.
 
+use smalltalk_stage::NoProgress;
+
 use crate::{build_dataset, BuildOutcome, DataError, Dataset, PackingMode, Split, Verify};
 
 use super::{build_sample, listing, read_rows, sample_docs, sample_tokenizer, tiny_settings};
@@ -10,14 +12,7 @@ fn text_round_trips_through_shards_in_doc_start_mode() {
     let settings = tiny_settings(PackingMode::DocStart);
     let (corpus, tok) = sample_tokenizer(dir.path(), &settings);
     let out = dir.path().join("data");
-    let outcome = build_dataset(
-        &[corpus],
-        &tok,
-        &out,
-        &settings,
-        &indicatif::ProgressBar::hidden(),
-    )
-    .unwrap();
+    let outcome = build_dataset(&[corpus], &tok, &out, &settings, &mut NoProgress).unwrap();
     let manifest = outcome.manifest().clone();
     assert!(matches!(outcome, BuildOutcome::Built(_)));
 
@@ -94,16 +89,29 @@ fn rerun_skips_and_other_settings_are_refused() {
     let settings = tiny_settings(PackingMode::Concat);
     let (corpus, tok) = sample_tokenizer(dir.path(), &settings);
     let out = dir.path().join("data");
-    let bar = indicatif::ProgressBar::hidden();
-    let first = build_dataset(std::slice::from_ref(&corpus), &tok, &out, &settings, &bar).unwrap();
+    let first = build_dataset(
+        std::slice::from_ref(&corpus),
+        &tok,
+        &out,
+        &settings,
+        &mut NoProgress,
+    )
+    .unwrap();
     let before = listing(&out);
-    let second = build_dataset(std::slice::from_ref(&corpus), &tok, &out, &settings, &bar).unwrap();
+    let second = build_dataset(
+        std::slice::from_ref(&corpus),
+        &tok,
+        &out,
+        &settings,
+        &mut NoProgress,
+    )
+    .unwrap();
     assert_eq!(second, BuildOutcome::Skipped(first.manifest().clone()));
     assert_eq!(listing(&out), before);
 
     let mut other = settings.clone();
     other.seq_len = 32;
-    let err = build_dataset(&[corpus], &tok, &out, &other, &bar).unwrap_err();
+    let err = build_dataset(&[corpus], &tok, &out, &other, &mut NoProgress).unwrap_err();
     assert!(matches!(err, DataError::Conflict { .. }), "{err}");
     assert_eq!(listing(&out), before);
 }
@@ -198,7 +206,7 @@ fn an_existing_folder_that_is_not_a_dataset_is_never_replaced() {
         &tok,
         &out,
         &settings,
-        &indicatif::ProgressBar::hidden(),
+        &mut NoProgress,
     )
     .unwrap_err();
     assert!(matches!(err, DataError::Conflict { .. }), "{err}");
@@ -208,13 +216,6 @@ fn an_existing_folder_that_is_not_a_dataset_is_never_replaced() {
     );
     // An empty folder is fine to fill.
     std::fs::remove_file(out.join("notes.txt")).unwrap();
-    build_dataset(
-        &[corpus],
-        &tok,
-        &out,
-        &settings,
-        &indicatif::ProgressBar::hidden(),
-    )
-    .unwrap();
+    build_dataset(&[corpus], &tok, &out, &settings, &mut NoProgress).unwrap();
     assert!(out.join("manifest.json").exists());
 }

@@ -1,11 +1,14 @@
 //! Tests of the data stage: exact round trips (proptest), determinism of the split, bad input,
-//! checksums, and skipping a finished build.
+//! checksums, skipping a finished build, and concurrent builders.
 
 mod bad_input;
+mod concurrency;
 mod end_to_end;
 mod roundtrip;
 
 use std::path::{Path, PathBuf};
+
+use smalltalk_stage::NoProgress;
 
 use crate::{CorpusFormat, DataSettings, PackingMode, TextTokenizer};
 
@@ -67,7 +70,8 @@ pub(crate) fn sample_tokenizer(dir: &Path, settings: &DataSettings) -> (PathBuf,
     let docs = sample_docs();
     let refs: Vec<(&str, &str)> = docs.iter().map(|(d, t)| (*d, t.as_str())).collect();
     write_jsonl(&corpus, &refs);
-    let tok = crate::train_tokenizer(std::slice::from_ref(&corpus), settings).unwrap();
+    let tok =
+        crate::train_tokenizer(std::slice::from_ref(&corpus), settings, &mut NoProgress).unwrap();
     (corpus, tok)
 }
 
@@ -86,14 +90,7 @@ pub(crate) fn listing(dir: &Path) -> Vec<String> {
 pub(crate) fn build_sample(dir: &Path, settings: &DataSettings) -> (TextTokenizer, PathBuf) {
     let (corpus, tok) = sample_tokenizer(dir, settings);
     let out = dir.join("data");
-    crate::build_dataset(
-        &[corpus],
-        &tok,
-        &out,
-        settings,
-        &indicatif::ProgressBar::hidden(),
-    )
-    .unwrap();
+    crate::build_dataset(&[corpus], &tok, &out, settings, &mut NoProgress).unwrap();
     (tok, out)
 }
 

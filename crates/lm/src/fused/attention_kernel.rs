@@ -1,4 +1,4 @@
-//! The fused causal attention kernel on f32 slices (used by `Flex`; ENGINEERING §9.6).
+//! The fused causal attention kernel on f32 slices (used by `Flex`).
 //!
 //! Inputs are the flat projections `q`, `k`, `v: [batch·seq, heads·head_dim]` and the RoPE
 //! tables `cos`, `sin: [seq, head_dim]`. Each `(batch, head)` pair is one rayon task that
@@ -38,7 +38,7 @@ impl AttentionInputs<'_> {
     fn check(&self) {
         let s = self.shape;
         let n = s.rows() * s.width();
-        assert!(s.head_dim % 2 == 0, "RoPE needs an even head_dim");
+        assert!(s.head_dim.is_multiple_of(2), "RoPE needs an even head_dim");
         assert_eq!(self.q.len(), n, "q must be [batch·seq, heads·head_dim]");
         assert_eq!(self.k.len(), n, "k must be [batch·seq, heads·head_dim]");
         assert_eq!(self.v.len(), n, "v must be [batch·seq, heads·head_dim]");

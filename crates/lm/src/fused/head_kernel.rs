@@ -1,4 +1,4 @@
-//! The chunked LM-head + cross-entropy kernel on raw f32 slices (ENGINEERING §9.5).
+//! The chunked LM-head + cross-entropy kernel on raw f32 slices.
 //!
 //! For each chunk of `C` rows of `h [N, D]` against the head matrix `E [V, D]`:
 //! `buf = h_c·Eᵀ` (gemm), every row turned into `w·(softmax − onehot)` (rayon, SIMD),

@@ -1,4 +1,4 @@
-//! Fused ops for the hot spots of training and scoring on CPU (ENGINEERING §9): the LM head +
+//! Fused ops for the hot spots of training and scoring on CPU: the LM head +
 //! cross-entropy without an `[N, vocab]` tensor, and causal self-attention with RoPE without
 //! `[batch, heads, seq, seq]` tensors.
 //!

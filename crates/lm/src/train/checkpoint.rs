@@ -6,10 +6,16 @@
 //! - `optimizer.safetensors`: AdamW moments `exp_avg.<param>` / `exp_avg_sq.<param>`, step count,
 //! - `state.json`: [`CheckpointState`] (model and train config, step, sampler position, seed).
 //!
-//! A checkpoint is written into a hidden temporary directory, every file is fsynced, and the
-//! directory is renamed into place and its parent fsynced, so a `step-*` directory is always
-//! complete. The newest one is the one to resume from; older ones beyond `keep_checkpoints`
-//! are deleted after a new one is in place.
+//! A checkpoint is written into a temporary sibling folder (`step-….tmp-<pid>-<n>`, see
+//! `smalltalk_stage::atomic::TempDir`), every file is fsynced, and the folder is renamed into
+//! place and its parent fsynced, so a `step-*` directory is always complete. Folders are
+//! deleted by renaming them to a temporary name first, so a crash mid-delete never leaves a
+//! half-deleted `step-*`. The newest one is the one to resume from; older ones beyond
+//! `keep_checkpoints` are deleted after a new one is in place.
+//!
+//! The files are byte-reproducible: equal weights, optimizer state and run state give
+//! byte-equal files (the safetensors headers are written with sorted keys), so two identical
+//! runs can be compared with `sha256sum`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,16 +23,21 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{sync_parent, sync_path, write_bytes_atomic};
+use smalltalk_stage::atomic::{process_alive, remove_stale_temps, sync_file, sync_parent};
+use smalltalk_stage::atomic::{temp_path, TempDir};
+
 use crate::config::LmConfig;
 use crate::error::{LmError, Result};
 use crate::model::Lm;
 use crate::train::config::TrainConfig;
 use crate::train::optimizer::{AdamW, AdamWConfig};
 use crate::train::sampler::SamplerPosition;
+use crate::weights::write_bytes;
 
-/// Train-config fields that may change between a checkpoint and its resumption.
-pub const RESUMABLE_CHANGES: [&str; 3] = ["total_steps", "checkpoint_every", "keep_checkpoints"];
+/// Train-config fields that may change freely between a checkpoint and its resumption.
+/// `total_steps` is not one of them: it shapes the learning-rate schedule, so a different
+/// value is refused unless the run is extended on purpose (`Trainer::new_extended`).
+pub const RESUMABLE_CHANGES: [&str; 2] = ["checkpoint_every", "keep_checkpoints"];
 
 /// Version of the checkpoint layout.
 pub const CHECKPOINT_FORMAT: u32 = 1;
@@ -82,7 +93,8 @@ fn parse_step_dir(name: &str) -> Option<usize> {
 
 impl Checkpoint {
     /// Write a checkpoint of `model` and `optimizer` under `checkpoints_dir` (created if
-    /// needed), atomically, then delete all but the newest `keep` checkpoints.
+    /// needed), atomically, then delete all but the newest `keep` checkpoints. An existing
+    /// checkpoint of the same step is replaced.
     pub fn save<B: AutodiffBackend>(
         checkpoints_dir: &Path,
         state: &CheckpointState,
@@ -91,31 +103,40 @@ impl Checkpoint {
         keep: usize,
     ) -> Result<Checkpoint> {
         fs::create_dir_all(checkpoints_dir).map_err(|e| LmError::io(checkpoints_dir, e))?;
-        let name = step_dir_name(state.step);
-        let tmp = checkpoints_dir.join(format!(".tmp-{name}-{}", std::process::id()));
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(|e| LmError::io(&tmp, e))?;
-        }
-        fs::create_dir(&tmp).map_err(|e| LmError::io(&tmp, e))?;
-        model.save_safetensors(tmp.join(MODEL_FILE))?;
-        optimizer.save(&tmp.join(OPTIMIZER_FILE))?;
+        let dir = checkpoints_dir.join(step_dir_name(state.step));
+        let temp = TempDir::new(&dir).map_err(LmError::from_stage)?;
+        model.save_safetensors(temp.path().join(MODEL_FILE))?;
+        optimizer.save(&temp.path().join(OPTIMIZER_FILE))?;
         let json = serde_json::to_vec_pretty(state).map_err(|e| LmError::Json {
-            path: tmp.join(STATE_FILE),
+            path: dir.join(STATE_FILE),
             source: e,
         })?;
-        write_bytes_atomic(&tmp.join(STATE_FILE), &json)?;
-        sync_path(&tmp)?;
-        let dir = checkpoints_dir.join(&name);
+        write_bytes(&temp.path().join(STATE_FILE), &json)?;
+        sync_file(temp.path()).map_err(LmError::from_stage)?;
         if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(|e| LmError::io(&dir, e))?;
+            remove_checkpoint_dir(&dir)?;
         }
-        fs::rename(&tmp, &dir).map_err(|e| LmError::io(&dir, e))?;
-        sync_parent(&dir)?;
+        temp.commit().map_err(LmError::from_stage)?;
         Self::prune(checkpoints_dir, keep.max(1))?;
         Ok(Checkpoint {
             dir,
             state: state.clone(),
         })
+    }
+
+    /// Delete every checkpoint under `checkpoints_dir` with a step greater than `step`, newest
+    /// first, so a [`Trainer`](crate::Trainer) created afterwards resumes from the checkpoint
+    /// at `step` (the commit point of, e.g., an EM iteration). The run's `metrics.jsonl` rows
+    /// past `step` are dropped by the next training call. When no checkpoint at `step`
+    /// exists (pruned by `keep_checkpoints`, or `step` 0), the newest one before it is what
+    /// remains.
+    pub fn discard_after(checkpoints_dir: &Path, step: usize) -> Result<()> {
+        for (s, dir) in Self::list(checkpoints_dir)?.into_iter().rev() {
+            if s > step {
+                remove_checkpoint_dir(&dir)?;
+            }
+        }
+        Ok(())
     }
 
     /// Read the checkpoint in `dir` (its `state.json`; tensors are loaded on demand).
@@ -166,23 +187,29 @@ impl Checkpoint {
     fn prune(checkpoints_dir: &Path, keep: usize) -> Result<()> {
         let all = Self::list(checkpoints_dir)?;
         for (_, dir) in all.iter().take(all.len().saturating_sub(keep)) {
-            fs::remove_dir_all(dir).map_err(|e| LmError::io(dir, e))?;
+            remove_checkpoint_dir(dir)?;
         }
-        // Leftovers of writers that crashed mid-checkpoint.
+        // Leftovers of writers that crashed mid-checkpoint (only of processes that are gone).
         for entry in fs::read_dir(checkpoints_dir)
             .map_err(|e| LmError::io(checkpoints_dir, e))?
             .flatten()
         {
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with(".tmp-") {
-                let _ = fs::remove_dir_all(entry.path());
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some((base, _)) = name.split_once(".tmp-") {
+                if !base.is_empty() {
+                    remove_stale_temps(&checkpoints_dir.join(base)).map_err(LmError::from_stage)?;
+                } else if legacy_temp_owner(&name).is_some_and(|pid| !process_alive(pid)) {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
             }
         }
         Ok(())
     }
 
     /// Check that a run with `config` and `train` may resume from this checkpoint: the model
-    /// config must be equal, and so must every train field except [`RESUMABLE_CHANGES`].
+    /// config must be equal, and so must every train field except [`RESUMABLE_CHANGES`]
+    /// (`total_steps` and `schedule_steps` included; see `Trainer::new_extended` for a larger
+    /// budget).
     pub fn check_resumable(&self, config: &LmConfig, train: &TrainConfig) -> Result<()> {
         let mismatch = |message: String| LmError::CheckpointMismatch {
             path: self.dir.clone(),
@@ -194,16 +221,37 @@ impl Checkpoint {
                 self.state.model
             )));
         }
+        let (saved_total, asked_total) = (self.state.train.total_steps, train.total_steps);
+        if saved_total != asked_total {
+            let how = if asked_total > saved_total {
+                "; changing it would reshape the learning-rate schedule mid-run. To train longer \
+                 on the original schedule (its final learning rate holds for the added steps), \
+                 extend the run explicitly (`Trainer::new_extended`), or start a new run folder"
+            } else {
+                "; a run cannot be shortened (use the budget it was started with, or a new run \
+                 folder)"
+            };
+            return Err(mismatch(format!(
+                "total_steps differs: the run was started with total_steps = {saved_total}, this \
+                 run asks for {asked_total}{how}"
+            )));
+        }
         let saved = serde_json::to_value(&self.state.train).expect("serializable");
         let asked = serde_json::to_value(train).expect("serializable");
-        if let (Some(saved), Some(asked)) = (saved.as_object(), asked.as_object()) {
-            for (key, value) in asked {
-                if !RESUMABLE_CHANGES.contains(&key.as_str()) && saved.get(key) != Some(value) {
-                    return Err(mismatch(format!(
-                        "train config field `{key}` differs: checkpoint has {}, this run asks for {value}",
-                        saved.get(key).map_or("nothing".into(), |v| v.to_string())
-                    )));
-                }
+        let empty = serde_json::Map::new();
+        let saved = saved.as_object().unwrap_or(&empty);
+        let asked = asked.as_object().unwrap_or(&empty);
+        let mut keys: Vec<&String> = saved.keys().chain(asked.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let show = |v: Option<&serde_json::Value>| v.map_or("nothing".into(), |v| v.to_string());
+        for key in keys {
+            if !RESUMABLE_CHANGES.contains(&key.as_str()) && saved.get(key) != asked.get(key) {
+                return Err(mismatch(format!(
+                    "train config field `{key}` differs: checkpoint has {}, this run asks for {}",
+                    show(saved.get(key)),
+                    show(asked.get(key))
+                )));
             }
         }
         Ok(())
@@ -232,6 +280,23 @@ impl Checkpoint {
             model,
         )
     }
+}
+
+/// Delete a checkpoint folder: renamed to a temporary name first (atomic), then removed.
+fn remove_checkpoint_dir(dir: &Path) -> Result<()> {
+    let doomed = temp_path(dir);
+    fs::rename(dir, &doomed).map_err(|e| LmError::io(dir, e))?;
+    sync_parent(dir);
+    fs::remove_dir_all(&doomed).map_err(|e| LmError::io(&doomed, e))
+}
+
+/// The process id in a temporary folder name of the previous layout (`.tmp-step-N-<pid>`).
+fn legacy_temp_owner(name: &str) -> Option<u32> {
+    name.strip_prefix(".tmp-step-")?
+        .rsplit('-')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The AdamW hyper-parameters of a training config.

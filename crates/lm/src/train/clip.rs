@@ -1,7 +1,7 @@
 //! Gradient clipping by the *global* L2 norm (PyTorch's `clip_grad_norm_`).
 //!
-//! burn's `GradientClippingConfig::Norm` clips each parameter tensor by its own norm
-//! (ENGINEERING §5), which is not what the paper's "max norm 0.1" means. Here the norm is taken
+//! burn's `GradientClippingConfig::Norm` clips each parameter tensor by its own norm,
+//! which is not what the paper's "max norm 0.1" means. Here the norm is taken
 //! over all gradients together, and all of them are scaled by the same factor.
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};

@@ -9,28 +9,37 @@ use crate::precision::Precision;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LrSchedule {
-    /// Stay at the peak (routers: only relative scores matter, SPEC §3).
+    /// Stay at the peak (routers: only the relative scores of the routers matter).
     Constant,
-    /// Half-cosine from the peak to `final_lr_ratio · lr` at `total_steps` (experts).
+    /// Half-cosine from the peak to `final_lr_ratio · lr` at the end of the schedule
+    /// (`schedule_steps`, by default `total_steps`; experts).
     Cosine,
 }
 
 /// Everything that controls a training run except the model shape and the data. Every field
-/// has a default (the paper's expert recipe, SPEC §6), so a TOML/JSON table may name only what
+/// has a default (the paper's expert recipe), so a TOML/JSON table may name only what
 /// it changes; see [`TrainConfig::router_paper`] for the router recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// Optimizer steps in the whole run (use [`TrainConfig::steps_for_tokens`] for a token
-    /// budget). A rerun whose checkpoint is at this step does nothing.
+    /// budget). A rerun whose checkpoint is at this step does nothing; a rerun with another
+    /// value is refused (see `Trainer::new_extended` to train longer).
     pub total_steps: usize,
+    /// Steps the warm-up + cosine schedule spans; `None` (the default) means `total_steps`.
+    /// Past it the learning rate stays at the schedule's final value. Set by
+    /// `Trainer::new_extended` to the original budget of an extended run, so the extra steps
+    /// continue its schedule instead of stretching it (which would make the LR jump back up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule_steps: Option<usize>,
     /// Sequences per optimizer step.
     pub batch_size: usize,
     /// Sequences per forward/backward pass (gradient accumulation); 0 means `batch_size`.
     /// Must divide `batch_size`. Results do not depend on it beyond float rounding.
     pub micro_batch_size: usize,
     /// Train only on the first `M` tokens of each row (`M − 1` next-token predictions, the
-    /// routing objective, SPEC Eq 9); `None` trains on whole rows.
+    /// routing objective: the log-likelihood of a sequence's first `M` tokens); `None` trains
+    /// on whole rows.
     pub prefix_len: Option<usize>,
     /// Peak learning rate.
     pub lr: f64,
@@ -69,11 +78,12 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Experts (SPEC §6): 256k steps × 128 sequences, peak 5e-4 after 3,000 warm-up steps,
+    /// Experts (the paper's recipe): 256k steps × 128 sequences, peak 5e-4 after 3,000 warm-up steps,
     /// cosine to 10 % of the peak, AdamW (0.9, 0.99, wd 0.1), global clip 0.1.
     pub fn expert_paper() -> Self {
         TrainConfig {
             total_steps: 256_000,
+            schedule_steps: None,
             batch_size: 128,
             micro_batch_size: 0,
             prefix_len: None,
@@ -93,7 +103,7 @@ impl TrainConfig {
         }
     }
 
-    /// Routers (SPEC §3): 128k steps × 32 sequences, prefix M = 256, constant 1e-4 after a
+    /// Routers (the paper's recipe): 128k steps × 32 sequences, prefix M = 256, constant 1e-4 after a
     /// 1,000-step warm-up; same AdamW and clipping.
     pub fn router_paper() -> Self {
         TrainConfig {
@@ -144,7 +154,14 @@ impl TrainConfig {
         tokens.div_ceil(per_row * self.batch_size.max(1) as u64) as usize
     }
 
-    /// The learning rate of the step with 0-based index `step`.
+    /// Steps the learning-rate schedule spans (`schedule_steps`, or `total_steps`).
+    pub fn schedule_len(&self) -> usize {
+        self.schedule_steps.unwrap_or(self.total_steps)
+    }
+
+    /// The learning rate of the step with 0-based index `step`: linear warm-up, then constant
+    /// or half-cosine to the end of the schedule ([`schedule_len`](Self::schedule_len)), then
+    /// the schedule's final value.
     pub fn lr_at(&self, step: usize) -> f64 {
         if step < self.warmup_steps {
             return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
@@ -152,7 +169,7 @@ impl TrainConfig {
         match self.schedule {
             LrSchedule::Constant => self.lr,
             LrSchedule::Cosine => {
-                let span = self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
+                let span = self.schedule_len().saturating_sub(self.warmup_steps).max(1) as f64;
                 let progress = ((step - self.warmup_steps) as f64 / span).clamp(0.0, 1.0);
                 let final_lr = self.lr * self.final_lr_ratio;
                 final_lr
@@ -166,6 +183,14 @@ impl TrainConfig {
         let bad = |m: String| Err(LmError::InvalidConfig(m));
         if self.total_steps == 0 || self.batch_size == 0 {
             return bad("total_steps and batch_size must be positive".into());
+        }
+        if let Some(s) = self.schedule_steps {
+            if s == 0 || s > self.total_steps {
+                return bad(format!(
+                    "schedule_steps {s} must be between 1 and total_steps {}",
+                    self.total_steps
+                ));
+            }
         }
         if !self.batch_size.is_multiple_of(self.micro_batch()) {
             return bad(format!(
@@ -222,6 +247,41 @@ mod tests {
             ..c
         };
         assert_eq!(r.lr_at(100), 1.0);
+    }
+
+    #[test]
+    fn an_extended_schedule_holds_its_final_rate() {
+        let c = TrainConfig {
+            total_steps: 110,
+            warmup_steps: 10,
+            lr: 1.0,
+            final_lr_ratio: 0.1,
+            ..Default::default()
+        };
+        let extended = TrainConfig {
+            total_steps: 200,
+            schedule_steps: Some(110),
+            ..c.clone()
+        };
+        for step in 0..=110 {
+            assert_eq!(extended.lr_at(step), c.lr_at(step), "step {step}");
+        }
+        for step in 110..200 {
+            assert!((extended.lr_at(step) - 0.1).abs() < 1e-12, "step {step}");
+        }
+        // `None` is not written, so existing JSON/TOML files stay as they were.
+        let json = serde_json::to_value(&c).unwrap();
+        assert!(json.get("schedule_steps").is_none());
+        assert!(!toml::to_string(&c).unwrap().contains("schedule_steps"));
+        let back: TrainConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, c);
+        let json = serde_json::to_value(&extended).unwrap();
+        assert_eq!(json["schedule_steps"], 110);
+        let bad = TrainConfig {
+            schedule_steps: Some(201),
+            ..extended
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

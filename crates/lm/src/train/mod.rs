@@ -13,7 +13,7 @@ pub mod trainer;
 pub use checkpoint::{Checkpoint, CheckpointState, DataIdentity};
 pub use clip::{clip_global_norm, global_grad_norm};
 pub use config::{LrSchedule, TrainConfig};
-pub use observer::{JsonlMetrics, NoopObserver, ProgressBarObserver, StepMetrics, TrainObserver};
+pub use observer::{JsonlMetrics, NoopObserver, ProgressObserver, StepMetrics, TrainObserver};
 pub use optimizer::{AdamW, AdamWConfig};
 pub use sampler::{Sampler, SamplerPosition};
 pub use source::{SequenceSource, SubsetSource, VecSource};

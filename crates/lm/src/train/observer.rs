@@ -1,4 +1,5 @@
-//! Watching a training run: per-step metrics, a progress bar and a JSONL log.
+//! Watching a training run: per-step metrics, progress reporting through
+//! [`smalltalk_stage::Progress`] and a JSONL log.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -6,9 +7,10 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use smalltalk_stage::Progress;
 
-use crate::atomic::write_bytes_atomic;
 use crate::error::{LmError, Result};
+use crate::weights::write_bytes;
 
 /// What one optimizer step did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -96,48 +98,40 @@ impl<T: TrainObserver + ?Sized> TrainObserver for &mut T {
     }
 }
 
-/// An `indicatif` progress bar on stderr with loss, LR, tokens/s and ETA (hidden when stderr
-/// is not a terminal).
-#[derive(Debug)]
-pub struct ProgressBarObserver {
-    bar: indicatif::ProgressBar,
+/// Forwards a run's progress to a [`Progress`] (the binary draws it; library crates draw
+/// nothing): `start("train", start_step, total_steps)`, one `update(step, "loss …, lr …,
+/// tok/s …")` per step, and `finish()` when the run returns.
+pub struct ProgressObserver<'a> {
+    progress: &'a mut dyn Progress,
 }
 
-impl Default for ProgressBarObserver {
-    fn default() -> Self {
-        Self::new()
+impl<'a> ProgressObserver<'a> {
+    /// An observer reporting to `progress`.
+    pub fn new(progress: &'a mut dyn Progress) -> Self {
+        ProgressObserver { progress }
     }
 }
 
-impl ProgressBarObserver {
-    /// A bar that appears on the first `on_start`.
-    pub fn new() -> Self {
-        let bar = indicatif::ProgressBar::new(0);
-        let style = indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps  {msg}  elapsed {elapsed_precise}  ETA {eta_precise}",
-        )
-        .expect("valid template");
-        bar.set_style(style);
-        ProgressBarObserver { bar }
+impl std::fmt::Debug for ProgressObserver<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProgressObserver").finish_non_exhaustive()
     }
 }
 
-impl TrainObserver for ProgressBarObserver {
+impl TrainObserver for ProgressObserver<'_> {
     fn on_start(&mut self, start: usize, total: usize) {
-        self.bar.set_length(total as u64);
-        self.bar.set_position(start as u64);
-        self.bar.reset_eta();
+        self.progress.start("train", start as u64, total as u64);
     }
     fn on_step(&mut self, m: &StepMetrics) -> ControlFlow<()> {
-        self.bar.set_position(m.step as u64);
-        self.bar.set_message(format!(
-            "loss {:.4}  lr {:.2e}  |g| {:.3}  {:.0} tok/s",
-            m.loss, m.lr, m.grad_norm, m.tokens_per_s
-        ));
+        let message = format!(
+            "loss {:.4}, lr {:.2e}, {:.0} tok/s",
+            m.loss, m.lr, m.tokens_per_s
+        );
+        self.progress.update(m.step as u64, &message);
         ControlFlow::Continue(())
     }
     fn on_finish(&mut self, _step: usize) {
-        self.bar.finish();
+        self.progress.finish();
     }
 }
 
@@ -150,7 +144,8 @@ pub struct JsonlMetrics {
 
 impl JsonlMetrics {
     /// Open `path` for a run that continues after `start_step`: rows of later steps (left by
-    /// an interrupted run) are dropped first, so every step appears once.
+    /// an interrupted run, or by checkpoints removed with `Checkpoint::discard_after`) and
+    /// unreadable rows (a line torn by a crash) are dropped first, so every step appears once.
     pub fn open(path: impl Into<PathBuf>, start_step: usize) -> Result<Self> {
         let path = path.into();
         if path.exists() {
@@ -166,7 +161,7 @@ impl JsonlMetrics {
                     kept.push('\n');
                 }
             }
-            write_bytes_atomic(&path, kept.as_bytes())?;
+            write_bytes(&path, kept.as_bytes())?;
         }
         let file = OpenOptions::new()
             .create(true)
@@ -194,5 +189,55 @@ impl TrainObserver for JsonlMetrics {
         // A full disk should not kill training; the checkpoint write will report it.
         let _ = self.write(m);
         ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Log(Vec<String>);
+
+    impl Progress for Log {
+        fn start(&mut self, what: &str, done: u64, total: u64) {
+            self.0.push(format!("start {what} {done}/{total}"));
+        }
+        fn update(&mut self, done: u64, message: &str) {
+            self.0.push(format!("update {done} {message}"));
+        }
+        fn finish(&mut self) {
+            self.0.push("finish".into());
+        }
+    }
+
+    #[test]
+    fn progress_observer_forwards_start_steps_and_finish() {
+        let mut log = Log::default();
+        let mut observer = ProgressObserver::new(&mut log);
+        observer.on_start(3, 10);
+        let m = StepMetrics {
+            step: 4,
+            total_steps: 10,
+            loss: 2.5,
+            lr: 1e-4,
+            grad_norm: 0.5,
+            tokens: 100,
+            tokens_seen: 400,
+            tokens_per_s: 1234.4,
+            elapsed_s: 1.0,
+            eta_s: 6.0,
+        };
+        assert!(observer.on_step(&m).is_continue());
+        observer.on_checkpoint(4, Path::new("x"));
+        observer.on_finish(4);
+        assert_eq!(
+            log.0,
+            [
+                "start train 3/10",
+                "update 4 loss 2.5000, lr 1.00e-4, 1234 tok/s",
+                "finish"
+            ]
+        );
     }
 }

@@ -103,7 +103,7 @@ impl<B: AutodiffBackend> AdamW<B> {
 
     /// Save the state (atomically) as a safetensors file; the step count goes in the metadata.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let metadata = HashMap::from([("step".to_string(), self.step.to_string())]);
+        let metadata = BTreeMap::from([("step".to_string(), self.step.to_string())]);
         write_safetensors(path, &self.state_tensors(), metadata)
     }
 

@@ -7,31 +7,34 @@
 //! checkpoint every `checkpoint_every` steps and at the end. Creating a [`Trainer`] on a run
 //! directory that holds a checkpoint resumes from it; on CPU (flex) the resumed run ends with
 //! bit-identical weights to an uninterrupted one.
+//!
+//! A run stops early, after a checkpoint, when an observer breaks or when its stop flag is
+//! set (by default the process-wide `smalltalk_stage::stop` flag, which the binary sets on
+//! SIGTERM). Its step budget is fixed when it starts: a rerun with another `total_steps` is
+//! refused, unless extended on purpose with [`Trainer::new_extended`].
 
-use std::ops::ControlFlow;
+mod step;
+
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::ElementConversion;
 
 use crate::config::LmConfig;
 use crate::error::{LmError, Result};
 use crate::fused::Kernel;
-use crate::loss::{targets_and_weights, token_tensor};
-use crate::model::ForwardOptions;
 use crate::model::Lm;
 use crate::train::checkpoint::{
     adamw_config, Checkpoint, CheckpointState, DataIdentity, CHECKPOINT_FORMAT,
 };
-use crate::train::clip::{clip_global_norm, global_grad_norm};
 use crate::train::config::TrainConfig;
 use crate::train::observer::{JsonlMetrics, StepMetrics, TrainObserver};
 use crate::train::optimizer::AdamW;
 use crate::train::sampler::{Sampler, SamplerPosition};
-use crate::train::source::{read_rows, SequenceSource};
+use crate::train::source::SequenceSource;
 
 /// How a call to [`Trainer::run`] / [`Trainer::run_until`] ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +45,8 @@ pub struct TrainSummary {
     pub end_step: usize,
     /// `true` when the run has reached `total_steps`.
     pub finished: bool,
-    /// `true` when an observer asked to stop.
+    /// `true` when the run stopped early: an observer broke, or the stop flag was set
+    /// ([`Trainer::set_stop_flag`]).
     pub stopped: bool,
     /// Mean loss of the last step run by this call.
     pub last_loss: Option<f64>,
@@ -63,22 +67,53 @@ pub struct Trainer<B: AutodiffBackend> {
     resumed_from: Option<usize>,
     last_checkpoint: Option<PathBuf>,
     kernel: Kernel,
+    stop: Arc<AtomicBool>,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
     /// A trainer for a model of `config` in `run_dir`: resumes from the newest checkpoint
     /// there, or starts from weights initialised with `train.seed`.
+    ///
+    /// A checkpoint is resumed only with the settings it was made with (see
+    /// [`Checkpoint::check_resumable`]), `total_steps` included: a different budget is refused
+    /// with both values in the message (use [`new_extended`](Self::new_extended) to train
+    /// longer). A `schedule_steps` left unset takes the checkpoint's, so an extended run
+    /// resumes on its original schedule.
     pub fn new(
         config: &LmConfig,
         train: TrainConfig,
         run_dir: impl AsRef<Path>,
         device: &B::Device,
     ) -> Result<Self> {
-        let run_dir = run_dir.as_ref();
+        Self::open(config, train, run_dir.as_ref(), device, false)
+    }
+
+    /// Like [`new`](Self::new), but a started or finished run may be extended to a *larger*
+    /// `total_steps`: the run continues the learning-rate schedule it was started with
+    /// (`schedule_steps` is set to the checkpoint's schedule length, replacing any value in
+    /// `train`), so the LR of the added steps stays at the schedule's final value instead of
+    /// jumping back up a stretched cosine. Every other setting must match as for `new`, and a
+    /// smaller `total_steps` is refused. Without a checkpoint this is `new`.
+    pub fn new_extended(
+        config: &LmConfig,
+        train: TrainConfig,
+        run_dir: impl AsRef<Path>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        Self::open(config, train, run_dir.as_ref(), device, true)
+    }
+
+    fn open(
+        config: &LmConfig,
+        train: TrainConfig,
+        run_dir: &Path,
+        device: &B::Device,
+        extend: bool,
+    ) -> Result<Self> {
         train.validate()?;
         config.validate()?;
         match Checkpoint::latest(&run_dir.join("checkpoints"))? {
-            Some(ckpt) => Self::resume(ckpt, config, train, run_dir, device),
+            Some(ckpt) => Self::resume(ckpt, config, train, run_dir, device, extend),
             None => Ok(Self::fresh(
                 Lm::new(config, train.seed, device)?,
                 train,
@@ -96,7 +131,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             Some(ckpt) => {
                 let device = model.device();
                 let config = model.config.clone();
-                Self::resume(ckpt, &config, train, run_dir, &device)
+                Self::resume(ckpt, &config, train, run_dir, &device, false)
             }
             None => Ok(Self::fresh(model, train, run_dir)),
         }
@@ -115,6 +150,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             resumed_from: None,
             last_checkpoint: None,
             kernel: Kernel::default(),
+            stop: smalltalk_stage::stop::handle(),
         }
     }
 
@@ -124,8 +160,9 @@ impl<B: AutodiffBackend> Trainer<B> {
         train: TrainConfig,
         run_dir: &Path,
         device: &B::Device,
+        extend: bool,
     ) -> Result<Self> {
-        ckpt.check_resumable(config, &train)?;
+        let train = resumed_config(&ckpt, config, train, extend)?;
         let model = ckpt.load_model::<B>(device)?;
         let optimizer = ckpt.load_optimizer(&model)?;
         let s = &ckpt.state;
@@ -141,6 +178,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             resumed_from: Some(s.step),
             last_checkpoint: Some(ckpt.dir.clone()),
             kernel: Kernel::default(),
+            stop: smalltalk_stage::stop::handle(),
         })
     }
 
@@ -159,6 +197,17 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// The implementation of the fused ops in use.
     pub fn kernel(&self) -> Kernel {
         self.kernel
+    }
+
+    /// Stop after the current step (writing a checkpoint) once `flag` is true. By default the
+    /// trainer watches the process-wide `smalltalk_stage::stop` flag; tests and callers that
+    /// stop one run among several give each its own.
+    pub fn set_stop_flag(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = flag;
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
     }
 
     /// The step this trainer resumed from, if it found a checkpoint.
@@ -234,8 +283,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.run_until(self.train.total_steps, source, observer)
     }
 
-    /// Train until `stop_step` (capped at `total_steps`) or until an observer breaks, then
-    /// write a checkpoint. A run already at `total_steps` returns at once. Metrics go to
+    /// Train until `stop_step` (capped at `total_steps`), until an observer breaks or until the
+    /// stop flag is set ([`set_stop_flag`](Self::set_stop_flag)), then write a checkpoint. A
+    /// run already at `stop_step` returns at once, and so does one whose stop flag is already
+    /// set (with `stopped`). Metrics go to
     /// `run_dir/metrics.jsonl` and to `observer`. A NaN/Inf loss or gradient norm stops with
     /// [`LmError::NonFinite`] before the update, leaving the last checkpoint as it was.
     pub fn run_until(
@@ -256,7 +307,8 @@ impl<B: AutodiffBackend> Trainer<B> {
             last_loss: None,
             checkpoint: self.last_checkpoint.clone(),
         };
-        if self.step >= stop {
+        if self.step >= stop || self.stop_requested() {
+            summary.stopped = self.step < stop;
             observer.on_finish(self.step);
             return Ok(summary);
         }
@@ -286,15 +338,13 @@ impl<B: AutodiffBackend> Trainer<B> {
             log.write(&metrics)?;
             let flow = observer.on_step(&metrics);
             summary.last_loss = Some(loss);
+            let halt = flow.is_break() || self.stop_requested();
             let every = self.train.checkpoint_every;
-            if flow.is_break()
-                || self.step == stop
-                || (every > 0 && self.step.is_multiple_of(every))
-            {
+            if halt || self.step == stop || (every > 0 && self.step.is_multiple_of(every)) {
                 let dir = self.save_checkpoint()?;
                 observer.on_checkpoint(self.step, &dir);
             }
-            if let ControlFlow::Break(()) = flow {
+            if halt {
                 summary.stopped = true;
                 break;
             }
@@ -305,123 +355,32 @@ impl<B: AutodiffBackend> Trainer<B> {
         observer.on_finish(self.step);
         Ok(summary)
     }
+}
 
-    fn check_source(&self, source: &dyn SequenceSource) -> Result<DataIdentity> {
-        let identity = DataIdentity {
-            num_sequences: source.num_sequences(),
-            row_len: source.row_len(),
+/// The train config a resumed run uses, checked against the checkpoint: an unset
+/// `schedule_steps` takes the checkpoint's; with `extend`, a larger `total_steps` continues
+/// the checkpoint's schedule.
+fn resumed_config(
+    ckpt: &Checkpoint,
+    config: &LmConfig,
+    mut train: TrainConfig,
+    extend: bool,
+) -> Result<TrainConfig> {
+    let saved = &ckpt.state.train;
+    if extend && train.total_steps > saved.total_steps {
+        let same_budget = TrainConfig {
+            total_steps: saved.total_steps,
+            schedule_steps: saved.schedule_steps,
+            ..train.clone()
         };
-        if identity.num_sequences == 0 || identity.row_len < 2 {
-            return Err(LmError::Data(format!(
-                "the source has {} rows of {} tokens; need at least one row of 2 tokens",
-                identity.num_sequences, identity.row_len
-            )));
+        ckpt.check_resumable(config, &same_budget)?;
+        train.schedule_steps = Some(saved.schedule_len());
+        train.validate()?;
+    } else {
+        if train.schedule_steps.is_none() && train.total_steps == saved.total_steps {
+            train.schedule_steps = saved.schedule_steps;
         }
-        let used = self.train.prefix_len.unwrap_or(identity.row_len);
-        if used > identity.row_len {
-            return Err(LmError::Data(format!(
-                "prefix_len {used} exceeds the row length {}",
-                identity.row_len
-            )));
-        }
-        let max = self.model().config.max_seq_len;
-        if used - 1 > max {
-            return Err(LmError::Data(format!(
-                "training on {} positions exceeds max_seq_len {max}",
-                used - 1
-            )));
-        }
-        if let Some(saved) = self.data {
-            if saved != identity {
-                return Err(LmError::CheckpointMismatch {
-                    path: self.last_checkpoint.clone().unwrap_or_default(),
-                    message: format!(
-                        "the run was trained on {saved:?}, this source is {identity:?} \
-                         (call `start_new_data` to switch data on purpose)"
-                    ),
-                });
-            }
-        }
-        Ok(identity)
+        ckpt.check_resumable(config, &train)?;
     }
-
-    /// One optimizer step; returns (mean loss, pre-clip grad norm, lr, non-pad targets).
-    fn train_step(
-        &mut self,
-        source: &dyn SequenceSource,
-        sampler: &mut Sampler,
-        identity: DataIdentity,
-    ) -> Result<(f64, f64, f64, u64)> {
-        let step_index = self.step;
-        let lr = self.train.lr_at(step_index);
-        let used = self.train.prefix_len.unwrap_or(identity.row_len);
-        let time = used - 1;
-        let pad = source.pad_id();
-
-        let rows = sampler.next_batch(self.train.batch_size);
-        let batch = read_rows(source, &rows, used);
-        let model = self.model.take().expect("model present between steps");
-        if let Err(e) = model.check_tokens(&batch) {
-            self.model = Some(model);
-            return Err(e);
-        }
-        let targets_in_step = batch
-            .chunks(used)
-            .flat_map(|r| &r[1..])
-            .filter(|&&t| Some(t) != pad)
-            .count() as u64;
-        let denom = targets_in_step.max(1) as f64;
-
-        let device = model.device();
-        let mut accumulator = GradientsAccumulator::<Lm<B>>::new();
-        let mut loss_sum = 0.0;
-        for micro in batch.chunks(self.train.micro_batch() * used) {
-            let n = micro.len() / used;
-            let inputs: Vec<u32> = micro
-                .chunks(used)
-                .flat_map(|r| &r[..time])
-                .copied()
-                .collect();
-            let targets: Vec<u32> = micro.chunks(used).flat_map(|r| &r[1..]).copied().collect();
-            let tokens = token_tensor::<B>(&inputs, n, time, &device);
-            let options = ForwardOptions {
-                kernel: self.kernel,
-                precision: self.train.precision,
-            };
-            let hidden = model.forward_hidden_with(tokens, options);
-            let (targets, weights) = targets_and_weights(&targets, pad, &hidden);
-            let loss = model.head_nll(hidden, targets, weights, denom, options);
-            loss_sum += loss.clone().into_scalar().elem::<f64>();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            accumulator.accumulate(&model, grads);
-        }
-        let mut grads = accumulator.grads();
-        let step = step_index + 1;
-        let last_checkpoint = self.last_checkpoint.clone();
-        let non_finite = |what, value| LmError::NonFinite {
-            what,
-            value,
-            step,
-            last_checkpoint: last_checkpoint.clone(),
-        };
-        if !loss_sum.is_finite() {
-            self.model = Some(model);
-            return Err(non_finite("loss", loss_sum));
-        }
-        let grad_norm = if self.train.grad_clip > 0.0 {
-            clip_global_norm(&model, &mut grads, self.train.grad_clip)
-        } else {
-            global_grad_norm(&model, &grads)
-        };
-        if !grad_norm.is_finite() {
-            self.model = Some(model);
-            return Err(non_finite("gradient norm", grad_norm));
-        }
-        self.model = Some(self.optimizer.step(lr, model, grads));
-        self.step = step;
-        self.position = sampler.position();
-        self.tokens_seen += targets_in_step;
-        self.data = Some(identity);
-        Ok((loss_sum, grad_norm, lr, targets_in_step))
-    }
+    Ok(train)
 }

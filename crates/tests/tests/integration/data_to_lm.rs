@@ -1,6 +1,7 @@
 //! The hand-off between stages: a corpus built into a dataset folder by `smalltalk-data` is
 //! trained on and scored by `smalltalk-lm` through `SequenceSource`.
 
+use smalltalk_stage::NoProgress;
 use smalltalk_data::{
     build_dataset, train_tokenizer, DataSettings, Dataset, PackingMode, Split, Verify,
 };
@@ -43,14 +44,15 @@ fn a_model_trains_and_scores_on_a_built_dataset() {
     settings.tokenizer.min_frequency = 1;
     settings.split.validation = 0.2;
     settings.split.test = 0.0;
-    let tok = train_tokenizer(std::slice::from_ref(&corpus), &settings).unwrap();
+    let tok =
+        train_tokenizer(std::slice::from_ref(&corpus), &settings, &mut NoProgress).unwrap();
     let out = dir.path().join("data");
     build_dataset(
         &[corpus],
         &tok,
         &out,
         &settings,
-        &indicatif::ProgressBar::hidden(),
+        &mut NoProgress,
     )
     .unwrap();
     let dataset = Dataset::open(&out).unwrap();

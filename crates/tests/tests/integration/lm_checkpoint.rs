@@ -167,3 +167,123 @@ fn load_other(cfg: &LmConfig, path: &Path) -> LmError {
         .map(|_| ())
         .unwrap_err()
 }
+
+/// Every file under `dir`, by path relative to it, with its bytes.
+fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.push((path.strip_prefix(dir).unwrap().to_path_buf(), bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn lm_the_same_checkpoint_saved_twice_is_byte_identical() {
+    let cfg = tiny(20);
+    let source = VecSource::new(random_tokens(1, 4 * 9, 20), 9, None);
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::<AB>::new(&cfg, quick_train(2, 2), dir.path(), &dev()).unwrap();
+    t.run(&source, &mut NoopObserver).unwrap();
+    let ckpt = Checkpoint::latest(&dir.path().join("checkpoints"))
+        .unwrap()
+        .unwrap();
+    let model = ckpt.load_model::<AB>(&dev()).unwrap();
+    let optimizer = ckpt.load_optimizer(&model).unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for out in [&a, &b] {
+        Checkpoint::save(out, &ckpt.state, &model, &optimizer, 2).unwrap();
+    }
+    let (fa, fb) = (files_under(&a), files_under(&b));
+    let names: Vec<_> = fa
+        .iter()
+        .map(|(p, _)| p.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "step-00000002/model.safetensors",
+            "step-00000002/optimizer.safetensors",
+            "step-00000002/state.json"
+        ]
+    );
+    assert!(fa == fb, "two saves of the same state differ");
+    // ... and equal to what the trainer wrote.
+    assert!(fa == files_under(&dir.path().join("checkpoints")));
+    // Plain weight files too.
+    let (p, q) = (
+        dir.path().join("p.safetensors"),
+        dir.path().join("q.safetensors"),
+    );
+    model.save_safetensors(&p).unwrap();
+    model.save_safetensors(&q).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(&q).unwrap());
+}
+
+#[test]
+fn lm_two_identical_training_runs_write_byte_identical_checkpoints() {
+    let cfg = tiny(24);
+    let source = VecSource::new(random_tokens(3, 6 * 9, 24), 9, None);
+    let train = smalltalk_lm::TrainConfig {
+        checkpoint_every: 2,
+        keep_checkpoints: 3,
+        micro_batch_size: 1,
+        ..quick_train(5, 2)
+    };
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut t = Trainer::<AB>::new(&cfg, train.clone(), dir.path(), &dev()).unwrap();
+            t.run(&source, &mut NoopObserver).unwrap();
+            let files = files_under(&dir.path().join("checkpoints"));
+            assert_eq!(files.len(), 9, "three checkpoints of three files");
+            files
+        })
+        .collect();
+    for ((pa, a), (pb, b)) in runs[0].iter().zip(&runs[1]) {
+        assert_eq!(pa, pb);
+        assert!(a == b, "{} differs between identical runs", pa.display());
+    }
+}
+
+#[test]
+fn lm_write_failures_are_io_errors_naming_the_file() {
+    let cfg = tiny(20);
+    let model = Lm::<B>::new(&cfg, 1, &dev()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A folder that does not exist (a full disk reports the same way: the write fails).
+    let path = dir.path().join("missing").join("model.safetensors");
+    let err = model.save_safetensors(&path).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, LmError::Io { path: p, .. } if p == &path),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("model.safetensors") && !msg.contains("corrupt"),
+        "{msg}"
+    );
+    assert!(!dir.path().join("missing").exists());
+    // A checkpoints folder that cannot be created.
+    let source = VecSource::new(random_tokens(1, 4 * 9, 20), 9, None);
+    let run = dir.path().join("run");
+    let mut t = Trainer::<AB>::new(&cfg, quick_train(1, 2), &run, &dev()).unwrap();
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("checkpoints"), b"not a folder").unwrap();
+    let err = t.run(&source, &mut NoopObserver).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, LmError::Io { .. }), "{msg}");
+    assert!(
+        msg.contains("checkpoints") && !msg.contains("corrupt"),
+        "{msg}"
+    );
+}

@@ -170,8 +170,9 @@ fn finished_run_is_skipped_and_mismatches_are_refused() {
     assert!(s.finished && s.start_step == 2 && s.end_step == 2 && probe.losses.is_empty());
     assert!(weights(&again) == before);
 
-    // Extending the run is allowed (total_steps may change) ...
-    let mut longer = Trainer::<AB>::new(&cfg, quick_train(3, 2), dir.path(), &dev()).unwrap();
+    // Extending the run is allowed when asked for (total_steps may grow) ...
+    let mut longer =
+        Trainer::<AB>::new_extended(&cfg, quick_train(3, 2), dir.path(), &dev()).unwrap();
     longer.run(&source, &mut NoopObserver).unwrap();
     assert_eq!(longer.step(), 3);
     // ... but a different model or data order is not.
@@ -193,7 +194,7 @@ fn finished_run_is_skipped_and_mismatches_are_refused() {
     .unwrap();
     assert!(err.to_string().contains("seed"), "{err}");
     // A different data source is refused too.
-    let mut t = Trainer::<AB>::new(&cfg, quick_train(5, 2), dir.path(), &dev()).unwrap();
+    let mut t = Trainer::<AB>::new_extended(&cfg, quick_train(5, 2), dir.path(), &dev()).unwrap();
     let err = t.run(&data(7, 9, 24), &mut NoopObserver).unwrap_err();
     assert!(matches!(err, LmError::CheckpointMismatch { .. }), "{err}");
 }

@@ -5,6 +5,8 @@ mod lm_fused;
 mod lm_grad;
 mod lm_model;
 mod lm_precision;
+mod lm_run_control;
 mod lm_train;
 mod lm_util;
 mod router_em;
+mod pipeline_api;

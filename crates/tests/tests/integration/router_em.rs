@@ -1,21 +1,19 @@
-//! Router EM, the partition stage and expert training on synthetic data with clearly different
-//! sources: EM recovers the sources, resumes exactly after a crash between iterations, the
-//! partition covers every row once with equal shards, and an expert resumes exactly.
+//! Router EM on synthetic data with clearly different sources: EM recovers the sources, and
+//! resumes bit-identically after a crash at any point — between iterations, or while a later
+//! router of an iteration trains (an earlier router's checkpoint of that iteration must then
+//! be rolled back, and no metrics line may come from an interrupted router).
 
-use std::ops::ControlFlow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use smalltalk_expert::{expert_dir, train_expert, ExpertConfig};
 use smalltalk_lm::rng::SplitMix64;
 use smalltalk_lm::train::LrSchedule;
-use smalltalk_lm::{Checkpoint, NoopObserver, StepMetrics, TrainConfig, TrainObserver, VecSource};
-use smalltalk_router::{
-    partition_split, train_routers, DomainLabels, EmConfig, EmData, EmObserver, EmSummary,
-    IterationMetrics, NoEmObserver, PartitionManifest, PartitionSettings, RouterSet,
-};
+use smalltalk_lm::{TrainConfig, VecSource};
+use smalltalk_router::{EmConfig, EmData, EmSummary, IterationMetrics};
+use smalltalk_routing::DomainLabels;
+use smalltalk_stage::{NoProgress, Progress};
 
-use crate::lm_util::{AB, B};
+use crate::lm_util::AB;
 
 const BLOCK: usize = 32;
 const VOCAB: usize = 3 * BLOCK;
@@ -74,9 +72,9 @@ fn run_em(
     cfg: &EmConfig,
     data: &EmData<'_>,
     dir: &Path,
-    observer: &mut dyn EmObserver,
+    progress: &mut dyn Progress,
 ) -> smalltalk_router::Result<EmSummary> {
-    train_routers::<AB>(cfg, data, dir, &Default::default(), observer)
+    smalltalk_router::run_em::<AB>(cfg, data, dir, &Default::default(), progress)
 }
 
 fn data<'a>(source: &'a VecSource, labels: &'a [u32], names: &'a [String]) -> EmData<'a> {
@@ -97,7 +95,7 @@ fn em_recovers_distinct_sources() {
             &cfg,
             &data(&source, &labels, &names),
             dir.path(),
-            &mut NoEmObserver,
+            &mut NoProgress,
         )
         .unwrap();
         let last = summary.metrics.last().unwrap();
@@ -118,10 +116,23 @@ fn em_recovers_distinct_sources() {
 /// Panics (a simulated crash) right after iteration `at` has been saved.
 struct CrashAfter(usize);
 
-impl EmObserver for CrashAfter {
-    fn on_iteration(&mut self, m: &IterationMetrics) {
-        if m.iteration == self.0 {
-            panic!("simulated crash after iteration {}", m.iteration);
+impl Progress for CrashAfter {
+    fn record(&mut self, value: &serde_json::Value) {
+        if value["iteration"] == self.0 {
+            panic!("simulated crash after iteration {}", self.0);
+        }
+    }
+}
+
+/// Panics (a simulated kill) when the progress count of router steps reaches `at`: with E × K
+/// steps per iteration, a count inside router 1's K steps kills it while router 0's
+/// checkpoint of the same iteration is already on disk.
+struct CrashAtStep(u64);
+
+impl Progress for CrashAtStep {
+    fn update(&mut self, done: u64, _message: &str) {
+        if done == self.0 {
+            panic!("simulated kill at router step {done}");
         }
     }
 }
@@ -141,14 +152,14 @@ fn em_resumes_after_a_crash_between_iterations() {
     let data = data(&source, &labels, &names);
     let cfg = em_config(2, 3);
     let straight = tempfile::tempdir().unwrap();
-    let want = run_em(&cfg, &data, straight.path(), &mut NoEmObserver).unwrap();
+    let want = run_em(&cfg, &data, straight.path(), &mut NoProgress).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let crash = catch_unwind(AssertUnwindSafe(|| {
         run_em(&cfg, &data, dir.path(), &mut CrashAfter(1))
     }));
     assert!(crash.is_err(), "the observer should have crashed the run");
-    let got = run_em(&cfg, &data, dir.path(), &mut NoEmObserver).unwrap();
+    let got = run_em(&cfg, &data, dir.path(), &mut NoProgress).unwrap();
     assert_eq!(got.resumed_from, 1);
     assert_eq!(
         state_bytes(dir.path()),
@@ -159,135 +170,42 @@ fn em_resumes_after_a_crash_between_iterations() {
     assert_eq!(got.manifest, want.manifest);
 
     // A finished run is skipped; other settings are refused.
-    let again = run_em(&cfg, &data, dir.path(), &mut NoEmObserver).unwrap();
+    let again = run_em(&cfg, &data, dir.path(), &mut NoProgress).unwrap();
     assert_eq!(again.resumed_from, 3);
     let other = EmConfig { seed: 4, ..cfg };
-    let err = run_em(&other, &data, dir.path(), &mut NoEmObserver).unwrap_err();
+    let err = run_em(&other, &data, dir.path(), &mut NoProgress).unwrap_err();
     assert!(err.to_string().contains("other settings"), "{err}");
 }
 
 #[test]
-fn partition_covers_every_row_once_with_equal_shards() {
-    let (source, labels, names) = synthetic(2, 500); // 1,000 rows: EM chunks stay fresh
+fn em_killed_while_a_later_router_trains_resumes_bit_identically() {
+    let (source, labels, names) = synthetic(2, 40);
     let data = data(&source, &labels, &names);
-    let cfg = em_config(2, 5);
-    let routers_dir = tempfile::tempdir().unwrap();
-    run_em(&cfg, &data, routers_dir.path(), &mut NoEmObserver).unwrap();
-    let routers = RouterSet::<B>::load(routers_dir.path(), &Default::default()).unwrap();
-    let settings = PartitionSettings {
-        chunk_sequences: 300, // 4 chunks: 300, 300, 300, 100
-        score_batch: 16,
-        ..PartitionSettings::default()
-    };
-
-    // Interrupt after the second chunk, then rerun: same result as a straight run.
+    let cfg = em_config(2, 3);
+    let k = cfg.steps_per_iteration as u64;
     let straight = tempfile::tempdir().unwrap();
-    let (want, skipped) =
-        partition_split(&routers, &data, straight.path(), &settings, |_, _| {}).unwrap();
-    assert!(!skipped);
-    let dir = tempfile::tempdir().unwrap();
-    let crash = catch_unwind(AssertUnwindSafe(|| {
-        partition_split(&routers, &data, dir.path(), &settings, |done, _| {
-            if done > 600 {
-                panic!("simulated crash after two chunks");
-            }
-        })
-    }));
-    assert!(crash.is_err());
-    assert!(dir.path().join("chunks").join("chunk-000001.json").exists());
-    let (got, _) = partition_split(&routers, &data, dir.path(), &settings, |_, _| {}).unwrap();
-    assert_eq!(got, want);
-
-    let mut seen = vec![0u32; source_len(&data)];
-    for e in 0..2 {
-        let rows = got.read_rows(dir.path(), e).unwrap();
-        assert_eq!(rows.len(), 500, "shard {e} size");
-        assert!(rows.windows(2).all(|w| w[0] < w[1]), "rows are sorted");
-        for r in rows {
-            seen[r] += 1;
+    let want = run_em(&cfg, &data, straight.path(), &mut NoProgress).unwrap();
+    // Iteration 2 (the second), router 1, its second step: E × K + K + 2.
+    for at in [k + 2, 2 * k + k + 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let crash = catch_unwind(AssertUnwindSafe(|| {
+            run_em(&cfg, &data, dir.path(), &mut CrashAtStep(at))
+        }));
+        assert!(crash.is_err(), "the kill at step {at} did not happen");
+        let got = run_em(&cfg, &data, dir.path(), &mut NoProgress).unwrap();
+        for m in &got.metrics {
+            assert!(
+                m.train_loss.iter().all(|l| l.is_finite()),
+                "iteration {}: train loss {:?}",
+                m.iteration,
+                m.train_loss
+            );
         }
+        assert_eq!(without_time(got.metrics), without_time(want.metrics.clone()));
+        assert_eq!(state_bytes(dir.path()), state_bytes(straight.path()));
+        assert_eq!(got.manifest, want.manifest);
+        // A second rerun reads the metrics back (no `null` in them).
+        let again = run_em(&cfg, &data, dir.path(), &mut NoProgress).unwrap();
+        assert_eq!(again.metrics.len(), 3);
     }
-    assert!(seen.iter().all(|&c| c == 1), "every row exactly once");
-    let mix = got
-        .domain_mix
-        .as_ref()
-        .expect("labelled rows give a domain mix");
-    let per_shard: Vec<u64> = mix.iter().map(|row| row.iter().sum()).collect();
-    assert_eq!(per_shard, vec![500, 500]);
-    assert!(
-        got.purity.unwrap() > 0.5,
-        "routers learned nothing: {mix:?}"
-    );
-
-    let (_, skipped) = partition_split(&routers, &data, dir.path(), &settings, |_, _| {}).unwrap();
-    assert!(skipped, "a finished partition is skipped");
-    assert_eq!(PartitionManifest::load(dir.path()).unwrap(), want);
-
-    // Expert 0 on its shard: interrupted at step 3 and rerun == uninterrupted; a finished
-    // expert is not retrained.
-    let cfg = ExpertConfig {
-        preset: "tiny".into(),
-        train: TrainConfig {
-            total_steps: 6,
-            batch_size: 4,
-            warmup_steps: 1,
-            ..TrainConfig::default()
-        },
-        ..ExpertConfig::default()
-    };
-    let part = (&got, dir.path());
-    let expert = |out: &Path, observer: &mut dyn TrainObserver| {
-        train_expert::<AB>(
-            &cfg,
-            &source,
-            VOCAB,
-            part,
-            0,
-            out,
-            &Default::default(),
-            observer,
-        )
-        .unwrap()
-    };
-    let straight = tempfile::tempdir().unwrap();
-    expert(straight.path(), &mut NoopObserver);
-    let out = tempfile::tempdir().unwrap();
-    let first = expert(out.path(), &mut StopAt(3));
-    assert_eq!((first.end_step, first.finished), (3, false));
-    let rest = expert(out.path(), &mut NoopObserver);
-    assert_eq!((rest.start_step, rest.end_step), (3, 6));
-    let again = expert(out.path(), &mut NoopObserver);
-    assert_eq!(
-        (again.start_step, again.end_step),
-        (6, 6),
-        "a finished expert is skipped"
-    );
-    let weights = |dir: &Path| {
-        let ckpt = Checkpoint::latest(&expert_dir(dir, 0).join("checkpoints"))
-            .unwrap()
-            .unwrap();
-        ckpt.load_model::<B>(&Default::default()).unwrap().named_tensors()
-    };
-    assert_eq!(
-        weights(out.path()),
-        weights(straight.path()),
-        "resumed expert differs"
-    );
-}
-
-/// Stops training (gracefully: a checkpoint is written) after step `0`.
-struct StopAt(usize);
-
-impl TrainObserver for StopAt {
-    fn on_step(&mut self, m: &StepMetrics) -> ControlFlow<()> {
-        if m.step == self.0 {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        }
-    }
-}
-
-fn source_len(data: &EmData<'_>) -> usize {
-    data.source.num_sequences()
 }

@@ -1,4 +1,4 @@
-//! Content checksums (xxh3-128) for shards and tokenizers, written as `xxh3:<32 hex digits>`.
+//! Content checksums: xxh3-128, written as `xxh3:<32 hex digits>` in every manifest.
 
 use std::io::Read;
 use std::path::Path;
@@ -27,7 +27,7 @@ pub fn hash_file(path: &Path) -> Result<String> {
     Ok(format!("xxh3:{:032x}", hasher.digest128()))
 }
 
-/// A checksum computed while the bytes are written.
+/// A checksum computed while the bytes are written, in the same `xxh3:` form.
 #[derive(Default, Clone)]
 pub struct RunningChecksum(Xxh3);
 
@@ -37,15 +37,41 @@ impl RunningChecksum {
         self.0.update(bytes);
     }
 
-    /// The checksum of everything added, in the `xxh3:` form.
+    /// The checksum of everything added so far.
     pub fn finish(&self) -> String {
         format!("xxh3:{:032x}", self.0.digest128())
     }
 }
 
+/// A fingerprint of several named parts (each hashed with its name, in order): what identifies
+/// a stage's output for the stages that read it.
+pub fn fingerprint<'a>(parts: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut text = String::new();
+    for (name, value) in parts {
+        text.push_str(name);
+        text.push('=');
+        text.push_str(value);
+        text.push('\n');
+    }
+    hash_bytes(text.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_and_bytes_agree_and_the_format_is_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let h = hash_bytes(&bytes);
+        assert_eq!(hash_file(&path).unwrap(), h);
+        assert!(h.starts_with("xxh3:") && h.len() == 5 + 32, "{h}");
+        assert_ne!(hash_bytes(b"a"), hash_bytes(b"b"));
+        assert_ne!(fingerprint([("a", "bc")]), fingerprint([("ab", "c")]));
+    }
 
     #[test]
     fn running_equals_one_shot() {
@@ -55,6 +81,5 @@ mod tests {
             r.update(chunk);
         }
         assert_eq!(r.finish(), hash_bytes(&data));
-        assert_ne!(hash_bytes(b"a"), hash_bytes(b"b"));
     }
 }

@@ -1,4 +1,4 @@
-//! Routed evaluation (SPEC §7): route each held-out sequence by its first M̂ tokens to the
+//! Routed evaluation (paper §3.1–3.4): route each held-out sequence by its first M̂ tokens to the
 //! router with the highest prefix log-likelihood (plain argmax, no balancing), score the whole
 //! sequence with that expert only, and compare with the dense model, random routing and an
 //! oracle that picks each sequence's best expert by its own likelihood.
@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use smalltalk_lm::burn::tensor::backend::Backend;
 use smalltalk_lm::rng::SplitMix64;
 use smalltalk_lm::{token_logprobs, Lm, ScoreOptions, SequenceSource};
-use smalltalk_router::{score_rows, DomainLabels, RouterSet};
+use smalltalk_routing::route::argmax;
+use smalltalk_routing::{domain_mix, purity, route_batch, DomainLabels, PrefixScorer};
 
-use crate::error::{ExpertError, Result};
+use crate::error::{EvalError, Result};
 
 /// What the models say about the held-out rows.
 #[derive(Debug, Clone)]
@@ -145,22 +146,12 @@ fn routed_ppl(
     ppl(total)
 }
 
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (e, &s) in row.iter().enumerate() {
-        if s > row[best] {
-            best = e;
-        }
-    }
-    best
-}
-
 /// The report from the models' numbers (see the module docs). Random routing uses `seed`.
 pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
     let e_count = inp.experts;
     let rows = inp.valid.len() / inp.targets.max(1);
     if inp.router_scores.is_empty() || e_count == 0 || rows == 0 {
-        return Err(ExpertError::Config(
+        return Err(EvalError::Config(
             "nothing to evaluate (no rows, experts or prefixes)".into(),
         ));
     }
@@ -168,8 +159,9 @@ pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
     let mut sweep = Vec::new();
     let mut headline_routes = Vec::new();
     for (i, (m, scores)) in inp.router_scores.iter().enumerate() {
-        let routes: Vec<usize> = (0..rows)
-            .map(|r| argmax(&scores[r * e_count..][..e_count]))
+        let routes: Vec<usize> = argmax(scores, e_count)?
+            .into_iter()
+            .map(|e| e as usize)
             .collect();
         let from = m.saturating_sub(1);
         let mut load = vec![0usize; e_count];
@@ -177,12 +169,7 @@ pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
         let purity = inp.domains.as_ref().and_then(|(labels, names)| {
             let assignment: Vec<u32> = routes.iter().map(|&e| e as u32).collect();
             let d = DomainLabels { labels, names };
-            smalltalk_router::metrics::purity(&smalltalk_router::metrics::domain_mix(
-                &assignment,
-                &all,
-                e_count,
-                &d,
-            ))
+            purity(&domain_mix(&assignment, &all, e_count, &d))
         });
         sweep.push(PrefixResult {
             prefix_tokens: *m,
@@ -236,10 +223,13 @@ pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
     })
 }
 
+/// Rows routed per scoring call.
+const ROUTE_BATCH: usize = 256;
+
 /// Run the models on `rows` (each row scored whole by every expert and the dense model; routed
 /// on each of `prefixes`, the first being the headline) and aggregate.
 pub fn evaluate<B: Backend>(
-    routers: &RouterSet<B>,
+    routers: &dyn PrefixScorer,
     experts: &[Lm<B>],
     dense: &Lm<B>,
     rows: &dyn SequenceSource,
@@ -249,14 +239,14 @@ pub fn evaluate<B: Backend>(
 ) -> Result<EvalReport> {
     let (n, row_len) = (rows.num_sequences(), rows.row_len());
     if experts.len() != routers.experts() {
-        return Err(ExpertError::Config(format!(
+        return Err(EvalError::Config(format!(
             "{} experts for {} routers",
             experts.len(),
             routers.experts()
         )));
     }
     if let Some(&bad) = prefixes.iter().find(|&&m| m < 2 || m > row_len) {
-        return Err(ExpertError::Config(format!(
+        return Err(EvalError::Config(format!(
             "routing prefix {bad} must be in 2..={row_len} (the row length)"
         )));
     }
@@ -278,14 +268,16 @@ pub fn evaluate<B: Backend>(
         .map(|m| token_logprobs(m, &tokens, row_len, &options))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let dense_logprobs = token_logprobs(dense, &tokens, row_len, &options)?;
-    let all: Vec<usize> = (0..n).collect();
     let router_scores = prefixes
         .iter()
         .map(|&m| {
-            Ok((
-                m,
-                score_rows(&routers.model_refs(), rows, &all, m, 256, |_, _| {})?,
-            ))
+            let mut scores = Vec::with_capacity(n * routers.experts());
+            for batch in tokens.chunks(ROUTE_BATCH * row_len) {
+                let prefixes: Vec<u32> =
+                    batch.chunks(row_len).flat_map(|r| &r[..m]).copied().collect();
+                scores.extend(route_batch(routers, &prefixes, m, pad)?.scores);
+            }
+            Ok((m, scores))
         })
         .collect::<Result<Vec<_>>>()?;
     let inputs = EvalInputs {

@@ -1,0 +1,27 @@
+//! Errors of evaluation, routing texts and generation.
+
+/// Everything that can go wrong evaluating or using a mixture.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// A setting, argument or input does not fit (the message names it).
+    #[error("{0}")]
+    Config(String),
+    /// A model could not be loaded or run.
+    #[error(transparent)]
+    Lm(#[from] smalltalk_lm::LmError),
+    /// The routers could not be loaded.
+    #[error(transparent)]
+    Router(#[from] smalltalk_router::RouterError),
+    /// Routing failed.
+    #[error(transparent)]
+    Routing(#[from] smalltalk_routing::RoutingError),
+    /// A dataset, corpus file or tokenizer could not be read.
+    #[error(transparent)]
+    Data(#[from] smalltalk_data::DataError),
+    /// A stage record could not be read or written.
+    #[error(transparent)]
+    Stage(#[from] smalltalk_stage::StageError),
+}
+
+/// Result with [`EvalError`].
+pub type Result<T> = std::result::Result<T, EvalError>;

@@ -1,0 +1,252 @@
+//! `report.md`: the sections of the run report, from the typed inputs.
+
+use std::fmt::Write as _;
+
+use crate::config::EffectiveConfig;
+use crate::inputs::Inputs;
+use crate::plots::{DOMAIN_MIX, EM_NLL, EM_PURITY, PREFIX_SWEEP};
+use crate::Report;
+
+/// A config file given to `smalltalk report`, quoted in the report.
+pub(crate) struct QuotedConfig {
+    /// Its file name (without the folder).
+    pub name: String,
+    /// Its text.
+    pub text: String,
+}
+
+/// A number with three decimals (`NaN`, `inf` as they are).
+fn num(x: f64) -> String {
+    format!("{x:.3}")
+}
+
+/// An optional number: `n/a` when absent.
+fn opt(x: Option<f64>) -> String {
+    x.map_or_else(|| "n/a".into(), num)
+}
+
+/// A list of numbers: `[0.500, 0.500]`.
+fn list(xs: &[f64]) -> String {
+    let items: Vec<String> = xs.iter().map(|&x| num(x)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The headline perplexity table (markdown).
+pub(crate) fn headline(r: &Report) -> String {
+    let ev = &r.eval;
+    let (m, e) = (ev.prefix_tokens, ev.experts);
+    format!(
+        "| model | perplexity | after the {m}-token prefix |\n|---|---|---|\n\
+         | mixture of {e} experts (router argmax on {m} tokens) | {} | {} |\n\
+         | dense baseline (same size, same total tokens) | {} | {} |\n\
+         | random routing (same experts) | {} | |\n\
+         | oracle routing (best expert per sequence) | {} | |\n",
+        num(ev.mixture_ppl),
+        num(ev.mixture_ppl_excl_prefix),
+        num(ev.dense_ppl),
+        num(ev.dense_ppl_excl_prefix),
+        num(ev.random_ppl),
+        num(ev.oracle_ppl),
+    )
+}
+
+/// The whole `report.md`.
+pub(crate) fn render(
+    r: &Report,
+    i: &Inputs,
+    plots: &[&str],
+    config: &EffectiveConfig,
+    quoted: Option<&QuotedConfig>,
+) -> String {
+    let plot = |name: &str, alt: &str| {
+        if plots.contains(&name) {
+            format!("![{alt}]({name})\n\n")
+        } else {
+            String::new()
+        }
+    };
+    let ev = &r.eval;
+    let mut md = String::from("# SmallTalk pipeline report\n\n");
+    let backend = r
+        .backend
+        .as_deref()
+        .map_or(String::new(), |b| format!(" Evaluated on the {b} backend."));
+    let _ = writeln!(
+        md,
+        "Held-out: {} sequences, {} tokens.{backend} Produced by `smalltalk report` (run by \
+         `cargo xtask pipeline`).\n\n## Perplexity\n\n{}",
+        ev.sequences,
+        ev.tokens,
+        headline(r)
+    );
+    let verdict = if ev.mixture_ppl < ev.dense_ppl {
+        "lower"
+    } else {
+        "NOT lower"
+    };
+    let _ = writeln!(
+        md,
+        "The mixture's perplexity is **{verdict}** than the dense model's on this run.\n"
+    );
+
+    md.push_str(
+        "## Per-expert segments (rows routed to each expert)\n\n\
+         | expert | sequences | expert ppl | dense ppl on the same rows |\n|---|---|---|---|\n",
+    );
+    for s in &ev.segments {
+        let (e, n) = (s.expert, s.sequences);
+        let _ = writeln!(
+            md,
+            "| {e} | {n} | {} | {} |",
+            num(s.expert_ppl),
+            num(s.dense_ppl)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nExpert load (held-out): {}; routing purity: {}.\n",
+        list(&ev.expert_load),
+        opt(ev.routing_purity)
+    );
+
+    md.push_str(
+        "## Routing prefix sweep\n\n| prefix | mixture ppl | mixture ppl after prefix | \
+         dense ppl after prefix | purity |\n|---|---|---|---|---|\n",
+    );
+    for p in &ev.prefix_sweep {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            p.prefix_tokens,
+            num(p.mixture_ppl),
+            num(p.mixture_ppl_excl_prefix),
+            num(p.dense_ppl_excl_prefix),
+            opt(p.routing_purity)
+        );
+    }
+    md.push('\n');
+    md.push_str(&plot(PREFIX_SWEEP, "prefix sweep"));
+
+    md.push_str(
+        "## Router EM\n\n| iteration | train loss per router | best prefix NLL/token | \
+         argmax load | changed | purity | seconds |\n|---|---|---|---|---|---|---|\n",
+    );
+    for m in &i.em {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {:.1} |",
+            m.iteration,
+            list(&m.train_loss),
+            num(m.mean_best_nll),
+            list(&m.argmax_load),
+            opt(m.changed_fraction),
+            opt(m.purity),
+            m.seconds
+        );
+    }
+    md.push('\n');
+    md.push_str(&plot(EM_NLL, "EM NLL"));
+    md.push_str(&plot(EM_PURITY, "EM purity"));
+
+    shards(&mut md, i);
+    md.push_str(&plot(DOMAIN_MIX, "domain mix"));
+    dataset(&mut md, i);
+
+    md.push_str("## Wall time per stage\n\n| stage | seconds |\n|---|---|\n");
+    for t in &r.stage_seconds {
+        let _ = writeln!(md, "| {} | {:.1} |", t.stage, t.seconds);
+    }
+    if !r.stage_seconds.is_empty() {
+        let total: f64 = r.stage_seconds.iter().map(|t| t.seconds).sum();
+        let _ = writeln!(md, "| total | {total:.1} |");
+    }
+
+    md.push_str("\n## Configuration\n\n");
+    if config.sources.is_empty() {
+        md.push_str("No stage wrote a `config.toml` into its folder.\n");
+    } else {
+        let _ = writeln!(
+            md,
+            "Each stage's effective settings, defaults included (also in `config.toml` beside \
+             this report), from {}:\n\n```toml\n{}```",
+            config
+                .sources
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            config.text
+        );
+    }
+    if let Some(q) = quoted {
+        let text = q.text.trim_end();
+        let _ = writeln!(
+            md,
+            "\nThe config file given to the run, `{}`:\n\n```toml\n{text}\n```",
+            q.name
+        );
+    }
+    md
+}
+
+/// `## Shards`: rows and domain mix of each expert's shard.
+fn shards(md: &mut String, i: &Inputs) {
+    let p = &i.partition;
+    let names = p.domains.as_deref().unwrap_or_default();
+    md.push_str("## Shards\n\n");
+    let _ = writeln!(
+        md,
+        "| expert | sequences |{}\n|---|---|{}",
+        names.iter().map(|n| format!(" {n} |")).collect::<String>(),
+        "---|".repeat(names.len())
+    );
+    for (e, s) in p.expert_rows.iter().enumerate() {
+        let row = p
+            .domain_mix
+            .as_ref()
+            .and_then(|mix| mix.get(e))
+            .map(|r| r.iter().map(|c| format!(" {c} |")).collect::<String>())
+            .unwrap_or_else(|| " |".repeat(names.len()));
+        let _ = writeln!(md, "| {e} | {} |{row}", s.sequences);
+    }
+    let _ = writeln!(
+        md,
+        "\nPartition of {} rows with a {}-token prefix: purity {}, argmax load {}, best \
+         router's prefix NLL per token {}.\n",
+        p.rows,
+        p.prefix_len,
+        opt(p.purity),
+        list(&p.argmax_load),
+        num(p.mean_best_nll)
+    );
+}
+
+/// `## Dataset`: documents, rows and tokens per split; the tokenizer and packing.
+fn dataset(md: &mut String, i: &Inputs) {
+    let m = &i.manifest;
+    md.push_str("## Dataset\n\n| split | documents | sequences | tokens |\n|---|---|---|---|\n");
+    for (split, s) in &m.splits {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            split.name(),
+            s.documents,
+            s.sequences,
+            s.tokens
+        );
+    }
+    let packing = serde_json::to_value(m.packing)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| format!("{:?}", m.packing));
+    let domains = if m.domains.is_empty() {
+        "none".to_string()
+    } else {
+        m.domains.join(", ")
+    };
+    let _ = writeln!(
+        md,
+        "\nVocabulary {}, sequence length {}, packing {packing}; domains: {domains}.\n",
+        m.tokenizer.vocab_size, m.seq_len
+    );
+}

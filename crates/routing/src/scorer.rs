@@ -1,0 +1,26 @@
+//! What routes: anything that scores a batch of prefixes once per expert.
+
+/// The error a scorer returns (its own error type, boxed).
+pub type ScorerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Scores prefixes for E experts: `log p(x_1..x_M)` under router `e` (paper Eq. 9) or any
+/// score where higher means "this expert fits better".
+pub trait PrefixScorer {
+    /// Number of experts, E.
+    fn experts(&self) -> usize;
+    /// The prefix length the scorer was trained on (the partition stage's default).
+    fn trained_prefix(&self) -> usize;
+    /// What identifies the scorer (its settings and training data): recorded by the stages
+    /// that use it.
+    fn fingerprint(&self) -> String;
+    /// The checksum (`xxh3:…`) of the tokenizer whose ids the scorer reads.
+    fn tokenizer_hash(&self) -> String;
+    /// Row-major `[n, experts()]` scores of `n` prefixes of `prefix_len` tokens each, laid out
+    /// one after another in `prefixes`; targets equal to `pad` are not scored.
+    fn score(
+        &self,
+        prefixes: &[u32],
+        prefix_len: usize,
+        pad: Option<u32>,
+    ) -> Result<Vec<f32>, ScorerError>;
+}

@@ -1,0 +1,221 @@
+//! The whole line through the library API alone (no binary) on the tiny two-domain corpus:
+//! data → routers → partition → experts + dense → eval → report; `route` and `generate` load
+//! what it wrote and return what they must (the expert of a text's domain, the scores' order,
+//! a seeded generation's exact tokens).
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use smalltalk_data::Split;
+use smalltalk_eval::{eval_run, generate_text, EvalData, EvalOptions, GenerateOptions, TextRouter};
+use smalltalk_expert::{train_dense, train_expert, StepBudget};
+use smalltalk_lm::{generate, SamplingOptions};
+use smalltalk_router::{train_routers, RouterSet};
+use smalltalk_routing::{partition_stage, PartitionManifest};
+use smalltalk_stage::{NoProgress, RunLayout};
+use smalltalk_tests::{build_tiny_dataset, domain_text, tiny_settings, write_two_domain_corpus};
+
+use crate::lm_util::{AB, B};
+
+/// A finished tiny run, shared by the tests that only read it.
+pub struct TinyRun {
+    _tmp: tempfile::TempDir,
+    /// Its folders.
+    pub layout: RunLayout,
+}
+
+/// Routers strong enough to separate the two domains: more EM than the CLI's smoke config.
+pub fn strong_routers() -> smalltalk_router::EmConfig {
+    let mut cfg = tiny_settings().routers;
+    cfg.iterations = 4;
+    cfg.steps_per_iteration = 12;
+    cfg
+}
+
+/// Build the dataset, train routers, partition, two experts and the dense model in `layout`.
+pub fn train_tiny_run(layout: &RunLayout) {
+    let s = tiny_settings();
+    let corpus = write_two_domain_corpus(layout.root());
+    build_tiny_dataset(&corpus, &layout.data());
+    let em = train_routers::<AB>(
+        &layout.data(),
+        &layout.routers(),
+        &strong_routers(),
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert!(!em.stopped && em.manifest.is_some());
+    let routers = RouterSet::<B>::load(&layout.routers(), &Default::default()).unwrap();
+    partition_stage(
+        &routers,
+        &layout.data(),
+        &layout.partition(),
+        &s.partition,
+        &mut NoProgress,
+    )
+    .unwrap();
+    for e in 0..2 {
+        train_expert::<AB>(
+            &layout.data(),
+            &layout.partition(),
+            &layout.experts(),
+            &s.experts,
+            e,
+            StepBudget::Fixed,
+            &Default::default(),
+            &mut NoProgress,
+        )
+        .unwrap();
+    }
+    train_dense::<AB>(
+        &layout.data(),
+        &layout.experts(),
+        &s.experts,
+        2,
+        StepBudget::Fixed,
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+}
+
+/// The shared finished run.
+pub fn tiny_run() -> &'static TinyRun {
+    static RUN: OnceLock<TinyRun> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = RunLayout::new(tmp.path());
+        train_tiny_run(&layout);
+        TinyRun { _tmp: tmp, layout }
+    })
+}
+
+/// The expert whose part of the partition holds most rows of domain `d`.
+fn expert_of_domain(partition: &Path, d: usize) -> usize {
+    let m = PartitionManifest::load(partition).unwrap();
+    let mix = m.domain_mix.unwrap();
+    (0..mix.len()).max_by_key(|&e| mix[e][d]).unwrap()
+}
+
+#[test]
+fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
+    let run = tiny_run();
+    let layout = &run.layout;
+
+    // The partition: every row once, equal parts, the domains separated.
+    let m = PartitionManifest::load(&layout.partition()).unwrap();
+    let sizes: Vec<usize> = m.expert_rows.iter().map(|r| r.sequences).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), m.rows);
+    assert!(sizes[0].abs_diff(sizes[1]) <= 1, "unequal parts {sizes:?}");
+    // Equal parts cap the purity (the code documents are longer, so they fill more rows than
+    // one part holds): the best possible is every prose row with every code row it can get.
+    let mix = m.domain_mix.clone().unwrap();
+    let counts: Vec<u64> = (0..2).map(|d| mix[0][d] + mix[1][d]).collect();
+    let cap = sizes[0].max(sizes[1]) as u64;
+    let best = (counts[0].min(cap) + counts[1].min(cap)) as f64 / m.rows as f64;
+    let purity = m.purity.unwrap();
+    assert!(purity >= best - 0.02, "routers did not separate the domains: {m:?}");
+    assert_ne!(expert_of_domain(&layout.partition(), 0), expert_of_domain(&layout.partition(), 1));
+
+    // Eval on the validation split, then the report from the run folder.
+    let options = EvalOptions {
+        prefixes: vec![4, 2, 8, 16],
+        seed: 0,
+    };
+    let data = EvalData::Split {
+        dataset: &layout.data(),
+        split: Split::Validation,
+    };
+    let report = eval_run::<B>(
+        &layout.routers(),
+        &layout.experts(),
+        &data,
+        &options,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!((report.experts, report.prefix_tokens), (2, 4));
+    assert_eq!(report.prefix_sweep.len(), 4);
+    for v in [report.mixture_ppl, report.dense_ppl, report.random_ppl, report.oracle_ppl] {
+        assert!(v.is_finite() && v > 1.0, "{report:?}");
+    }
+    assert!(report.oracle_ppl <= report.mixture_ppl + 1e-9);
+    assert!((report.expert_load.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    std::fs::write(
+        layout.eval_json(),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+    let written = smalltalk_report::write_report(layout, None).unwrap();
+    smalltalk_report::check_finite(&written).unwrap();
+    assert!(layout.report_md().exists());
+
+    // Route: a text of each domain goes to the expert that holds that domain; the chosen
+    // expert has the highest score.
+    let router = TextRouter::<B>::load(&layout.routers(), &Default::default()).unwrap();
+    for d in 0..2 {
+        // Routed on the routers' training prefix (8 tokens in the tiny config).
+        let r = router.route(&domain_text(d, 1000), 8).unwrap();
+        assert_eq!(r.expert, expert_of_domain(&layout.partition(), d), "{r:?}");
+        assert_eq!(r.scores.len(), 2);
+        let other = 1 - r.expert;
+        assert!(r.scores[r.expert] > r.scores[other], "{r:?}");
+        assert_eq!(r.prefix_tokens, 8);
+    }
+    assert!(router.route("", 32).is_err(), "an empty text cannot be routed");
+
+    // Generate: a seeded generation is the chosen expert's own generation, token for token.
+    let prompt = "the cat sat on the mat";
+    let options = GenerateOptions {
+        prefix: 8,
+        max_tokens: 6,
+        sampling: SamplingOptions {
+            temperature: 0.8,
+            top_k: 50,
+            top_p: 0.95,
+            seed: 3,
+        },
+    };
+    let mut streamed = String::new();
+    let g = generate_text::<B>(
+        &layout.routers(),
+        &layout.experts(),
+        prompt,
+        &options,
+        &Default::default(),
+        |piece| streamed.push_str(piece),
+    )
+    .unwrap();
+    assert_eq!(g.routed.expert, expert_of_domain(&layout.partition(), 0));
+    assert_eq!(streamed, g.completion);
+    let expert = smalltalk_eval::latest_model::<B>(&layout.expert(g.routed.expert), &Default::default())
+        .unwrap();
+    let ids = router.tokenizer.encode(prompt).unwrap();
+    let eos = router.tokenizer.eos_id;
+    let direct = generate(&expert, &ids, 6, &[eos], &options.sampling, |_| {}).unwrap();
+    assert_eq!(g.tokens, direct, "generate_text used another expert or other settings");
+    assert!(!g.tokens.is_empty());
+
+    // Bad sampling values are refused before anything loads.
+    for (t, p) in [(-1.0, 0.9), (f64::NAN, 0.9), (0.8, -0.5), (0.8, 2.0), (0.8, 0.0)] {
+        let bad = GenerateOptions {
+            sampling: SamplingOptions {
+                temperature: t,
+                top_p: p,
+                ..options.sampling.clone()
+            },
+            ..options.clone()
+        };
+        assert!(bad.validate().is_err(), "temperature {t}, top-p {p} accepted");
+    }
+    let greedy = GenerateOptions {
+        sampling: SamplingOptions {
+            temperature: 0.0,
+            ..options.sampling.clone()
+        },
+        ..options.clone()
+    };
+    assert!(greedy.validate().is_ok());
+    assert!(GenerateOptions { prefix: 0, ..options.clone() }.validate().is_err());
+}
