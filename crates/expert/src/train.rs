@@ -94,6 +94,7 @@ pub fn train_expert<AB: AutodiffBackend>(
     }
     let model = cfg.model_config(rows.vocab_size())?;
     cfg.train.validate()?;
+    check_fits(&model, rows.reader.row_len())?;
     let part = partition.read_rows(partition_dir, expert)?;
     #[derive(Serialize)]
     struct Settings<'a> {
@@ -128,6 +129,7 @@ pub fn train_dense<AB: AutodiffBackend>(
     let model = cfg.model_config(rows.vocab_size())?;
     let train = cfg.dense_train(experts)?;
     train.validate()?;
+    check_fits(&model, rows.reader.row_len())?;
     #[derive(Serialize)]
     struct Settings<'a> {
         experts: &'a ExpertConfig,
@@ -145,6 +147,19 @@ pub fn train_dense<AB: AutodiffBackend>(
     write_config(folder.dir(), cfg)?;
     let summary = train_run::<AB>(&model, train, &folder, &rows.reader, budget, device, progress)?;
     Ok(RunOutcome { dir, summary })
+}
+
+/// Refuse a model that cannot hold a training row (before anything is written).
+fn check_fits(model: &LmConfig, row_len: usize) -> Result<()> {
+    model.validate()?;
+    if row_len - 1 > model.max_seq_len {
+        return Err(ExpertError::Config(format!(
+            "[experts.model] max_seq_len {} is shorter than the dataset's {} positions per row",
+            model.max_seq_len,
+            row_len - 1
+        )));
+    }
+    Ok(())
 }
 
 /// Claim a run folder; with [`StepBudget::Extend`] the recorded settings may differ in the

@@ -84,7 +84,19 @@ impl EmConfig {
             return bad("score_batch", "must be at least 1".into());
         }
         self.router_train(0).validate()?;
-        self.model_config()?;
+        let model = self.model_config()?;
+        model.validate()?;
+        if self.prefix_len - 1 > model.max_seq_len {
+            return bad(
+                "model.max_seq_len",
+                format!(
+                    "{} positions are too few for the {}-token prefix (needs {})",
+                    model.max_seq_len,
+                    self.prefix_len,
+                    self.prefix_len - 1
+                ),
+            );
+        }
         Ok(())
     }
 

@@ -166,6 +166,39 @@ pub fn remove_stale_temps(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Remove, anywhere under the folder `dir`, the temporaries (`<name>.tmp-<pid>-<n>`) of
+/// processes that are no longer running: what a killed writer left behind. Called by a stage
+/// that holds the folder's lock, so no live writer of that folder is touched.
+pub fn remove_stale_temps_under(dir: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let p = entry.path();
+        let owner = file
+            .rsplit_once(".tmp-")
+            .filter(|(name, _)| !name.is_empty())
+            .and_then(|(_, rest)| rest.split('-').next()?.parse::<u32>().ok());
+        match owner {
+            Some(pid) if pid != std::process::id() && !process_alive(pid) => {
+                let removed = if p.is_dir() {
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+                match removed {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    other => other.at(&p)?,
+                }
+            }
+            None if p.is_dir() => remove_stale_temps_under(&p)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// A folder built under a temporary name and renamed into place by [`TempDir::commit`].
 /// Dropped without commit, it is removed.
 pub struct TempDir {

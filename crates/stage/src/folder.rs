@@ -216,6 +216,7 @@ impl StageFolder {
                 }
             }
         }
+        crate::atomic::remove_stale_temps_under(dir)?;
         if recorded.as_ref() != Some(identity) {
             identity.write(dir)?;
         }
@@ -354,5 +355,28 @@ mod tests {
             .unwrap()
             .abandon();
         assert!(!fresh.exists());
+    }
+
+    #[test]
+    fn a_claim_removes_what_killed_writers_left_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        drop(StageFolder::claim(&out, &id("expert", "a", 1), &[], SettingsPolicy::Same).unwrap());
+        let sub = out.join("checkpoints");
+        std::fs::create_dir_all(sub.join(format!("step-2.tmp-{}-0", u32::MAX - 1))).unwrap();
+        let dead = sub.join(format!("state.json.tmp-{}-7", u32::MAX - 1));
+        let live = sub.join("model.safetensors.tmp-1-0"); // PID 1 is running
+        let user = sub.join("notes.tmp-x");
+        for f in [&dead, &live, &user] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        drop(StageFolder::claim(&out, &id("expert", "a", 1), &[], SettingsPolicy::Same).unwrap());
+        let mut left: Vec<String> = std::fs::read_dir(&sub)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["model.safetensors.tmp-1-0", "notes.tmp-x"]);
     }
 }

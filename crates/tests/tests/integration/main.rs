@@ -10,3 +10,4 @@ mod lm_train;
 mod lm_util;
 mod router_em;
 mod pipeline_api;
+mod reliability;

@@ -115,8 +115,14 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
     let cap = sizes[0].max(sizes[1]) as u64;
     let best = (counts[0].min(cap) + counts[1].min(cap)) as f64 / m.rows as f64;
     let purity = m.purity.unwrap();
-    assert!(purity >= best - 0.02, "routers did not separate the domains: {m:?}");
-    assert_ne!(expert_of_domain(&layout.partition(), 0), expert_of_domain(&layout.partition(), 1));
+    assert!(
+        purity >= best - 0.02,
+        "routers did not separate the domains: {m:?}"
+    );
+    assert_ne!(
+        expert_of_domain(&layout.partition(), 0),
+        expert_of_domain(&layout.partition(), 1)
+    );
 
     // Eval on the validation split, then the report from the run folder.
     let options = EvalOptions {
@@ -137,7 +143,12 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
     .unwrap();
     assert_eq!((report.experts, report.prefix_tokens), (2, 4));
     assert_eq!(report.prefix_sweep.len(), 4);
-    for v in [report.mixture_ppl, report.dense_ppl, report.random_ppl, report.oracle_ppl] {
+    for v in [
+        report.mixture_ppl,
+        report.dense_ppl,
+        report.random_ppl,
+        report.oracle_ppl,
+    ] {
         assert!(v.is_finite() && v > 1.0, "{report:?}");
     }
     assert!(report.oracle_ppl <= report.mixture_ppl + 1e-9);
@@ -163,7 +174,10 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
         assert!(r.scores[r.expert] > r.scores[other], "{r:?}");
         assert_eq!(r.prefix_tokens, 8);
     }
-    assert!(router.route("", 32).is_err(), "an empty text cannot be routed");
+    assert!(
+        router.route("", 32).is_err(),
+        "an empty text cannot be routed"
+    );
 
     // Generate: a seeded generation is the chosen expert's own generation, token for token.
     let prompt = "the cat sat on the mat";
@@ -189,16 +203,26 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
     .unwrap();
     assert_eq!(g.routed.expert, expert_of_domain(&layout.partition(), 0));
     assert_eq!(streamed, g.completion);
-    let expert = smalltalk_eval::latest_model::<B>(&layout.expert(g.routed.expert), &Default::default())
-        .unwrap();
+    let expert =
+        smalltalk_eval::latest_model::<B>(&layout.expert(g.routed.expert), &Default::default())
+            .unwrap();
     let ids = router.tokenizer.encode(prompt).unwrap();
     let eos = router.tokenizer.eos_id;
     let direct = generate(&expert, &ids, 6, &[eos], &options.sampling, |_| {}).unwrap();
-    assert_eq!(g.tokens, direct, "generate_text used another expert or other settings");
+    assert_eq!(
+        g.tokens, direct,
+        "generate_text used another expert or other settings"
+    );
     assert!(!g.tokens.is_empty());
 
     // Bad sampling values are refused before anything loads.
-    for (t, p) in [(-1.0, 0.9), (f64::NAN, 0.9), (0.8, -0.5), (0.8, 2.0), (0.8, 0.0)] {
+    for (t, p) in [
+        (-1.0, 0.9),
+        (f64::NAN, 0.9),
+        (0.8, -0.5),
+        (0.8, 2.0),
+        (0.8, 0.0),
+    ] {
         let bad = GenerateOptions {
             sampling: SamplingOptions {
                 temperature: t,
@@ -207,7 +231,10 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
             },
             ..options.clone()
         };
-        assert!(bad.validate().is_err(), "temperature {t}, top-p {p} accepted");
+        assert!(
+            bad.validate().is_err(),
+            "temperature {t}, top-p {p} accepted"
+        );
     }
     let greedy = GenerateOptions {
         sampling: SamplingOptions {
@@ -217,5 +244,10 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
         ..options.clone()
     };
     assert!(greedy.validate().is_ok());
-    assert!(GenerateOptions { prefix: 0, ..options.clone() }.validate().is_err());
+    assert!(GenerateOptions {
+        prefix: 0,
+        ..options.clone()
+    }
+    .validate()
+    .is_err());
 }
