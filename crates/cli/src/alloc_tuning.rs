@@ -1,4 +1,4 @@
-//! glibc malloc settings for the CPU backend (ENGINEERING §9.1).
+//! glibc malloc settings for the CPU backend (the measurements are in BENCHMARKS.md).
 //!
 //! burn-flex has no memory pool: every op output is a fresh `Vec`, freed when its last
 //! reference drops. glibc serves allocations above `M_MMAP_THRESHOLD` (at most 32 MiB by

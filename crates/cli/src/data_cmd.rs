@@ -5,15 +5,15 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use serde_json::json;
 use smalltalk_data::{
-    build_dataset, train_tokenizer, BuildOutcome, Dataset, PackingMode, Split, TextTokenizer,
-    Verify,
+    data_stage, train_tokenizer, BuildOutcome, Dataset, PackingMode, Split, TokenizerSource, Verify,
 };
-use smalltalk_stage::atomic;
+use smalltalk_stage::stats::peak_rss_bytes;
 
 use crate::config::Config;
 use crate::progress::{BarProgress, BarStyle};
-use crate::report::{peak_rss_bytes, Output};
+use crate::report::Output;
 
 /// The data stage.
 #[derive(Debug, Subcommand)]
@@ -26,8 +26,9 @@ pub enum DataCommand {
     ///
     /// Reads plain-text files, folders of them and JSON lines (text in `data.format.text_field`,
     /// default `text`), optionally .gz or .zst. Writes DIR/{manifest.json, tokenizer.json,
-    /// config.toml, <split>-NNNNN.tokens, <split>-NNNNN.meta}. The folder appears only when
-    /// complete; rerunning with the same inputs and settings does nothing.
+    /// config.toml (the effective [data] table), <split>-NNNNN.tokens, <split>-NNNNN.meta}. The
+    /// folder appears only when complete; rerunning with the same inputs and settings does
+    /// nothing.
     Build(BuildArgs),
     /// Summarize a dataset folder and verify its checksums.
     Inspect(InspectArgs),
@@ -107,135 +108,75 @@ pub struct InspectArgs {
 
 /// Run a data command.
 pub fn run(cmd: DataCommand, out: &Output) -> Result<()> {
+    let mut progress = BarProgress::new(out.is_json(), BarStyle::Bytes);
+    let start = Instant::now();
     match cmd {
-        DataCommand::Tokenizer(args) => tokenizer(args, out),
-        DataCommand::Build(args) => build(args, out),
-        DataCommand::Inspect(args) => inspect(args, out),
-    }
-}
-
-fn train(corpus: &[PathBuf], config: &Config, out: &Output) -> Result<TextTokenizer> {
-    let mut progress = BarProgress::new(out.is_json(), BarStyle::Bytes);
-    Ok(train_tokenizer(corpus, &config.data, &mut progress)?)
-}
-
-fn tokenizer(args: TokenizerArgs, out: &Output) -> Result<()> {
-    let config = args.corpus.config()?;
-    let start = Instant::now();
-    let tok = train(&args.corpus.corpus, &config, out)?;
-    tok.save(&args.out)?;
-    out.result(
-        &serde_json::json!({"event": "tokenizer", "path": args.out, "vocab_size": tok.vocab_size(),
-            "eos_id": tok.eos_id, "pad_id": tok.pad_id, "hash": tok.hash()?, "seconds": start.elapsed().as_secs_f64()}),
-        || format!("wrote {} (vocabulary {}) in {:.1}s", args.out.display(), tok.vocab_size(), start.elapsed().as_secs_f64()),
-    );
-    Ok(())
-}
-
-fn build(args: BuildArgs, out: &Output) -> Result<()> {
-    let mut config = args.corpus.config()?;
-    if let Some(n) = args.seq_len {
-        config.data.seq_len = n;
-    }
-    if let Some(p) = args.packing {
-        config.data.packing = p;
-    }
-    let start = Instant::now();
-    let tok = match &args.tokenizer {
-        Some(path) => TextTokenizer::load(path, args.eos_token.as_deref())?,
-        None if args
-            .out
-            .join(smalltalk_data::manifest::MANIFEST_FILE)
-            .exists() =>
-        {
-            // Rerun: reuse the dataset's own tokenizer so a finished build is recognised.
-            Dataset::open(&args.out)?.tokenizer()?
+        DataCommand::Tokenizer(args) => {
+            let config = args.corpus.config()?;
+            let tok = train_tokenizer(&args.corpus.corpus, &config.data, &mut progress)?;
+            tok.save(&args.out)?;
+            let seconds = start.elapsed().as_secs_f64();
+            out.result(
+                &json!({"event": "tokenizer", "path": args.out, "vocab_size": tok.vocab_size(),
+                    "eos_id": tok.eos_id, "pad_id": tok.pad_id, "hash": tok.hash()?, "seconds": seconds}),
+                || format!("wrote {} (vocabulary {}) in {seconds:.1}s", args.out.display(), tok.vocab_size()),
+            );
         }
-        None => train(&args.corpus.corpus, &config, out)?,
-    };
-    let mut progress = BarProgress::new(out.is_json(), BarStyle::Bytes);
-    let outcome = build_dataset(
-        &args.corpus.corpus,
-        &tok,
-        &args.out,
-        &config.data,
-        &mut progress,
-    )?;
-    drop(progress);
-    if matches!(outcome, BuildOutcome::Built(_)) {
-        atomic::write_file(&args.out.join("config.toml"), config.to_toml().as_bytes())?;
+        DataCommand::Build(args) => {
+            let mut config = args.corpus.config()?;
+            config.data.seq_len = args.seq_len.unwrap_or(config.data.seq_len);
+            config.data.packing = args.packing.unwrap_or(config.data.packing);
+            let tokenizer = match args.tokenizer {
+                Some(path) => TokenizerSource::File {
+                    path,
+                    eos_token: args.eos_token,
+                },
+                None => TokenizerSource::Train,
+            };
+            let outcome = data_stage(
+                &args.corpus.corpus,
+                &tokenizer,
+                &args.out,
+                &config.data,
+                &mut progress,
+            )?;
+            drop(progress);
+            let (m, skipped) = (
+                outcome.manifest(),
+                matches!(outcome, BuildOutcome::Skipped(_)),
+            );
+            let seconds = start.elapsed().as_secs_f64();
+            let input_bytes: u64 = m.build.inputs.iter().map(|(_, n)| n).sum();
+            out.result(
+                &json!({"event": "data", "dir": args.out, "skipped": skipped, "seconds": seconds,
+                    "input_bytes": input_bytes, "peak_rss_bytes": peak_rss_bytes(), "manifest": m.summary_json()}),
+                || {
+                    let verb = if skipped { "already complete, skipped" } else { "built" };
+                    format!("{} {verb} in {seconds:.1}s\n{}", args.out.display(), m.describe())
+                },
+            );
+        }
+        DataCommand::Inspect(args) => {
+            let dataset = Dataset::open(&args.dir)?;
+            let verify = if args.no_verify {
+                Verify::SizesOnly
+            } else {
+                Verify::Checksums
+            };
+            for split in Split::ALL {
+                dataset.reader(split, verify)?;
+            }
+            let m = dataset.manifest();
+            let checked = if args.no_verify {
+                "sizes ok"
+            } else {
+                "checksums ok"
+            };
+            out.result(
+                &json!({"event": "inspect", "dir": args.dir, "verified": !args.no_verify, "manifest": m.summary_json()}),
+                || format!("{}: {checked}\n{}", args.dir.display(), m.describe()),
+            );
+        }
     }
-    let m = outcome.manifest();
-    let skipped = matches!(outcome, BuildOutcome::Skipped(_));
-    let seconds = start.elapsed().as_secs_f64();
-    let input_bytes: u64 = m.build.inputs.iter().map(|(_, n)| n).sum();
-    out.result(
-        &serde_json::json!({"event": "data", "dir": args.out, "skipped": skipped, "seconds": seconds,
-            "input_bytes": input_bytes, "peak_rss_bytes": peak_rss_bytes(), "manifest": summary(m)}),
-        || {
-            let verb = if skipped { "already complete, skipped" } else { "built" };
-            format!("{} {verb} in {seconds:.1}s\n{}", args.out.display(), human_summary(m))
-        },
-    );
     Ok(())
-}
-
-fn inspect(args: InspectArgs, out: &Output) -> Result<()> {
-    let dataset = Dataset::open(&args.dir)?;
-    let verify = if args.no_verify {
-        Verify::SizesOnly
-    } else {
-        Verify::Checksums
-    };
-    for split in Split::ALL {
-        dataset.reader(split, verify)?;
-    }
-    let m = dataset.manifest();
-    out.result(&serde_json::json!({"event": "inspect", "dir": args.dir, "verified": !args.no_verify, "manifest": summary(m)}), || {
-        format!("{}: {}\n{}", args.dir.display(), if args.no_verify { "sizes ok" } else { "checksums ok" }, human_summary(m))
-    });
-    Ok(())
-}
-
-fn summary(m: &smalltalk_data::Manifest) -> serde_json::Value {
-    let splits: serde_json::Map<String, serde_json::Value> = m
-        .splits
-        .iter()
-        .map(|(s, i)| {
-            let v = serde_json::json!({"documents": i.documents, "sequences": i.sequences, "tokens": i.tokens,
-                "padding_tokens": i.padding_tokens, "shards": i.shards.len(), "domain_sequences": i.domain_sequences});
-            (s.name().to_string(), v)
-        })
-        .collect();
-    serde_json::json!({"vocab_size": m.tokenizer.vocab_size, "seq_len": m.seq_len, "packing": m.packing,
-        "id_width": m.id_width, "domains": m.domains, "documents_read": m.documents_read, "splits": splits})
-}
-
-fn human_summary(m: &smalltalk_data::Manifest) -> String {
-    let mut lines = vec![format!(
-        "vocabulary {}, seq_len {}, packing {}, ids {}, {} documents read",
-        m.tokenizer.vocab_size,
-        m.seq_len,
-        serde_json::to_value(m.packing)
-            .unwrap_or_default()
-            .as_str()
-            .unwrap_or("?"),
-        serde_json::to_value(m.id_width)
-            .unwrap_or_default()
-            .as_str()
-            .unwrap_or("?"),
-        m.documents_read
-    )];
-    for (split, i) in &m.splits {
-        lines.push(format!(
-            "  {:<10} {:>7} docs {:>9} sequences {:>12} tokens ({:.1}% padding) in {} shard(s)",
-            split.name(),
-            i.documents,
-            i.sequences,
-            i.tokens,
-            100.0 * i.padding_tokens as f64 / (i.sequences.max(1) * m.row_len as u64) as f64,
-            i.shards.len()
-        ));
-    }
-    lines.join("\n")
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
-use smalltalk_expert::{expert_index, train_dense, train_expert, RunOutcome, StepBudget};
+use smalltalk_expert::{
+    expert_index, train_dense, train_expert, ExpertJob, RunOutcome, StepBudget,
+};
 use smalltalk_lm::backend::BackendKind;
 use smalltalk_routing::PartitionManifest;
 
@@ -107,8 +109,14 @@ pub fn run_expert(cmd: ExpertCommand, backend: BackendKind, out: &Output) -> Res
     let e = expert_index(args.expert, experts, |k| std::env::var(k).ok())?;
     let mut progress = BarProgress::new(out.is_json(), BarStyle::Steps);
     let (outcome, name) = on_backend!(backend, AB, name => {
-        (train_expert::<AB>(&c.data, &args.partition, &c.out, &cfg, e, c.budget(),
-                            &Default::default(), &mut progress), name)
+        let job = ExpertJob {
+            data: &c.data,
+            partition: &args.partition,
+            experts: &c.out,
+            expert: e,
+            budget: c.budget(),
+        };
+        (train_expert::<AB>(&job, &cfg, &Default::default(), &mut progress), name)
     });
     let outcome = outcome.with_context(|| format!("training expert {e}"))?;
     report(&format!("expert {e}"), name, &outcome, out)
@@ -139,7 +147,10 @@ fn report(label: &str, backend: &str, o: &RunOutcome, out: &Output) -> Result<()
             "finished": s.finished, "last_loss": s.last_loss,
         }),
         || match (skipped, s.last_loss) {
-            (true, _) => format!("{label} in {} is already trained (skipped)", o.dir.display()),
+            (true, _) => format!(
+                "{label} in {} is already trained (skipped)",
+                o.dir.display()
+            ),
             (false, Some(l)) => format!(
                 "{label}: steps {}..{} in {}, last loss {l:.4}",
                 s.start_step,

@@ -80,7 +80,11 @@ pub fn run(args: GenerateArgs, backend: BackendKind, out: &Output) -> Result<()>
         "expert {} answered (routed on {} prompt tokens; router log-likelihoods {})",
         r.expert,
         r.prefix_tokens,
-        r.scores.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>().join(", ")
+        r.scores
+            .iter()
+            .map(|s| format!("{s:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     if json {
         out.result(

@@ -2,24 +2,14 @@
 //! scoring throughput of a preset on random tokens (what `cargo xtask bench lm` and
 //! `bench/gpu.sh` drive next to PyTorch).
 
-use std::ops::ControlFlow;
-use std::time::Instant;
-
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::{json, Value};
 use smalltalk_lm::backend::BackendKind;
-use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
-use smalltalk_lm::rng::SplitMix64;
-use smalltalk_lm::{
-    score_prefix, Lm, LmConfig, Precision, ScoreOptions, StepMetrics, TrainConfig, TrainObserver,
-    Trainer, VecSource,
-};
+use smalltalk_lm::{BenchOptions, Precision};
 
+use crate::backends::on_backend;
 use crate::progress::{BarProgress, BarStyle};
-use crate::report::{peak_rss_bytes, Output};
-use smalltalk_stage::stats::min_median;
-use smalltalk_stage::Progress;
+use crate::report::Output;
 
 /// The LM commands.
 #[derive(Debug, Subcommand)]
@@ -51,15 +41,6 @@ pub enum PrecisionArg {
     /// bf16 matrix products and attention over f32 master weights (GPU backends; runs on
     /// flex too, slowly, through f32 conversions).
     Bf16,
-}
-
-impl From<PrecisionArg> for Precision {
-    fn from(p: PrecisionArg) -> Self {
-        match p {
-            PrecisionArg::Full => Precision::Full,
-            PrecisionArg::Bf16 => Precision::Bf16,
-        }
-    }
 }
 
 /// `lm bench` flags.
@@ -99,244 +80,91 @@ pub struct BenchArgs {
 
 /// Run an `lm` command on `backend`.
 pub fn run(cmd: LmCommand, backend: BackendKind, out: &Output) -> Result<()> {
-    match cmd {
-        LmCommand::Bench(args) => bench(args, backend, out),
-    }
-}
-
-fn bench(args: BenchArgs, backend: BackendKind, out: &Output) -> Result<()> {
-    let mut overrides = toml::Table::new();
-    if let Some(v) = args.vocab {
-        overrides.insert("vocab_size".into(), toml::Value::Integer(v as i64));
-    }
-    let needed = args.seq.max(args.score_prefix);
-    let base = LmConfig::preset(&args.preset).with_context(|| format!("preset {}", args.preset))?;
-    if base.max_seq_len < needed {
-        overrides.insert("max_seq_len".into(), toml::Value::Integer(needed as i64));
-    }
-    let cfg =
-        LmConfig::from_preset_with_overrides(&args.preset, &overrides).context("model config")?;
-    let results = match backend {
-        #[cfg(feature = "flex")]
-        BackendKind::Flex => run_cases::<smalltalk_lm::CpuTrainBackend>(&args, &cfg, "flex", out)?,
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => run_cases::<
-            smalltalk_lm::burn::backend::Autodiff<smalltalk_lm::CudaF32>,
-        >(&args, &cfg, "cuda", out)?,
-        #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => run_cases::<
-            smalltalk_lm::burn::backend::Autodiff<smalltalk_lm::burn::backend::Wgpu>,
-        >(&args, &cfg, "wgpu", out)?,
-        #[allow(unreachable_patterns)]
-        other => bail!("backend {other} is not compiled into this binary"),
+    let LmCommand::Bench(args) = cmd;
+    let opts = BenchOptions {
+        cases: args
+            .cases
+            .iter()
+            .map(|c| match c {
+                BenchCase::Train => smalltalk_lm::BenchCase::Train,
+                BenchCase::Score => smalltalk_lm::BenchCase::Score,
+            })
+            .collect(),
+        precision: match args.precision {
+            PrecisionArg::Full => Precision::Full,
+            PrecisionArg::Bf16 => Precision::Bf16,
+        },
+        preset: args.preset,
+        vocab: args.vocab,
+        batch: args.batch,
+        seq: args.seq,
+        steps: args.steps,
+        score_batch: args.score_batch,
+        score_prefix: args.score_prefix,
+        score_reps: args.score_reps,
     };
-    for (value, human) in results {
-        out.result(&value, || human);
+    let mut progress = BarProgress::new(out.is_json(), BarStyle::Steps);
+    let (results, name) = on_backend!(backend, AB, name => {
+        (smalltalk_lm::bench::<AB>(&opts, &Default::default(), &mut progress), name)
+    });
+    let results = results.with_context(|| format!("benchmarking preset {}", opts.preset))?;
+    for result in results {
+        let mut value = serde_json::to_value(&result)?;
+        value["backend"] = name.into();
+        value["mallopt"] = crate::alloc_tuning::applied().into();
+        out.result(&value, || result.describe(name));
     }
     Ok(())
-}
-
-/// Random token ids below `vocab`, `n` of them, from a fixed seed.
-fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
-    let mut rng = SplitMix64::new(seed);
-    (0..n).map(|_| rng.below(vocab as u64) as u32).collect()
-}
-
-
-/// Records the wall time of each training step.
-struct StepTimer {
-    last: Instant,
-    seconds: Vec<f64>,
-    tokens: u64,
-    loss: f64,
-}
-
-impl TrainObserver for StepTimer {
-    fn on_start(&mut self, _start_step: usize, _total_steps: usize) {
-        self.last = Instant::now();
-    }
-
-    fn on_step(&mut self, m: &StepMetrics) -> ControlFlow<()> {
-        let now = Instant::now();
-        self.seconds
-            .push(now.duration_since(self.last).as_secs_f64());
-        self.last = now;
-        self.tokens = m.tokens;
-        self.loss = m.loss;
-        ControlFlow::Continue(())
-    }
-}
-
-type Case = (Value, String);
-
-fn run_cases<AB: AutodiffBackend>(
-    args: &BenchArgs,
-    cfg: &LmConfig,
-    backend: &str,
-    out: &Output,
-) -> Result<Vec<Case>> {
-    let device = AB::Device::default();
-    let mut results = Vec::new();
-    for case in &args.cases {
-        let result = match case {
-            BenchCase::Train => bench_train::<AB>(args, cfg, backend, &device, out)?,
-            BenchCase::Score => bench_score::<AB::InnerBackend>(args, cfg, backend, &device, out)?,
-        };
-        results.push(result);
-    }
-    Ok(results)
-}
-
-fn bench_train<AB: AutodiffBackend>(
-    args: &BenchArgs,
-    cfg: &LmConfig,
-    backend: &str,
-    device: &AB::Device,
-    out: &Output,
-) -> Result<Case> {
-    if args.steps == 0 || args.batch == 0 {
-        bail!("--steps and --batch must be positive");
-    }
-    let row_len = args.seq + 1;
-    let total_steps = args.steps + 1;
-    let tokens = random_tokens(args.batch * total_steps * row_len, cfg.vocab_size, 1);
-    let source = VecSource::new(tokens, row_len, None);
-    let train = TrainConfig {
-        total_steps,
-        batch_size: args.batch,
-        micro_batch_size: 0,
-        prefix_len: None,
-        warmup_steps: 1,
-        checkpoint_every: 0,
-        keep_checkpoints: 1,
-        precision: args.precision.into(),
-        ..TrainConfig::router_paper()
-    };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let dir =
-        std::env::temp_dir().join(format!("smalltalk-lm-bench-{}-{nanos}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut spinner = BarProgress::new(out.is_json(), BarStyle::Steps);
-    spinner.start("train", 0, 0);
-    spinner.update(
-        0,
-        &format!("{} x {} tokens, {} steps + 1 warm-up", args.batch, args.seq, args.steps),
-    );
-    let mut trainer =
-        Trainer::<AB>::new(cfg, train, &dir, device).context("creating the trainer")?;
-    let mut timer = StepTimer {
-        last: Instant::now(),
-        seconds: vec![],
-        tokens: 0,
-        loss: f64::NAN,
-    };
-    let run = trainer.run(&source, &mut timer);
-    spinner.finish();
-    let _ = std::fs::remove_dir_all(&dir);
-    run.context("training")?;
-    let measured = &timer.seconds[1..];
-    let (best, median) = min_median(measured);
-    let per_step = timer.tokens as f64;
-    let value = json!({
-        "case": "train", "backend": backend, "precision": Precision::from(args.precision).name(), "preset": args.preset, "vocab": cfg.vocab_size,
-        "params": cfg.num_params(), "d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_ff": cfg.d_ff,
-        "batch": args.batch, "seq": args.seq, "steps": args.steps,
-        "step_seconds": measured, "tokens_per_s": per_step * measured.len() as f64 / measured.iter().sum::<f64>(),
-        "tokens_per_s_best": per_step / best, "tokens_per_s_median": per_step / median,
-        "warmup_seconds": timer.seconds[0], "last_loss": timer.loss, "peak_rss_bytes": peak_rss_bytes(),
-        "mallopt": crate::alloc_tuning::applied(),
-    });
-    let human = format!(
-        "train {} on {backend}: batch {} x seq {}, {} steps: {:.0} tokens/s best, {:.0} median ({:.2} s/step median; warm-up {:.2} s)",
-        args.preset, args.batch, args.seq, args.steps, per_step / best, per_step / median, median, timer.seconds[0]
-    );
-    Ok((value, human))
-}
-
-fn bench_score<B: smalltalk_lm::burn::tensor::backend::Backend>(
-    args: &BenchArgs,
-    cfg: &LmConfig,
-    backend: &str,
-    device: &B::Device,
-    out: &Output,
-) -> Result<Case> {
-    if args.score_reps == 0 || args.score_batch == 0 || args.score_prefix < 2 {
-        bail!("--score-reps and --score-batch must be positive and --score-prefix at least 2");
-    }
-    let model = Lm::<B>::new(cfg, 0, device).context("building the model")?;
-    let (rows, m) = (args.score_batch, args.score_prefix);
-    let tokens = random_tokens(rows * m, cfg.vocab_size, 2);
-    let options = ScoreOptions {
-        precision: args.precision.into(),
-        ..ScoreOptions::default()
-    };
-    let mut spinner = BarProgress::new(out.is_json(), BarStyle::Steps);
-    spinner.start("score", 0, 0);
-    spinner.update(0, &format!(
-        "{rows} rows x {m} tokens, {} reps + 1 warm-up",
-        args.score_reps
-    ));
-    let mut seconds = Vec::with_capacity(args.score_reps + 1);
-    for _ in 0..=args.score_reps {
-        let t = Instant::now();
-        let scores = score_prefix(&model, &tokens, m, m, &options).context("scoring")?;
-        seconds.push(t.elapsed().as_secs_f64());
-        if scores.len() != rows || !scores.iter().all(|s| s.is_finite()) {
-            bail!(
-                "scoring returned {} scores, or a non-finite one",
-                scores.len()
-            );
-        }
-    }
-    spinner.finish();
-    let measured = &seconds[1..];
-    let (best, median) = min_median(measured);
-    let n = rows as f64;
-    let value = json!({
-        "case": "score", "backend": backend, "precision": Precision::from(args.precision).name(), "preset": args.preset, "vocab": cfg.vocab_size,
-        "params": cfg.num_params(), "d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_ff": cfg.d_ff,
-        "batch": rows, "seq": m, "prefix_len": m, "reps": args.score_reps,
-        "call_seconds": measured, "sequences_per_s": n * measured.len() as f64 / measured.iter().sum::<f64>(),
-        "sequences_per_s_best": n / best, "sequences_per_s_median": n / median,
-        "warmup_seconds": seconds[0], "peak_rss_bytes": peak_rss_bytes(),
-        "mallopt": crate::alloc_tuning::applied(),
-    });
-    let human = format!(
-        "score {} on {backend}: {rows} rows x prefix {m}, {} reps: {:.0} sequences/s best, {:.0} median",
-        args.preset, args.score_reps, n / best, n / median
-    );
-    Ok((value, human))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        lm: LmCommand,
+    }
 
     #[cfg(feature = "flex")]
     #[test]
-    fn tiny_bench_reports_both_cases() {
-        let args = BenchArgs {
-            preset: "tiny".into(),
-            vocab: None,
-            batch: 2,
-            seq: 8,
-            steps: 1,
-            score_batch: 4,
-            score_prefix: 4,
-            score_reps: 1,
-            cases: vec![BenchCase::Train, BenchCase::Score],
-            precision: PrecisionArg::Full,
-        };
-        let cfg = LmConfig::preset("tiny").unwrap();
-        let out = Output::new(true);
-        let cases = run_cases::<smalltalk_lm::CpuTrainBackend>(&args, &cfg, "flex", &out).unwrap();
-        assert_eq!(cases.len(), 2);
-        assert_eq!(cases[0].0["case"], "train");
-        assert!(cases[0].0["tokens_per_s"].as_f64().unwrap() > 0.0);
-        assert_eq!(cases[1].0["case"], "score");
-        assert!(cases[1].0["sequences_per_s"].as_f64().unwrap() > 0.0);
+    fn tiny_bench_runs_both_cases_from_flags() {
+        let cli = Cli::parse_from([
+            "lm",
+            "bench",
+            "--preset",
+            "tiny",
+            "--batch",
+            "2",
+            "--seq",
+            "8",
+            "--steps",
+            "1",
+            "--score-batch",
+            "4",
+            "--score-prefix",
+            "4",
+            "--score-reps",
+            "1",
+        ]);
+        run(cli.lm, BackendKind::Flex, &Output::new(true)).unwrap();
+    }
+
+    #[test]
+    fn flags_default_to_the_library_defaults() {
+        let LmCommand::Bench(args) = Cli::parse_from(["lm", "bench"]).lm;
+        let d = BenchOptions::default();
+        assert_eq!(
+            (args.preset, args.batch, args.seq, args.steps),
+            (d.preset, d.batch, d.seq, d.steps)
+        );
+        assert_eq!(
+            (args.score_batch, args.score_prefix, args.score_reps),
+            (d.score_batch, d.score_prefix, d.score_reps)
+        );
+        assert_eq!(args.cases, [BenchCase::Train, BenchCase::Score]);
+        assert_eq!(args.precision, PrecisionArg::Full);
     }
 }

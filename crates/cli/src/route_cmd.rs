@@ -35,7 +35,10 @@ pub struct RouteArgs {
 /// Run `smalltalk route`.
 pub fn run(args: RouteArgs, backend: BackendKind, out: &Output) -> Result<()> {
     if args.prefix < 2 {
-        bail!("--prefix must be at least 2 (the first token is not scored), not {}", args.prefix);
+        bail!(
+            "--prefix must be at least 2 (the first token is not scored), not {}",
+            args.prefix
+        );
     }
     let texts = match (&args.text, &args.file) {
         (Some(t), _) => vec![t.clone()],

@@ -221,6 +221,23 @@ fn data_routers_partition_and_route_from_the_command_line() {
         "3",
     ];
     smalltalk(&generate).unwrap();
+    // Values are checked at the edge, naming the option.
+    for (flag, value, says) in [
+        ("--temperature", "-1", "temperature"),
+        ("--temperature", "NaN", "temperature"),
+        ("--top-p", "-0.5", "top-p"),
+        ("--top-p", "2", "top-p"),
+        ("--prefix", "0", "prefix"),
+    ] {
+        let mut bad = generate.to_vec();
+        bad.extend([flag, value]);
+        let err = format!("{:#}", smalltalk(&bad).unwrap_err());
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+    let empty = p("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let err = smalltalk(&["route", "--routers", &routers, "--file", &empty]).unwrap_err();
+    assert!(format!("{err:#}").contains("no texts"), "{err:#}");
 
     let no_index = [
         "expert",

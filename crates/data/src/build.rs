@@ -20,7 +20,8 @@ use smalltalk_stage::Progress;
 use crate::corpus::{corpus_files, CorpusFormat, CorpusReader, Document};
 use crate::error::{DataError, IoContext, Result};
 use crate::manifest::{
-    BuildSettings, IdWidth, Manifest, TokenizerInfo, FORMAT, MANIFEST_FILE, TOKENIZER_FILE,
+    BuildSettings, IdWidth, Manifest, TokenizerInfo, CONFIG_FILE, FORMAT, MANIFEST_FILE,
+    TOKENIZER_FILE,
 };
 use crate::pack::{PackingMode, NO_DOMAIN};
 use crate::reader::{Dataset, Verify};
@@ -206,7 +207,9 @@ fn build_settings(inputs: &[PathBuf], settings: &DataSettings) -> Result<BuildSe
 }
 
 /// Tokenize `inputs`, pack and shard them into `out` (a dataset folder), with `tokenizer` saved
-/// beside the shards. Skips the work when `out` already holds the same dataset.
+/// beside the shards and the effective `settings` as `config.toml` (only the `[data]` table).
+/// Every file is written under a temporary name that is renamed into place when complete.
+/// Skips the work when `out` already holds the same dataset.
 ///
 /// Holds the lock `.<name>.lock` beside `out` for the whole build: a concurrent build into the
 /// same folder fails at once with [`smalltalk_stage::StageError::Locked`] naming this PID.
@@ -257,8 +260,10 @@ pub fn build_dataset(
             message: "it exists and holds no dataset manifest".into(),
         });
     }
+    let config = settings.to_config_toml()?;
     let temp = TempDir::new(out)?;
     atomic::write_file(&temp.path().join(TOKENIZER_FILE), tokenizer_json.as_bytes())?;
+    atomic::write_file(&temp.path().join(CONFIG_FILE), config.as_bytes())?;
     let manifest = write_shards(
         inputs,
         tokenizer,

@@ -7,8 +7,12 @@
 //!     ──► Packer (rows of seq_len + 1 tokens) ──► ShardWriter ──► dataset folder
 //!                                                                 ├── manifest.json
 //!                                                                 ├── tokenizer.json
+//!                                                                 ├── config.toml ([data])
 //!                                                                 └── {train,validation,test}-NNNNN.{tokens,meta}
 //! ```
+//!
+//! [`data_stage`] is the whole stage in one call: it picks the tokenizer ([`TokenizerSource`]:
+//! a given file, the dataset's own on a rerun, or a BPE trained on the corpus) and builds.
 //!
 //! Every later stage (routers, partition, experts, evaluation) reads a dataset folder through
 //! [`Dataset`] and [`SequenceReader`]: O(1) memory-mapped access to row `i` of a split and its
@@ -27,8 +31,8 @@
 //!
 //! Crash-safe writes, checksums and locks come from `smalltalk-stage`; progress is reported
 //! through [`smalltalk_stage::Progress`] (this crate draws nothing). Also depends on
-//! `tokenizers` (no C code, no network), `serde`, `memmap2`, `flate2`, `ruzstd`, `xxhash-rust`.
-//! No deep-learning dependency.
+//! `tokenizers` (no C code, no network), `serde`, `toml` (the effective config), `memmap2`,
+//! `flate2`, `ruzstd`, `xxhash-rust`. No deep-learning dependency.
 
 pub mod build;
 pub mod corpus;
@@ -38,6 +42,7 @@ pub mod pack;
 pub mod reader;
 pub mod shard;
 pub mod split;
+pub mod stage;
 pub mod tokenizer;
 pub mod writer;
 
@@ -48,6 +53,7 @@ pub use manifest::{IdWidth, Manifest, SplitInfo};
 pub use pack::{unpack, Packer, PackingMode, SequenceMeta, NO_DOMAIN};
 pub use reader::{Dataset, SequenceReader, Verify};
 pub use split::{Split, SplitSettings};
+pub use stage::{data_stage, TokenizerSource};
 pub use tokenizer::{BpeSettings, TextTokenizer};
 
 #[cfg(test)]

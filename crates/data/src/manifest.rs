@@ -17,6 +17,8 @@ pub const FORMAT: &str = "smalltalk-shards/1";
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// File name of the tokenizer inside a dataset folder.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// File name of the effective settings (the `[data]` table) inside a dataset folder.
+pub const CONFIG_FILE: &str = "config.toml";
 
 /// Width of a stored token id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,5 +198,49 @@ impl Manifest {
     /// The split's info, or an empty one when the split has no rows.
     pub fn split(&self, split: Split) -> SplitInfo {
         self.splits.get(&split).cloned().unwrap_or_default()
+    }
+
+    /// A summary for scripts: vocabulary, shape, domains and per-split counts (the shard list
+    /// reduced to its length).
+    pub fn summary_json(&self) -> serde_json::Value {
+        let splits: serde_json::Map<String, serde_json::Value> = self
+            .splits
+            .iter()
+            .map(|(s, i)| {
+                let v = serde_json::json!({"documents": i.documents, "sequences": i.sequences,
+                    "tokens": i.tokens, "padding_tokens": i.padding_tokens,
+                    "shards": i.shards.len(), "domain_sequences": i.domain_sequences});
+                (s.name().to_string(), v)
+            })
+            .collect();
+        serde_json::json!({"vocab_size": self.tokenizer.vocab_size, "seq_len": self.seq_len,
+            "packing": self.packing, "id_width": self.id_width, "domains": self.domains,
+            "documents_read": self.documents_read, "splits": splits})
+    }
+
+    /// A summary for people: one line on the vocabulary and shape, then one per split.
+    pub fn describe(&self) -> String {
+        let name = |v: serde_json::Value| v.as_str().unwrap_or("?").to_string();
+        let mut lines = vec![format!(
+            "vocabulary {}, seq_len {}, packing {}, ids {}, {} documents read",
+            self.tokenizer.vocab_size,
+            self.seq_len,
+            name(serde_json::to_value(self.packing).unwrap_or_default()),
+            name(serde_json::to_value(self.id_width).unwrap_or_default()),
+            self.documents_read
+        )];
+        for (split, i) in &self.splits {
+            let rows = (i.sequences.max(1) * self.row_len as u64) as f64;
+            lines.push(format!(
+                "  {:<10} {:>7} docs {:>9} sequences {:>12} tokens ({:.1}% padding) in {} shard(s)",
+                split.name(),
+                i.documents,
+                i.sequences,
+                i.tokens,
+                100.0 * i.padding_tokens as f64 / rows,
+                i.shards.len()
+            ));
+        }
+        lines.join("\n")
     }
 }

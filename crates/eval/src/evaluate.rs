@@ -17,6 +17,9 @@ use smalltalk_routing::{domain_mix, purity, route_batch, DomainLabels, PrefixSco
 
 use crate::error::{EvalError, Result};
 
+/// Domain label of each row (`u32::MAX`: none) and the domain names.
+pub type Domains = (Vec<u32>, Vec<String>);
+
 /// What the models say about the held-out rows.
 #[derive(Debug, Clone)]
 pub struct EvalInputs {
@@ -33,8 +36,8 @@ pub struct EvalInputs {
     pub valid: Vec<bool>,
     /// For each routing prefix M̂: `(M̂, router scores [rows × E])`.
     pub router_scores: Vec<(usize, Vec<f32>)>,
-    /// Domain label of each row (`u32::MAX`: none) and the names, when known.
-    pub domains: Option<(Vec<u32>, Vec<String>)>,
+    /// Domain label of each row and the names, when known.
+    pub domains: Option<Domains>,
 }
 
 /// Perplexities of one routing prefix.
@@ -233,7 +236,7 @@ pub fn evaluate<B: Backend>(
     experts: &[Lm<B>],
     dense: &Lm<B>,
     rows: &dyn SequenceSource,
-    domains: Option<(Vec<u32>, Vec<String>)>,
+    domains: Option<Domains>,
     prefixes: &[usize],
     seed: u64,
 ) -> Result<EvalReport> {
@@ -273,8 +276,11 @@ pub fn evaluate<B: Backend>(
         .map(|&m| {
             let mut scores = Vec::with_capacity(n * routers.experts());
             for batch in tokens.chunks(ROUTE_BATCH * row_len) {
-                let prefixes: Vec<u32> =
-                    batch.chunks(row_len).flat_map(|r| &r[..m]).copied().collect();
+                let prefixes: Vec<u32> = batch
+                    .chunks(row_len)
+                    .flat_map(|r| &r[..m])
+                    .copied()
+                    .collect();
                 scores.extend(route_batch(routers, &prefixes, m, pad)?.scores);
             }
             Ok((m, scores))

@@ -81,18 +81,28 @@ pub fn generate_text<B: Backend>(
     let tokenizer = &router.tokenizer;
     let eos = tokenizer.eos_id;
     let (mut shown, mut body) = (String::new(), Vec::new());
-    let tokens = generate(&model, &ids, options.max_tokens, &[eos], &options.sampling, |t| {
-        if t == eos {
-            return;
-        }
-        body.push(t);
-        if let Ok(text) = tokenizer.decode(&body) {
-            if !text.ends_with('\u{FFFD}') && text.len() > shown.len() && text.starts_with(&shown) {
-                on_text(&text[shown.len()..]);
-                shown = text;
+    let tokens = generate(
+        &model,
+        &ids,
+        options.max_tokens,
+        &[eos],
+        &options.sampling,
+        |t| {
+            if t == eos {
+                return;
             }
-        }
-    })?;
+            body.push(t);
+            if let Ok(text) = tokenizer.decode(&body) {
+                if !text.ends_with('\u{FFFD}')
+                    && text.len() > shown.len()
+                    && text.starts_with(&shown)
+                {
+                    on_text(&text[shown.len()..]);
+                    shown = text;
+                }
+            }
+        },
+    )?;
     let body: Vec<u32> = tokens.iter().copied().filter(|&t| t != eos).collect();
     let completion = tokenizer.decode(&body)?;
     if completion.len() > shown.len() && completion.starts_with(&shown) {

@@ -23,7 +23,7 @@ pub mod text_router;
 
 pub use error::{EvalError, Result};
 pub use evaluate::{aggregate, evaluate, EvalInputs, EvalReport, PrefixResult, Segment};
-pub use generate::{generate_text, Generation, GenerateOptions};
+pub use generate::{generate_text, GenerateOptions, Generation};
 pub use models::{latest_model, recorded_tokenizer};
 pub use stage::{eval_run, EvalData, EvalOptions};
 pub use text_router::TextRouter;

@@ -9,7 +9,7 @@ use smalltalk_lm::{SequenceSource, VecSource};
 use smalltalk_stage::layout::{dense_dir, expert_dir};
 
 use crate::error::{EvalError, Result};
-use crate::evaluate::{evaluate, EvalReport};
+use crate::evaluate::{evaluate, Domains, EvalReport};
 use crate::models::{check_tokenizer, latest_model, trained_row_len};
 use crate::text_router::TextRouter;
 
@@ -85,12 +85,28 @@ pub fn eval_run<B: Backend>(
             let labels: Vec<u32> = (0..rows.len()).map(|i| rows.meta(i).domain).collect();
             let domains = (!m.domains.is_empty()).then(|| (labels, m.domains.clone()));
             let source: &dyn SequenceSource = &rows;
-            evaluate(&router.routers, &models, &dense, source, domains, &prefixes, options.seed)
+            evaluate(
+                &router.routers,
+                &models,
+                &dense,
+                source,
+                domains,
+                &prefixes,
+                options.seed,
+            )
         }
         EvalData::File(file) => {
             let row_len = trained_row_len(&expert_dir(experts_dir, 0))?;
             let (rows, domains) = file_rows(&router.tokenizer, file, row_len)?;
-            evaluate(&router.routers, &models, &dense, &rows, domains, &prefixes, options.seed)
+            evaluate(
+                &router.routers,
+                &models,
+                &dense,
+                &rows,
+                domains,
+                &prefixes,
+                options.seed,
+            )
         }
     }
 }
@@ -102,7 +118,7 @@ fn file_rows(
     tokenizer: &TextTokenizer,
     file: &Path,
     row_len: usize,
-) -> Result<(VecSource, Option<(Vec<u32>, Vec<String>)>)> {
+) -> Result<(VecSource, Option<Domains>)> {
     let pad = tokenizer.pad_id;
     let mut tokens = Vec::new();
     let (mut labels, mut names): (Vec<Option<u32>>, Vec<String>) = (Vec::new(), Vec::new());
@@ -112,13 +128,16 @@ fn file_rows(
         ids.push(tokenizer.eos_id);
         ids.resize(row_len, pad);
         tokens.extend_from_slice(&ids[..row_len]);
-        labels.push(doc.domain.map(|d| match names.iter().position(|n| *n == d) {
-            Some(i) => i as u32,
-            None => {
-                names.push(d);
-                (names.len() - 1) as u32
-            }
-        }));
+        labels.push(
+            doc.domain
+                .map(|d| match names.iter().position(|n| *n == d) {
+                    Some(i) => i as u32,
+                    None => {
+                        names.push(d);
+                        (names.len() - 1) as u32
+                    }
+                }),
+        );
     }
     if tokens.is_empty() {
         return Err(EvalError::Config(format!(

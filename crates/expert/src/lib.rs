@@ -25,4 +25,4 @@ pub use config::{DenseScaling, ExpertConfig};
 pub use error::{ExpertError, Result};
 pub use job::expert_index;
 pub use smalltalk_stage::layout::{dense_dir, expert_dir};
-pub use train::{train_dense, train_expert, RunOutcome, StepBudget};
+pub use train::{train_dense, train_expert, ExpertJob, RunOutcome, StepBudget};

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
 use smalltalk_lm::train::TrainSummary;
-use smalltalk_lm::{LmConfig, ProgressObserver, SequenceSource, SubsetSource, TrainConfig, Trainer};
+use smalltalk_lm::{
+    LmConfig, ProgressObserver, SequenceSource, SubsetSource, TrainConfig, Trainer,
+};
 use smalltalk_routing::{PartitionManifest, TrainingRows};
 use smalltalk_stage::atomic::write_file;
 use smalltalk_stage::folder::{Identity, SettingsPolicy, StageFolder};
@@ -55,24 +57,43 @@ impl RunOutcome {
     }
 }
 
+/// Which expert to train, from which folders, into which.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpertJob<'a> {
+    /// The dataset folder (its training split).
+    pub data: &'a Path,
+    /// The partition folder.
+    pub partition: &'a Path,
+    /// The experts folder (the run goes to `expert-NN/` in it).
+    pub experts: &'a Path,
+    /// The expert's index.
+    pub expert: usize,
+    /// Whether the step budget may grow.
+    pub budget: StepBudget,
+}
+
 /// Files that mark a run folder written before stage markers existed.
 const LEGACY_FILES: [&str; 1] = ["checkpoints"];
 
-/// Train expert `expert` from scratch on its part of the partition in `partition_dir` (rows of
-/// the training split of the dataset in `data_dir`), into `expert_dir(experts_dir, expert)`.
+/// Train expert `job.expert` from scratch on its part of the partition in `job.partition`
+/// (rows of the training split of the dataset in `job.data`), into
+/// `expert_dir(job.experts, job.expert)`.
 /// Independent of every other expert: nothing but the dataset, the partition folder and the
 /// settings is read. Refuses a partition made from other data, and a run folder made from
 /// another partition, dataset or settings.
 pub fn train_expert<AB: AutodiffBackend>(
-    data_dir: &Path,
-    partition_dir: &Path,
-    experts_dir: &Path,
+    job: &ExpertJob<'_>,
     cfg: &ExpertConfig,
-    expert: usize,
-    budget: StepBudget,
     device: &AB::Device,
     progress: &mut dyn Progress,
 ) -> Result<RunOutcome> {
+    let ExpertJob {
+        data: data_dir,
+        partition: partition_dir,
+        experts: experts_dir,
+        expert,
+        budget,
+    } = *job;
     let rows = TrainingRows::open(data_dir)?;
     let partition = PartitionManifest::load(partition_dir)?;
     if partition.data_identity != rows.identity() || partition.rows != rows.reader.len() {
@@ -101,15 +122,29 @@ pub fn train_expert<AB: AutodiffBackend>(
         experts: &'a ExpertConfig,
         expert: usize,
     }
-    let identity = Identity::new("expert", &Settings { experts: cfg, expert })
-        .input("dataset", rows.identity())
-        .input("tokenizer", rows.tokenizer_hash())
-        .input("partition", partition.fingerprint());
+    let identity = Identity::new(
+        "expert",
+        &Settings {
+            experts: cfg,
+            expert,
+        },
+    )
+    .input("dataset", rows.identity())
+    .input("tokenizer", rows.tokenizer_hash())
+    .input("partition", partition.fingerprint());
     let dir = expert_dir(experts_dir, expert);
     let folder = claim(&dir, &identity, budget)?;
     write_config(folder.dir(), cfg)?;
     let source = SubsetSource::new(&rows.reader, part);
-    let summary = train_run::<AB>(&model, cfg.train.clone(), &folder, &source, budget, device, progress)?;
+    let summary = train_run::<AB>(
+        &model,
+        cfg.train.clone(),
+        &folder,
+        &source,
+        budget,
+        device,
+        progress,
+    )?;
     Ok(RunOutcome { dir, summary })
 }
 
@@ -145,7 +180,15 @@ pub fn train_dense<AB: AutodiffBackend>(
     let dir = dense_dir(experts_dir);
     let folder = claim(&dir, &identity, budget)?;
     write_config(folder.dir(), cfg)?;
-    let summary = train_run::<AB>(&model, train, &folder, &rows.reader, budget, device, progress)?;
+    let summary = train_run::<AB>(
+        &model,
+        train,
+        &folder,
+        &rows.reader,
+        budget,
+        device,
+        progress,
+    )?;
     Ok(RunOutcome { dir, summary })
 }
 

@@ -24,9 +24,7 @@ use std::time::Instant;
 
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
 use smalltalk_lm::train::{Sampler, SamplerPosition};
-use smalltalk_lm::{
-    Checkpoint, SequenceSource, StepMetrics, SubsetSource, TrainObserver, Trainer,
-};
+use smalltalk_lm::{Checkpoint, SequenceSource, StepMetrics, SubsetSource, TrainObserver, Trainer};
 use smalltalk_partition::{
     argmax_assign, balanced_assign, equal_capacities, random_balanced_assign, shard_sizes,
     ScoreMatrix,
@@ -262,7 +260,8 @@ pub fn run_em<AB: AutodiffBackend>(
                 loss_sum: 0.0,
                 steps: 0,
             };
-            let run = trainer.run_until((i + 1) * k, &SubsetSource::new(source, part), &mut relay)?;
+            let run =
+                trainer.run_until((i + 1) * k, &SubsetSource::new(source, part), &mut relay)?;
             if run.stopped || trainer.step() != (i + 1) * k {
                 // A stop request: leave the iteration uncommitted (a rerun redoes it).
                 progress.finish();

@@ -11,8 +11,8 @@ use smalltalk_routing::{PrefixScorer, ScorerError};
 
 use crate::config::EmConfig;
 use crate::em::router_dir;
-use crate::scoring::score_prefixes;
 use crate::error::{Result, RouterError};
+use crate::scoring::score_prefixes;
 
 /// Version of the manifest layout.
 pub const MANIFEST_FORMAT: &str = "smalltalk-routers/1";
@@ -177,6 +177,11 @@ impl<B: Backend> PrefixScorer for RouterSet<B> {
         prefix_len: usize,
         pad: Option<u32>,
     ) -> std::result::Result<Vec<f32>, ScorerError> {
-        Ok(score_prefixes(&self.model_refs(), prefixes, prefix_len, pad)?)
+        Ok(score_prefixes(
+            &self.model_refs(),
+            prefixes,
+            prefix_len,
+            pad,
+        )?)
     }
 }

@@ -116,7 +116,8 @@ impl PartitionManifest {
             ))
         })?;
         let path = dir.join(&entry.file);
-        let bytes = std::fs::read(&path).map_err(|err| RoutingError::state(&path, err.to_string()))?;
+        let bytes =
+            std::fs::read(&path).map_err(|err| RoutingError::state(&path, err.to_string()))?;
         let sum = hash_bytes(&bytes);
         if bytes.len() != entry.sequences * 4
             || sum.trim_start_matches("xxh3:") != entry.checksum.trim_start_matches("xxh3:")

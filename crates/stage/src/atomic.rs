@@ -151,19 +151,23 @@ pub fn remove_stale_temps(path: &Path) -> Result<()> {
         if (!mine && process_alive(pid)) || (mine && live().contains(&entry.file_name())) {
             continue;
         }
-        let p = entry.path();
-        let removed = if p.is_dir() {
-            fs::remove_dir_all(&p)
-        } else {
-            fs::remove_file(&p)
-        };
-        match removed {
-            // Renamed into place or removed by its writer since the listing.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            other => other.at(&p)?,
-        }
+        remove_leftover(&entry.path())?;
     }
     Ok(())
+}
+
+/// Remove a leftover temporary file or folder (gone already is fine: its writer renamed or
+/// removed it since the listing).
+fn remove_leftover(p: &Path) -> Result<()> {
+    let removed = if p.is_dir() {
+        fs::remove_dir_all(p)
+    } else {
+        fs::remove_file(p)
+    };
+    match removed {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.at(p),
+    }
 }
 
 /// Remove, anywhere under the folder `dir`, the temporaries (`<name>.tmp-<pid>-<n>`) of
@@ -181,17 +185,7 @@ pub fn remove_stale_temps_under(dir: &Path) -> Result<()> {
             .filter(|(name, _)| !name.is_empty())
             .and_then(|(_, rest)| rest.split('-').next()?.parse::<u32>().ok());
         match owner {
-            Some(pid) if pid != std::process::id() && !process_alive(pid) => {
-                let removed = if p.is_dir() {
-                    fs::remove_dir_all(&p)
-                } else {
-                    fs::remove_file(&p)
-                };
-                match removed {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    other => other.at(&p)?,
-                }
-            }
+            Some(pid) if pid != std::process::id() && !process_alive(pid) => remove_leftover(&p)?,
             None if p.is_dir() => remove_stale_temps_under(&p)?,
             _ => {}
         }

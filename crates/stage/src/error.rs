@@ -42,7 +42,7 @@ pub enum StageError {
         /// The value given now.
         given: String,
         /// What to do about it (may be empty).
-        hint: String,
+        hint: &'static str,
     },
     /// A record file is malformed.
     Corrupt {

@@ -208,9 +208,9 @@ impl StageFolder {
                         recorded: old,
                         given: new,
                         hint: if settings_only {
-                            "; use a new folder, or the settings it was made with".into()
+                            "; use a new folder, or the settings it was made with"
                         } else {
-                            "; use a new folder for other inputs".into()
+                            "; use a new folder for other inputs"
                         },
                     });
                 }

@@ -1,4 +1,5 @@
-//! Small summaries of repeated measurements (benchmarks report min and median of runs).
+//! Small summaries of repeated measurements (benchmarks report min and median of runs), and
+//! the process's peak memory.
 
 /// `(min, median)` of `xs` (the mean of the two middle values for an even count; NaN for none).
 pub fn min_median(xs: &[f64]) -> (f64, f64) {
@@ -16,6 +17,21 @@ pub fn min_median(xs: &[f64]) -> (f64, f64) {
     (v[0], median)
 }
 
+/// Peak resident memory of this process in bytes (Linux: `VmHWM`; 0 elsewhere).
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -25,5 +41,10 @@ mod tests {
         assert_eq!(min_median(&[3.0, 1.0, 2.0]), (1.0, 2.0));
         assert_eq!(min_median(&[4.0, 1.0, 3.0, 2.0]), (1.0, 2.5));
         assert!(min_median(&[]).0.is_nan());
+    }
+
+    #[test]
+    fn peak_rss_is_known_on_linux() {
+        assert_eq!(peak_rss_bytes() > 0, cfg!(target_os = "linux"));
     }
 }

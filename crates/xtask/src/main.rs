@@ -3,6 +3,8 @@
 //! Developer tasks run with `cargo xtask …` (alias in `.cargo/config.toml`):
 //! - `cargo xtask pipeline`: every implemented stage on the embedded corpus, through the real
 //!   `smalltalk` binary, resumable (finished stages are skipped).
+//! - `cargo xtask crash-test`: every long stage killed (SIGKILL, SIGTERM) at seeded instants
+//!   on the tiny config, rerun and compared file by file with an uninterrupted run.
 //! - `cargo xtask bench data`: data-stage throughput and memory next to the Python `tokenizers`
 //!   package in the same run.
 //! - `cargo xtask bench lm`: decoder-LM training/scoring throughput next to PyTorch
@@ -10,12 +12,14 @@
 //! - `cargo xtask bench partition`: the balanced greedy assignment on a 10M × 32 score matrix
 //!   (in process, one thread) and its gap to the exact optimum.
 //!
-//! Depends only on `anyhow`, `clap`, `serde_json`, `flate2` and `smalltalk-partition` (for the
-//! in-process partition benchmark); otherwise it drives the CLI as a user would.
+//! Depends only on `anyhow`, `clap`, `serde_json`, `flate2`, `libc`, `tempfile`,
+//! `smalltalk-partition` (for the in-process partition benchmark) and `smalltalk-tests` (the
+//! crash test's tiny fixtures); otherwise it drives the CLI as a user would.
 
 mod bench;
 mod bench_lm;
 mod bench_partition;
+mod crash_test;
 mod pipeline;
 mod util;
 
@@ -34,6 +38,21 @@ struct Xtask {
 enum Task {
     /// Run the pipeline on the embedded corpus (today: tokenizer + data stage).
     Pipeline(pipeline::PipelineArgs),
+    /// Kill every long stage at seeded instants, rerun it, compare with an uninterrupted run.
+    ///
+    /// On the tiny config and corpus of `smalltalk-tests`, for each stage in order (`data
+    /// build`, `routers train`, `partition`, `expert train --expert 0`, `dense train --experts
+    /// 2`; inputs are the earlier stages' reference outputs): run it uninterrupted into a
+    /// reference folder (wall time T) and once more as a control; then, at N seeded instants
+    /// (one uniformly random instant in each of N equal slices of [0.05·T, T]), start it into a
+    /// fresh folder, SIGKILL it, rerun it to completion and compare. Stages that checkpoint on a
+    /// stop (routers, partition, expert, dense) also get SIGTERM (exit status 143) at
+    /// --term-instants instants. A comparison needs the same relative paths and equal files:
+    /// `.lock` files are skipped, JSON and JSON lines are compared without their timing keys
+    /// (`seconds`, `elapsed_s`, `tokens_per_s`, `eta_s`), and a leftover temporary (`*.tmp-*`)
+    /// is a difference. Prints a table and a summary; fails naming the first differing file
+    /// and line. Uses the dev-profile `smalltalk` binary; about 2-3 minutes on 2 cores.
+    CrashTest(crash_test::CrashTestArgs),
     /// Benchmarks (not tests): measured against the reference implementation in the same run.
     #[command(subcommand)]
     Bench(bench::BenchTask),
@@ -42,6 +61,7 @@ enum Task {
 fn main() -> Result<()> {
     match Xtask::parse().task {
         Task::Pipeline(args) => pipeline::run(args),
+        Task::CrashTest(args) => crash_test::run(args),
         Task::Bench(task) => bench::run(task),
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::{Dtype, SafeTensors};
+use smalltalk_stage::checksum::hash_bytes;
 
 use super::HostTensor;
 use crate::error::{LmError, Result};
@@ -58,10 +59,7 @@ fn safetensors_header(
             )));
         }
         let bytes: Vec<u8> = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        metadata.insert(
-            format!("xxh3.{name}"),
-            format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes)),
-        );
+        metadata.insert(format!("xxh3.{name}"), hash_bytes(&bytes));
         let info = TensorInfo {
             dtype: Dtype::F32,
             shape: t.shape.clone(),
@@ -151,7 +149,7 @@ pub(crate) fn read_safetensors(
     let mut out = BTreeMap::new();
     for (name, view) in file.tensors() {
         if let Some(expected) = metadata.get(&format!("xxh3.{name}")) {
-            if *expected != format!("{:016x}", xxhash_rust::xxh3::xxh3_64(view.data())) {
+            if !checksum_matches(expected, view.data()) {
                 return Err(LmError::ChecksumMismatch {
                     path: path.into(),
                     name,
@@ -196,6 +194,16 @@ fn decode(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
             .collect(),
         _ => return None,
     })
+}
+
+/// Whether `expected` is the checksum of `data`: `xxh3:<32 hex>` (xxh3-128, the format of
+/// every SmallTalk manifest), or the bare 16-hex-digit xxh3-64 of checkpoints written before.
+fn checksum_matches(expected: &str, data: &[u8]) -> bool {
+    if expected.starts_with("xxh3:") {
+        expected == hash_bytes(data)
+    } else {
+        *expected == format!("{:016x}", xxhash_rust::xxh3::xxh3_64(data))
+    }
 }
 
 #[cfg(test)]

@@ -122,7 +122,9 @@ fn chunked_balancer_hand_made() {
     let mut resumed = ChunkedBalancer::new(3).unwrap();
     resumed.skip_chunk(2);
     assert_eq!(resumed.totals(), &[1, 1, 0]);
-    let again = resumed.assign(&ScoreMatrix::new(&chunk, 3).unwrap()).unwrap();
+    let again = resumed
+        .assign(&ScoreMatrix::new(&chunk, 3).unwrap())
+        .unwrap();
     assert_eq!(again, a);
     assert_eq!(resumed.totals(), b.totals());
 }

@@ -1,7 +1,6 @@
 //! The hand-off between stages: a corpus built into a dataset folder by `smalltalk-data` is
 //! trained on and scored by `smalltalk-lm` through `SequenceSource`.
 
-use smalltalk_stage::NoProgress;
 use smalltalk_data::{
     build_dataset, train_tokenizer, DataSettings, Dataset, PackingMode, Split, Verify,
 };
@@ -9,6 +8,7 @@ use smalltalk_lm::train::LrSchedule;
 use smalltalk_lm::{
     score_prefix, LmConfig, NoopObserver, ScoreOptions, SequenceSource, TrainConfig, Trainer,
 };
+use smalltalk_stage::NoProgress;
 
 use crate::lm_util::{dev, quick_train, AB};
 
@@ -44,17 +44,9 @@ fn a_model_trains_and_scores_on_a_built_dataset() {
     settings.tokenizer.min_frequency = 1;
     settings.split.validation = 0.2;
     settings.split.test = 0.0;
-    let tok =
-        train_tokenizer(std::slice::from_ref(&corpus), &settings, &mut NoProgress).unwrap();
+    let tok = train_tokenizer(std::slice::from_ref(&corpus), &settings, &mut NoProgress).unwrap();
     let out = dir.path().join("data");
-    build_dataset(
-        &[corpus],
-        &tok,
-        &out,
-        &settings,
-        &mut NoProgress,
-    )
-    .unwrap();
+    build_dataset(&[corpus], &tok, &out, &settings, &mut NoProgress).unwrap();
     let dataset = Dataset::open(&out).unwrap();
     let train = dataset.reader(Split::Train, Verify::Checksums).unwrap();
     let valid = dataset

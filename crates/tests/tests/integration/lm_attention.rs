@@ -41,8 +41,11 @@ const SHAPES: [AttentionShape; 3] = [
     },
 ];
 
-/// `(q, k, v, upstream gradient)` for `shape`, and the RoPE tables `(cos, sin)`.
-fn inputs(shape: AttentionShape) -> ([Vec<f32>; 4], (Vec<f32>, Vec<f32>)) {
+/// The RoPE tables `(cos, sin)`.
+type RopeTables = (Vec<f32>, Vec<f32>);
+
+/// `(q, k, v, upstream gradient)` for `shape`, and the RoPE tables.
+fn inputs(shape: AttentionShape) -> ([Vec<f32>; 4], RopeTables) {
     let n = shape.rows() * shape.width();
     let rope = Rope::<Flex>::new(shape.head_dim, shape.seq, 10_000.0, &Default::default());
     let tables = (to_vec(rope.cos), to_vec(rope.sin));

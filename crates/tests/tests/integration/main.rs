@@ -8,6 +8,6 @@ mod lm_precision;
 mod lm_run_control;
 mod lm_train;
 mod lm_util;
-mod router_em;
 mod pipeline_api;
 mod reliability;
+mod router_em;

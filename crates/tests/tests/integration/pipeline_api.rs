@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use smalltalk_data::Split;
 use smalltalk_eval::{eval_run, generate_text, EvalData, EvalOptions, GenerateOptions, TextRouter};
-use smalltalk_expert::{train_dense, train_expert, StepBudget};
+use smalltalk_expert::{train_dense, train_expert, ExpertJob, StepBudget};
 use smalltalk_lm::{generate, SamplingOptions};
 use smalltalk_router::{train_routers, RouterSet};
 use smalltalk_routing::{partition_stage, PartitionManifest};
@@ -56,17 +56,14 @@ pub fn train_tiny_run(layout: &RunLayout) {
     )
     .unwrap();
     for e in 0..2 {
-        train_expert::<AB>(
-            &layout.data(),
-            &layout.partition(),
-            &layout.experts(),
-            &s.experts,
-            e,
-            StepBudget::Fixed,
-            &Default::default(),
-            &mut NoProgress,
-        )
-        .unwrap();
+        let job = ExpertJob {
+            data: &layout.data(),
+            partition: &layout.partition(),
+            experts: &layout.experts(),
+            expert: e,
+            budget: StepBudget::Fixed,
+        };
+        train_expert::<AB>(&job, &s.experts, &Default::default(), &mut NoProgress).unwrap();
     }
     train_dense::<AB>(
         &layout.data(),
@@ -227,7 +224,7 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
             sampling: SamplingOptions {
                 temperature: t,
                 top_p: p,
-                ..options.sampling.clone()
+                ..options.sampling
             },
             ..options.clone()
         };
@@ -239,7 +236,7 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
     let greedy = GenerateOptions {
         sampling: SamplingOptions {
             temperature: 0.0,
-            ..options.sampling.clone()
+            ..options.sampling
         },
         ..options.clone()
     };

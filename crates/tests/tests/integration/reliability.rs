@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use smalltalk_data::Split;
 use smalltalk_eval::{eval_run, generate_text, EvalData, EvalOptions, GenerateOptions};
-use smalltalk_expert::{train_expert, StepBudget};
+use smalltalk_expert::{train_expert, ExpertJob, StepBudget};
 use smalltalk_router::{train_routers, RouterSet};
 use smalltalk_routing::{partition_stage, PartitionManifest};
 use smalltalk_stage::{NoProgress, Progress, RunLayout};
@@ -47,16 +47,14 @@ fn expert(
     let mut cfg = tiny_settings().experts;
     cfg.train.total_steps = steps;
     cfg.train.checkpoint_every = 2;
-    train_expert::<AB>(
-        &layout.data(),
+    let job = ExpertJob {
+        data: &layout.data(),
         partition,
-        &layout.experts(),
-        &cfg,
-        0,
+        experts: &layout.experts(),
+        expert: 0,
         budget,
-        &Default::default(),
-        progress,
-    )
+    };
+    train_expert::<AB>(&job, &cfg, &Default::default(), progress)
 }
 
 /// A partition of the same rows with the two experts' rows swapped (valid, but not the one
@@ -184,13 +182,16 @@ fn experts_are_tied_to_their_partition_data_and_step_budget() {
     let corpus = write_two_domain_corpus(&corpus_dir);
     std::fs::write(&corpus, std::fs::read_to_string(&corpus).unwrap().repeat(2)).unwrap();
     smalltalk_tests::build_tiny_dataset(&corpus, &data2);
+    let job = ExpertJob {
+        data: &data2,
+        partition: &layout.partition(),
+        experts: &tmp.path().join("e2"),
+        expert: 0,
+        budget: StepBudget::Fixed,
+    };
     let err = err_text(train_expert::<AB>(
-        &data2,
-        &layout.partition(),
-        &tmp.path().join("e2"),
+        &job,
         &tiny_settings().experts,
-        0,
-        StepBudget::Fixed,
         &Default::default(),
         &mut NoProgress,
     ));

@@ -201,7 +201,10 @@ fn em_killed_while_a_later_router_trains_resumes_bit_identically() {
                 m.train_loss
             );
         }
-        assert_eq!(without_time(got.metrics), without_time(want.metrics.clone()));
+        assert_eq!(
+            without_time(got.metrics),
+            without_time(want.metrics.clone())
+        );
         assert_eq!(state_bytes(dir.path()), state_bytes(straight.path()));
         assert_eq!(got.manifest, want.manifest);
         // A second rerun reads the metrics back (no `null` in them).
