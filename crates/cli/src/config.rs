@@ -1,5 +1,6 @@
 //! The SmallTalk TOML config: one file, one table per stage, every key optional (defaults are
-//! the paper's settings scaled for the stage). The effective config is written into the output.
+//! the paper's settings scaled for the stage). Each stage writes its effective table into its
+//! output folder.
 
 use std::path::Path;
 
@@ -37,11 +38,6 @@ impl Config {
         path.map(Self::load)
             .transpose()
             .map(Option::unwrap_or_default)
-    }
-
-    /// The config as TOML text (every key, defaults included).
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("config serializes to TOML")
     }
 }
 

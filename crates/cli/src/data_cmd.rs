@@ -7,7 +7,8 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use smalltalk_data::{
-    data_stage, train_tokenizer, BuildOutcome, Dataset, PackingMode, Split, TokenizerSource, Verify,
+    data_stage, train_tokenizer, BuildOutcome, DataSettings, Dataset, PackingMode, TokenizerSource,
+    Verify,
 };
 use smalltalk_stage::stats::peak_rss_bytes;
 
@@ -52,15 +53,12 @@ pub struct CorpusArgs {
 }
 
 impl CorpusArgs {
-    fn config(&self) -> Result<Config> {
-        let mut config = Config::load_or_default(self.config.as_deref())?;
-        if let Some(f) = &self.text_field {
-            config.data.format.text_field = f.clone();
-        }
-        if let Some(v) = self.vocab_size {
-            config.data.tokenizer.vocab_size = v;
-        }
-        Ok(config)
+    /// The `[data]` settings of the config file (or the defaults) with the flags applied.
+    fn settings(&self) -> Result<DataSettings> {
+        let mut data = Config::load_or_default(self.config.as_deref())?.data;
+        data.format.text_field = self.text_field.clone().unwrap_or(data.format.text_field);
+        data.tokenizer.vocab_size = self.vocab_size.unwrap_or(data.tokenizer.vocab_size);
+        Ok(data)
     }
 }
 
@@ -112,8 +110,8 @@ pub fn run(cmd: DataCommand, out: &Output) -> Result<()> {
     let start = Instant::now();
     match cmd {
         DataCommand::Tokenizer(args) => {
-            let config = args.corpus.config()?;
-            let tok = train_tokenizer(&args.corpus.corpus, &config.data, &mut progress)?;
+            let settings = args.corpus.settings()?;
+            let tok = train_tokenizer(&args.corpus.corpus, &settings, &mut progress)?;
             tok.save(&args.out)?;
             let seconds = start.elapsed().as_secs_f64();
             out.result(
@@ -123,21 +121,21 @@ pub fn run(cmd: DataCommand, out: &Output) -> Result<()> {
             );
         }
         DataCommand::Build(args) => {
-            let mut config = args.corpus.config()?;
-            config.data.seq_len = args.seq_len.unwrap_or(config.data.seq_len);
-            config.data.packing = args.packing.unwrap_or(config.data.packing);
-            let tokenizer = match args.tokenizer {
-                Some(path) => TokenizerSource::File {
-                    path,
-                    eos_token: args.eos_token,
-                },
-                None => TokenizerSource::Train,
-            };
+            let mut settings = args.corpus.settings()?;
+            settings.seq_len = args.seq_len.unwrap_or(settings.seq_len);
+            settings.packing = args.packing.unwrap_or(settings.packing);
+            let eos_token = args.eos_token;
+            let tokenizer =
+                args.tokenizer
+                    .map_or(TokenizerSource::Train, |path| TokenizerSource::File {
+                        path,
+                        eos_token,
+                    });
             let outcome = data_stage(
                 &args.corpus.corpus,
                 &tokenizer,
                 &args.out,
-                &config.data,
+                &settings,
                 &mut progress,
             )?;
             drop(progress);
@@ -158,20 +156,12 @@ pub fn run(cmd: DataCommand, out: &Output) -> Result<()> {
         }
         DataCommand::Inspect(args) => {
             let dataset = Dataset::open(&args.dir)?;
-            let verify = if args.no_verify {
-                Verify::SizesOnly
-            } else {
-                Verify::Checksums
+            let (verify, checked) = match args.no_verify {
+                true => (Verify::SizesOnly, "sizes ok"),
+                false => (Verify::Checksums, "checksums ok"),
             };
-            for split in Split::ALL {
-                dataset.reader(split, verify)?;
-            }
+            dataset.verify(verify)?;
             let m = dataset.manifest();
-            let checked = if args.no_verify {
-                "sizes ok"
-            } else {
-                "checksums ok"
-            };
             out.result(
                 &json!({"event": "inspect", "dir": args.dir, "verified": !args.no_verify, "manifest": m.summary_json()}),
                 || format!("{}: {checked}\n{}", args.dir.display(), m.describe()),

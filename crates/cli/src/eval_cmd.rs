@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use smalltalk_data::Split;
-use smalltalk_eval::{eval_run, EvalData, EvalOptions, EvalReport};
+use smalltalk_eval::{eval_run, EvalData, EvalOptions};
 use smalltalk_lm::backend::BackendKind;
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
 
@@ -71,43 +71,6 @@ pub fn run(args: EvalArgs, backend: BackendKind, out: &Output) -> Result<()> {
         let text = serde_json::to_string_pretty(&value).expect("report serialises");
         smalltalk_stage::atomic::write_file(path, text.as_bytes())?;
     }
-    out.result(&value, || human(&report));
+    out.result(&value, || report.describe());
     Ok(())
-}
-
-fn human(r: &EvalReport) -> String {
-    let mut s = format!(
-        "{} experts, {} sequences ({} tokens), routed on {} tokens\n\
-         | model | ppl | ppl after the prefix |\n|---|---|---|\n\
-         | mixture (router argmax) | {:.3} | {:.3} |\n| dense | {:.3} | {:.3} |\n\
-         | random routing | {:.3} | |\n| oracle routing | {:.3} | |\n",
-        r.experts,
-        r.sequences,
-        r.tokens,
-        r.prefix_tokens,
-        r.mixture_ppl,
-        r.mixture_ppl_excl_prefix,
-        r.dense_ppl,
-        r.dense_ppl_excl_prefix,
-        r.random_ppl,
-        r.oracle_ppl,
-    );
-    let load: Vec<String> = r.expert_load.iter().map(|l| format!("{l:.2}")).collect();
-    s.push_str(&format!("expert load: {}", load.join(" / ")));
-    if let Some(p) = r.routing_purity {
-        s.push_str(&format!("; routing purity {p:.3}"));
-    }
-    for seg in &r.segments {
-        s.push_str(&format!(
-            "\n  expert {}: {} sequences, expert ppl {:.3} vs dense {:.3}",
-            seg.expert, seg.sequences, seg.expert_ppl, seg.dense_ppl
-        ));
-    }
-    for p in r.prefix_sweep.iter().skip(1) {
-        s.push_str(&format!(
-            "\n  prefix {:>4}: mixture ppl {:.3} (after prefix {:.3} vs dense {:.3})",
-            p.prefix_tokens, p.mixture_ppl, p.mixture_ppl_excl_prefix, p.dense_ppl_excl_prefix
-        ));
-    }
-    s
 }

@@ -146,19 +146,7 @@ fn report(label: &str, backend: &str, o: &RunOutcome, out: &Output) -> Result<()
             "start_step": s.start_step, "end_step": s.end_step,
             "finished": s.finished, "last_loss": s.last_loss,
         }),
-        || match (skipped, s.last_loss) {
-            (true, _) => format!(
-                "{label} in {} is already trained (skipped)",
-                o.dir.display()
-            ),
-            (false, Some(l)) => format!(
-                "{label}: steps {}..{} in {}, last loss {l:.4}",
-                s.start_step,
-                s.end_step,
-                o.dir.display()
-            ),
-            (false, None) => format!("{label}: nothing to do"),
-        },
+        || o.describe(label),
     );
     Ok(())
 }

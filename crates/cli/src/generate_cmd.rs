@@ -34,13 +34,13 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
     /// Sampling temperature: > 0, or 0 for greedy decoding.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     temperature: f64,
     /// Keep the k most likely tokens (0: all).
     #[arg(long, default_value_t = 50)]
     top_k: usize,
     /// Nucleus sampling: keep the most likely tokens up to this probability mass, in (0, 1].
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
     top_p: f64,
     /// Seed of the sampling.
     #[arg(long, default_value_t = 0)]

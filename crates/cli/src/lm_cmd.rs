@@ -105,7 +105,7 @@ pub fn run(cmd: LmCommand, backend: BackendKind, out: &Output) -> Result<()> {
     };
     let mut progress = BarProgress::new(out.is_json(), BarStyle::Steps);
     let (results, name) = on_backend!(backend, AB, name => {
-        (smalltalk_lm::bench::<AB>(&opts, &Default::default(), &mut progress), name)
+        (smalltalk_lm::bench_cases::<AB>(&opts, &Default::default(), &mut progress), name)
     });
     let results = results.with_context(|| format!("benchmarking preset {}", opts.preset))?;
     for result in results {

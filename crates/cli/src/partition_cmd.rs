@@ -64,32 +64,7 @@ pub fn run(args: PartitionArgs, backend: BackendKind, out: &Output) -> Result<()
             "argmax_load": m.argmax_load, "purity": m.purity, "domains": m.domains,
             "domain_mix": m.domain_mix,
         }),
-        || {
-            let mut s = format!(
-                "{} {} rows among {} experts in {}: sizes {sizes:?}{}",
-                if skipped {
-                    "already partitioned"
-                } else {
-                    "partitioned"
-                },
-                m.rows,
-                m.experts,
-                args.out.display(),
-                m.purity
-                    .map_or(String::new(), |p| format!(", domain purity {p:.3}")),
-            );
-            if let (Some(names), Some(mix)) = (&m.domains, &m.domain_mix) {
-                for (e, row) in mix.iter().enumerate() {
-                    let parts: Vec<String> = names
-                        .iter()
-                        .zip(row)
-                        .map(|(n, c)| format!("{n} {c}"))
-                        .collect();
-                    s.push_str(&format!("\n  expert {e}: {}", parts.join(", ")));
-                }
-            }
-            s
-        },
+        || outcome.describe(&args.out),
     );
     Ok(())
 }

@@ -82,22 +82,7 @@ pub fn run(cmd: RoutersCommand, backend: BackendKind, out: &Output) -> Result<()
             "purity": last.and_then(|m| m.purity),
             "mean_best_nll": last.map(|m| m.mean_best_nll),
         }),
-        || match (skipped, last) {
-            (true, _) => format!(
-                "routers in {} are already trained (skipped)",
-                args.out.display()
-            ),
-            (false, Some(m)) => format!(
-                "trained {} routers for {} iterations in {}: best prefix NLL {:.3}/token{}",
-                cfg.experts,
-                summary.iterations_done,
-                args.out.display(),
-                m.mean_best_nll,
-                m.purity
-                    .map_or(String::new(), |p| format!(", domain purity {p:.3}")),
-            ),
-            (false, None) => "no iteration ran".into(),
-        },
+        || summary.describe(&args.out),
     );
     Ok(())
 }

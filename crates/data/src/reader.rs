@@ -97,6 +97,14 @@ impl Dataset {
             pad_id: self.manifest.tokenizer.pad_id,
         })
     }
+
+    /// Check every split's shards as asked (sizes, or sizes and checksums): what
+    /// `smalltalk data inspect` does.
+    pub fn verify(&self, verify: Verify) -> Result<()> {
+        Split::ALL
+            .into_iter()
+            .try_for_each(|split| self.reader(split, verify).map(drop))
+    }
 }
 
 fn map_checked(path: &Path, expected_len: usize, checksum: &str, verify: Verify) -> Result<Mmap> {

@@ -97,7 +97,7 @@ mod tests {
     use super::*;
     use crate::manifest::CONFIG_FILE;
     use crate::tests::{sample_tokenizer, tiny_settings};
-    use crate::PackingMode;
+    use crate::{PackingMode, Verify};
 
     #[test]
     fn the_dataset_holds_its_data_settings_only() {
@@ -151,7 +151,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let settings = tiny_settings(PackingMode::Concat);
         let (_, out) = crate::tests::build_sample(dir.path(), &settings);
-        let m = Dataset::open(&out).unwrap().manifest().clone();
+        let dataset = Dataset::open(&out).unwrap();
+        dataset.verify(Verify::Checksums).unwrap();
+        let m = dataset.manifest().clone();
         let v = m.summary_json();
         assert_eq!(v["vocab_size"], m.tokenizer.vocab_size);
         assert_eq!(v["packing"], "concat");
@@ -169,6 +171,13 @@ mod tests {
         );
         assert_eq!(text.lines().count(), 1 + m.splits.len(), "{text}");
         assert!(text.contains("  train "), "{text}");
+        let shard = out.join(&m.split(crate::Split::Train).shards[0].meta_file);
+        let mut bytes = std::fs::read(&shard).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&shard, bytes).unwrap();
+        dataset.verify(Verify::SizesOnly).unwrap();
+        let err = dataset.verify(Verify::Checksums).unwrap_err();
+        assert!(matches!(err, DataError::Checksum { .. }), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! Depends on `smalltalk-router` (loading routers), `smalltalk-routing` (the routing path),
 //! `smalltalk-lm`, `smalltalk-data` and `smalltalk-stage`.
 
+pub mod describe;
 pub mod error;
 pub mod evaluate;
 pub mod generate;

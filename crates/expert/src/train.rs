@@ -51,6 +51,24 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
+    /// The outcome for people; `label` names the run (e.g. "expert 3").
+    pub fn describe(&self, label: &str) -> String {
+        let s = &self.summary;
+        match (self.skipped(), s.last_loss) {
+            (true, _) => format!(
+                "{label} in {} is already trained (skipped)",
+                self.dir.display()
+            ),
+            (false, Some(l)) => format!(
+                "{label}: steps {}..{} in {}, last loss {l:.4}",
+                s.start_step,
+                s.end_step,
+                self.dir.display()
+            ),
+            (false, None) => format!("{label}: nothing to do"),
+        }
+    }
+
     /// Whether the run was already finished (nothing trained).
     pub fn skipped(&self) -> bool {
         self.summary.start_step == self.summary.end_step && self.summary.finished

@@ -21,7 +21,7 @@ use crate::rng::SplitMix64;
 use crate::score::{score_prefix, ScoreOptions};
 use crate::train::{StepMetrics, TrainConfig, TrainObserver, Trainer, VecSource};
 
-/// A measurement [`bench`] can make.
+/// A measurement [`bench_cases`] can make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BenchCase {
@@ -224,7 +224,7 @@ impl BenchResult {
 }
 
 /// Run every case of `opts` in order on `device` (scoring on the inner backend).
-pub fn bench<AB: AutodiffBackend>(
+pub fn bench_cases<AB: AutodiffBackend>(
     opts: &BenchOptions,
     device: &AB::Device,
     progress: &mut dyn Progress,

@@ -21,8 +21,8 @@
 //! - [`precision`]: [`Precision`] — f32 compute, or bf16 compute over f32 master weights.
 //! - [`sample`]: [`generate`] continuations with temperature / top-k / top-p sampling.
 //! - [`backend`]: picking a compiled-in burn backend by name.
-//! - [`bench`]: training and scoring throughput of a preset on random tokens ([`bench()`],
-//!   what `smalltalk lm bench` runs).
+//! - [`bench`](mod@bench): training and scoring throughput of a preset on random tokens
+//!   ([`bench_cases`], what `smalltalk lm bench` runs).
 //!
 //! Dependencies: `burn` 0.21 (generic `B: Backend`; CPU `flex` by default, `cuda` / `wgpu` as
 //! features), `gemm` + `rayon` (with `flex`: the fused kernels), `safetensors` for weight
@@ -62,7 +62,7 @@ pub mod score;
 pub mod train;
 pub mod weights;
 
-pub use bench::{bench, BenchCase, BenchOptions, BenchResult};
+pub use bench::{bench_cases, BenchCase, BenchOptions, BenchResult};
 pub use config::{LmConfig, PRESET_NAMES};
 pub use error::{LmError, Result};
 pub use fused::{Kernel, LmBackend};

@@ -66,6 +66,28 @@ pub struct EmSummary {
     pub stopped: bool,
 }
 
+impl EmSummary {
+    /// The outcome for people.
+    pub fn describe(&self, dir: &Path) -> String {
+        match (
+            self.resumed_from == self.iterations_done,
+            self.metrics.last(),
+        ) {
+            (true, _) => format!("routers in {} are already trained (skipped)", dir.display()),
+            (false, Some(m)) => format!(
+                "trained {} routers for {} iterations in {}: best prefix NLL {:.3}/token{}",
+                m.part_sizes.len(),
+                self.iterations_done,
+                dir.display(),
+                m.mean_best_nll,
+                m.purity
+                    .map_or(String::new(), |p| format!(", domain purity {p:.3}")),
+            ),
+            (false, None) => "no iteration ran".into(),
+        }
+    }
+}
+
 /// Rows of chunk `i`: consecutive slices of seeded epoch permutations of the `n` training
 /// rows, so chunks are fresh until the split is used up and then revisit rows.
 pub fn chunk_rows(seed: u64, n: usize, chunk: usize, i: usize) -> Vec<usize> {

@@ -74,6 +74,39 @@ pub struct PartitionOutcome {
     pub skipped: bool,
 }
 
+impl PartitionOutcome {
+    /// The outcome for people: sizes, purity and each expert's domain mix.
+    pub fn describe(&self, dir: &Path) -> String {
+        let m = &self.manifest;
+        let sizes: Vec<usize> = m.expert_rows.iter().map(|s| s.sequences).collect();
+        let verb = if self.skipped {
+            "already partitioned"
+        } else {
+            "partitioned"
+        };
+        let purity = m
+            .purity
+            .map_or(String::new(), |p| format!(", domain purity {p:.3}"));
+        let mut s = format!(
+            "{verb} {} rows among {} experts in {}: sizes {sizes:?}{purity}",
+            m.rows,
+            m.experts,
+            dir.display()
+        );
+        if let (Some(names), Some(mix)) = (&m.domains, &m.domain_mix) {
+            for (e, row) in mix.iter().enumerate() {
+                let parts: Vec<String> = names
+                    .iter()
+                    .zip(row)
+                    .map(|(n, c)| format!("{n} {c}"))
+                    .collect();
+                s.push_str(&format!("\n  expert {e}: {}", parts.join(", ")));
+            }
+        }
+        s
+    }
+}
+
 const LEGACY_FILES: [&str; 2] = [MANIFEST_FILE, "chunks"];
 
 fn chunk_path(dir: &Path, c: usize) -> PathBuf {

@@ -51,7 +51,7 @@ enum Task {
     /// `.lock` files are skipped, JSON and JSON lines are compared without their timing keys
     /// (`seconds`, `elapsed_s`, `tokens_per_s`, `eta_s`), and a leftover temporary (`*.tmp-*`)
     /// is a difference. Prints a table and a summary; fails naming the first differing file
-    /// and line. Uses the dev-profile `smalltalk` binary; about 2-3 minutes on 2 cores.
+    /// and line. Uses the dev-profile `smalltalk` binary; about 30 s on 2 cores after the build.
     CrashTest(crash_test::CrashTestArgs),
     /// Benchmarks (not tests): measured against the reference implementation in the same run.
     #[command(subcommand)]

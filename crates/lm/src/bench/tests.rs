@@ -20,7 +20,7 @@ fn tiny() -> BenchOptions {
 #[test]
 fn tiny_bench_reports_both_cases() {
     let device = Default::default();
-    let results = bench::<crate::CpuTrainBackend>(&tiny(), &device, &mut NoProgress).unwrap();
+    let results = bench_cases::<crate::CpuTrainBackend>(&tiny(), &device, &mut NoProgress).unwrap();
     assert_eq!(results.len(), 2);
     let train = serde_json::to_value(&results[0]).unwrap();
     assert_eq!(train["case"], "train");
@@ -42,7 +42,7 @@ fn results_carry_the_keys_of_lm_bench_json() {
     opts.cases = vec![BenchCase::Score];
     opts.precision = Precision::Full;
     let device = Default::default();
-    let results = bench::<crate::CpuTrainBackend>(&opts, &device, &mut NoProgress).unwrap();
+    let results = bench_cases::<crate::CpuTrainBackend>(&opts, &device, &mut NoProgress).unwrap();
     let v = serde_json::to_value(&results[0]).unwrap();
     let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
@@ -77,12 +77,12 @@ fn bad_sizes_and_presets_are_refused() {
     let device = Default::default();
     let mut opts = tiny();
     opts.steps = 0;
-    let err = bench::<crate::CpuTrainBackend>(&opts, &device, &mut NoProgress).unwrap_err();
+    let err = bench_cases::<crate::CpuTrainBackend>(&opts, &device, &mut NoProgress).unwrap_err();
     assert!(err.to_string().contains("--steps"), "{err}");
     opts = tiny();
     opts.cases = vec![BenchCase::Score];
     opts.score_prefix = 1;
-    let err = bench::<crate::CpuTrainBackend>(&opts, &device, &mut NoProgress).unwrap_err();
+    let err = bench_cases::<crate::CpuTrainBackend>(&opts, &device, &mut NoProgress).unwrap_err();
     assert!(err.to_string().contains("--score-prefix"), "{err}");
     opts.preset = "no-such-preset".into();
     assert!(matches!(
