@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::json;
 use smalltalk_lm::backend::BackendKind;
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
-use smalltalk_router::RouterSet;
+use smalltalk_router::load_scorer;
 use smalltalk_routing::partition_stage;
 
 use crate::backends::on_backend;
@@ -47,9 +47,9 @@ pub fn run(args: PartitionArgs, backend: BackendKind, out: &Output) -> Result<()
     let mut progress = BarProgress::new(out.is_json(), BarStyle::Steps);
     let (outcome, name) = on_backend!(backend, AB, name => {
         type B = <AB as AutodiffBackend>::InnerBackend;
-        let routers = RouterSet::<B>::load(&args.routers, &Default::default())
+        let routers = load_scorer::<B>(&args.routers, &Default::default())
             .with_context(|| format!("routers in {}", args.routers.display()))?;
-        (partition_stage(&routers, &args.data, &args.out, settings, &mut progress), name)
+        (partition_stage(routers.as_ref(), &args.data, &args.out, settings, &mut progress), name)
     });
     if let Err(smalltalk_routing::RoutingError::Stopped) = outcome {
         return crate::stop_check(true, "partition", &args.out);

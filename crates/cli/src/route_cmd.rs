@@ -56,7 +56,7 @@ pub fn run(args: RouteArgs, backend: BackendKind, out: &Output) -> Result<()> {
     };
     on_backend!(backend, AB, _name => {
         type B = <AB as AutodiffBackend>::InnerBackend;
-        let router = TextRouter::<B>::load(&args.routers, &Default::default())
+        let router = TextRouter::load::<B>(&args.routers, &Default::default())
             .with_context(|| format!("routers in {}", args.routers.display()))?;
         for (i, text) in texts.iter().enumerate() {
             match router.route(text, args.prefix) {

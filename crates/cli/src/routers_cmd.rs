@@ -15,7 +15,8 @@ use crate::report::Output;
 /// The router stage.
 #[derive(Debug, Subcommand)]
 pub enum RoutersCommand {
-    /// Train E router LMs by hard EM on the training split of a dataset.
+    /// Train E router LMs by hard EM on the training split of a dataset (or fit a baseline
+    /// routing method, `--method`).
     ///
     /// Starts from a random equal split of a first chunk; each iteration trains every router
     /// for K steps on the first M tokens of its part, scores a fresh chunk with all routers and
@@ -51,6 +52,10 @@ pub struct TrainArgs {
     /// Routing prefix M in tokens [config: routers.prefix_len; default 256].
     #[arg(long)]
     prefix: Option<usize>,
+    /// How to route: em (the paper's router LMs), or a baseline: tfidf (c-BTM's TF-IDF
+    /// clusters), random, domain (the corpus's labels) [config: routers.method; default em].
+    #[arg(long)]
+    method: Option<smalltalk_router::RouterMethod>,
 }
 
 /// Run a `routers` command.
@@ -62,6 +67,7 @@ pub fn run(cmd: RoutersCommand, backend: BackendKind, out: &Output) -> Result<()
     cfg.iterations = args.iterations.unwrap_or(cfg.iterations);
     cfg.steps_per_iteration = args.steps.unwrap_or(cfg.steps_per_iteration);
     cfg.prefix_len = args.prefix.unwrap_or(cfg.prefix_len);
+    cfg.method = args.method.unwrap_or(cfg.method);
     let mut progress = BarProgress::new(out.is_json(), BarStyle::Steps);
     let summary = on_backend!(backend, AB, name => {
         let s = smalltalk_router::train_routers::<AB>(

@@ -13,7 +13,9 @@ use smalltalk_lm::burn::tensor::backend::Backend;
 use smalltalk_lm::rng::SplitMix64;
 use smalltalk_lm::{token_logprobs, Lm, ScoreOptions, SequenceSource};
 use smalltalk_routing::route::argmax;
-use smalltalk_routing::{domain_mix, purity, route_batch, DomainLabels, PrefixScorer};
+use smalltalk_routing::{
+    domain_mix, purity, route_batch, DomainGroups, DomainLabels, PrefixScorer,
+};
 
 use crate::error::{EvalError, Result};
 
@@ -226,6 +228,26 @@ pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
     })
 }
 
+/// Router scores of the `domain` method: one-hot on each row's labelled domain's expert, the
+/// same for every prefix.
+fn label_scores(
+    groups: &DomainGroups,
+    domains: Option<&Domains>,
+    prefixes: &[usize],
+) -> Result<Vec<(usize, Vec<f32>)>> {
+    let (labels, names) = domains.ok_or_else(|| {
+        EvalError::Config(
+            "the `domain` routers route by domain label, and these rows have none".into(),
+        )
+    })?;
+    let experts = groups.route_labels(labels, names)?;
+    let mut scores = vec![0f32; experts.len() * groups.experts];
+    for (r, &e) in experts.iter().enumerate() {
+        scores[r * groups.experts + e as usize] = 1.0;
+    }
+    Ok(prefixes.iter().map(|&m| (m, scores.clone())).collect())
+}
+
 /// Rows routed per scoring call.
 const ROUTE_BATCH: usize = 256;
 
@@ -271,21 +293,24 @@ pub fn evaluate<B: Backend>(
         .map(|m| token_logprobs(m, &tokens, row_len, &options))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let dense_logprobs = token_logprobs(dense, &tokens, row_len, &options)?;
-    let router_scores = prefixes
-        .iter()
-        .map(|&m| {
-            let mut scores = Vec::with_capacity(n * routers.experts());
-            for batch in tokens.chunks(ROUTE_BATCH * row_len) {
-                let prefixes: Vec<u32> = batch
-                    .chunks(row_len)
-                    .flat_map(|r| &r[..m])
-                    .copied()
-                    .collect();
-                scores.extend(route_batch(routers, &prefixes, m, pad)?.scores);
-            }
-            Ok((m, scores))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let router_scores = match routers.domain_groups() {
+        Some(groups) => label_scores(groups, domains.as_ref(), prefixes)?,
+        None => prefixes
+            .iter()
+            .map(|&m| {
+                let mut scores = Vec::with_capacity(n * routers.experts());
+                for batch in tokens.chunks(ROUTE_BATCH * row_len) {
+                    let prefixes: Vec<u32> = batch
+                        .chunks(row_len)
+                        .flat_map(|r| &r[..m])
+                        .copied()
+                        .collect();
+                    scores.extend(route_batch(routers, &prefixes, m, pad)?.scores);
+                }
+                Ok((m, scores))
+            })
+            .collect::<Result<Vec<_>>>()?,
+    };
     let inputs = EvalInputs {
         experts: experts.len(),
         targets: row_len - 1,

@@ -72,9 +72,9 @@ pub fn generate_text<B: Backend>(
     mut on_text: impl FnMut(&str),
 ) -> Result<Generation> {
     options.validate()?;
-    let router = TextRouter::<B>::load(routers_dir, device)?;
+    let router = TextRouter::load::<B>(routers_dir, device)?;
     let ids = router.tokenizer.encode(prompt)?;
-    let routed = route(&router.routers, &ids, options.prefix)?;
+    let routed = route(router.scorer.as_ref(), &ids, options.prefix)?;
     let run = expert_dir(experts_dir, routed.expert);
     check_tokenizer(&run, router.tokenizer_hash())?;
     let model = latest_model::<B>(&run, device)?;

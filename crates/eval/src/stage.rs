@@ -54,9 +54,9 @@ pub fn eval_run<B: Backend>(
             options.prefixes
         )));
     }
-    let router = TextRouter::<B>::load(routers_dir, device)?;
+    let router = TextRouter::load::<B>(routers_dir, device)?;
     let tokenizer_hash = router.tokenizer_hash().to_string();
-    let runs: Vec<_> = (0..router.routers.experts())
+    let runs: Vec<_> = (0..router.scorer.experts())
         .map(|e| expert_dir(experts_dir, e))
         .chain([dense_dir(experts_dir)])
         .collect();
@@ -86,7 +86,7 @@ pub fn eval_run<B: Backend>(
             let domains = (!m.domains.is_empty()).then(|| (labels, m.domains.clone()));
             let source: &dyn SequenceSource = &rows;
             evaluate(
-                &router.routers,
+                router.scorer.as_ref(),
                 &models,
                 &dense,
                 source,
@@ -99,7 +99,7 @@ pub fn eval_run<B: Backend>(
             let row_len = trained_row_len(&expert_dir(experts_dir, 0))?;
             let (rows, domains) = file_rows(&router.tokenizer, file, row_len)?;
             evaluate(
-                &router.routers,
+                router.scorer.as_ref(),
                 &models,
                 &dense,
                 &rows,

@@ -4,37 +4,44 @@ use std::path::Path;
 
 use smalltalk_data::TextTokenizer;
 use smalltalk_lm::burn::tensor::backend::Backend;
+use smalltalk_router::load_scorer;
 use smalltalk_router::manifest::TOKENIZER_FILE;
-use smalltalk_router::RouterSet;
-use smalltalk_routing::{route, Routed};
+use smalltalk_routing::{route, PrefixScorer, Routed};
 
 use crate::error::Result;
 
-/// Routers + the tokenizer they read, loaded from a routers folder.
-pub struct TextRouter<B: Backend> {
-    /// The routers.
-    pub routers: RouterSet<B>,
+/// A routers folder loaded for routing texts: its scorer (router LMs or a baseline method)
+/// and the tokenizer it reads.
+pub struct TextRouter {
+    /// The routers, whatever their method.
+    pub scorer: Box<dyn PrefixScorer>,
     /// Their tokenizer (`tokenizer.json` of the routers folder).
     pub tokenizer: TextTokenizer,
+    tokenizer_hash: String,
 }
 
-impl<B: Backend> TextRouter<B> {
-    /// Load the routers folder `dir`.
-    pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
-        let routers = RouterSet::<B>::load(dir, device)?;
+impl TextRouter {
+    /// Load the routers folder `dir` (router LMs run on backend `B`).
+    pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<Self> {
+        let scorer = load_scorer::<B>(dir, device)?;
         let tokenizer = TextTokenizer::load(&dir.join(TOKENIZER_FILE), None)?;
-        Ok(TextRouter { routers, tokenizer })
+        let tokenizer_hash = scorer.tokenizer_hash();
+        Ok(TextRouter {
+            scorer,
+            tokenizer,
+            tokenizer_hash,
+        })
     }
 
     /// Route `text` by its first `prefix` tokens (paper Eqs. 4–7); fails for texts of fewer
     /// than 2 tokens.
     pub fn route(&self, text: &str, prefix: usize) -> Result<Routed> {
         let ids = self.tokenizer.encode(text)?;
-        Ok(route(&self.routers, &ids, prefix)?)
+        Ok(route(self.scorer.as_ref(), &ids, prefix)?)
     }
 
     /// The routers' tokenizer checksum.
     pub fn tokenizer_hash(&self) -> &str {
-        &self.routers.tokenizer_hash
+        &self.tokenizer_hash
     }
 }

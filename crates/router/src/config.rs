@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use smalltalk_lm::{LmConfig, TrainConfig};
+use smalltalk_routing::tfidf::TfidfSettings;
 
 use crate::error::{Result, RouterError};
 
@@ -11,6 +12,15 @@ use crate::error::{Result, RouterError};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmConfig {
+    /// How the routing is made (default `em`, the paper's routers); the baselines `tfidf`,
+    /// `random` and `domain` produce a routers folder that partition, eval, route and generate
+    /// use the same way. Left out of the saved settings when `em`, so the fingerprints of runs
+    /// made before methods existed stay valid.
+    #[serde(skip_serializing_if = "RouterMethod::is_em")]
+    pub method: RouterMethod,
+    /// Settings of the `tfidf` method (defaults when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tfidf: Option<TfidfSettings>,
     /// Number of routers (= experts), E.
     pub experts: usize,
     /// Model preset of every router (`router-4.4m` in the paper); `model` overrides fields.
@@ -38,9 +48,59 @@ pub struct EmConfig {
     pub train: TrainConfig,
 }
 
+/// How a routers folder routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouterMethod {
+    /// E router LMs trained by hard EM (paper §2.2, Algorithm 1).
+    #[default]
+    Em,
+    /// c-BTM's baseline (Gururangan et al. 2023): TF-IDF of the text, truncated SVD, balanced
+    /// k-means; a prefix goes to the nearest centroid.
+    Tfidf,
+    /// Random routing: a seeded hash of the prefix (the paper's random-partition ablation).
+    Random,
+    /// The corpus's own domain labels grouped into E parts (an oracle, as in DEMix).
+    Domain,
+}
+
+impl RouterMethod {
+    /// Whether this is the default, [`RouterMethod::Em`].
+    pub fn is_em(&self) -> bool {
+        *self == RouterMethod::Em
+    }
+
+    /// The method's name in configs and manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouterMethod::Em => "em",
+            RouterMethod::Tfidf => "tfidf",
+            RouterMethod::Random => "random",
+            RouterMethod::Domain => "domain",
+        }
+    }
+}
+
+impl std::str::FromStr for RouterMethod {
+    type Err = RouterError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "em" => Ok(RouterMethod::Em),
+            "tfidf" => Ok(RouterMethod::Tfidf),
+            "random" => Ok(RouterMethod::Random),
+            "domain" => Ok(RouterMethod::Domain),
+            other => Err(RouterError::Config(format!(
+                "unknown routing method `{other}`: use em, tfidf, random or domain"
+            ))),
+        }
+    }
+}
+
 impl Default for EmConfig {
     fn default() -> Self {
         EmConfig {
+            method: RouterMethod::Em,
+            tfidf: None,
             experts: 4,
             preset: "router-4.4m".into(),
             model: toml::Table::new(),

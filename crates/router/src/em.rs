@@ -69,6 +69,14 @@ pub struct EmSummary {
 impl EmSummary {
     /// The outcome for people.
     pub fn describe(&self, dir: &Path) -> String {
+        if let Some(m) = self.manifest.as_ref().filter(|m| !m.method.is_em()) {
+            return format!(
+                "`{}` routing for {} experts in {}",
+                m.method.name(),
+                m.experts,
+                dir.display()
+            );
+        }
         match (
             self.resumed_from == self.iterations_done,
             self.metrics.last(),

@@ -22,15 +22,17 @@ pub mod config;
 pub mod em;
 pub mod error;
 pub mod manifest;
+pub mod methods;
 pub mod metrics;
 pub mod scoring;
 pub mod stage;
 pub mod state;
 
-pub use config::EmConfig;
+pub use config::{EmConfig, RouterMethod};
 pub use em::{run_em, EmData, EmSummary};
 pub use error::{Result, RouterError};
 pub use manifest::{RouterSet, RoutersManifest};
+pub use methods::{fit_baseline, load_scorer};
 pub use metrics::IterationMetrics;
 pub use scoring::score_rows;
 pub use stage::train_routers;

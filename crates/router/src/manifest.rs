@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use smalltalk_lm::burn::tensor::backend::{AutodiffBackend, Backend};
 use smalltalk_lm::{Checkpoint, Lm, LmConfig, Trainer};
 
-use smalltalk_routing::{PrefixScorer, ScorerError};
+use smalltalk_routing::{DomainGroups, PrefixScorer, ScorerError};
 
-use crate::config::EmConfig;
+use crate::config::{EmConfig, RouterMethod};
 use crate::em::router_dir;
 use crate::error::{Result, RouterError};
 use crate::scoring::score_prefixes;
@@ -23,6 +23,12 @@ const FILE: &str = "routers.json";
 pub struct RoutersManifest {
     /// [`MANIFEST_FORMAT`].
     pub format: String,
+    /// How the folder routes (`em` in files written before methods existed).
+    #[serde(default)]
+    pub method: RouterMethod,
+    /// The `domain` method's grouping of domains into experts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domains: Option<DomainGroups>,
     /// Number of routers, E.
     pub experts: usize,
     /// Prefix M the routers were trained on.
@@ -47,6 +53,8 @@ impl RoutersManifest {
     ) -> Self {
         RoutersManifest {
             format: MANIFEST_FORMAT.into(),
+            method: RouterMethod::Em,
+            domains: None,
             experts: cfg.experts,
             prefix_len: cfg.prefix_len,
             iterations: cfg.iterations,
@@ -80,7 +88,7 @@ impl RoutersManifest {
                 format!("format `{}`, expected `{MANIFEST_FORMAT}`", m.format),
             ));
         }
-        if m.steps.len() != m.experts {
+        if m.method == RouterMethod::Em && m.steps.len() != m.experts {
             return Err(RouterError::state(&path, "one step per router expected"));
         }
         Ok(m)
@@ -112,6 +120,15 @@ impl<B: Backend> RouterSet<B> {
     /// and that the folder holds its tokenizer).
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self> {
         let manifest = RoutersManifest::load(dir)?;
+        if manifest.method != RouterMethod::Em {
+            return Err(RouterError::state(
+                RoutersManifest::path(dir),
+                format!(
+                    "these are `{}` routers, not router LMs (load them with `load_scorer`)",
+                    manifest.method.name()
+                ),
+            ));
+        }
         let tokenizer = dir.join(TOKENIZER_FILE);
         if !tokenizer.exists() {
             return Err(RouterError::state(

@@ -14,10 +14,11 @@ use smalltalk_stage::atomic::write_file;
 use smalltalk_stage::folder::{Identity, SettingsPolicy, StageFolder};
 use smalltalk_stage::Progress;
 
-use crate::config::EmConfig;
+use crate::config::{EmConfig, RouterMethod};
 use crate::em::{run_em, EmData, EmSummary};
 use crate::error::{Result, RouterError};
 use crate::manifest::TOKENIZER_FILE;
+use crate::methods::fit_baseline;
 
 /// Files that mark a routers folder written before stage markers existed.
 const LEGACY_FILES: [&str; 2] = ["routers.json", "em"];
@@ -50,6 +51,12 @@ pub fn train_routers<AB: AutodiffBackend>(
         Some(_) => {}
     }
     cfg.validate(rows.reader.row_len())?;
+    if cfg.method == RouterMethod::Domain && rows.domains().is_none() {
+        return Err(RouterError::Config(format!(
+            "the `domain` method needs domain labels, and the dataset {} has none (give the corpus a `domain` field)",
+            data_dir.display()
+        )));
+    }
     let identity = Identity::new("routers", &cfg)
         .input("dataset", rows.identity())
         .input("tokenizer", rows.tokenizer_hash());
@@ -66,6 +73,16 @@ pub fn train_routers<AB: AutodiffBackend>(
         .join(&rows.dataset.manifest().tokenizer.file);
     let bytes = std::fs::read(&tokenizer).map_err(|e| RouterError::io(&tokenizer, e))?;
     write_file(&folder.dir().join(TOKENIZER_FILE), &bytes)?;
+    if cfg.method != RouterMethod::Em {
+        let manifest = fit_baseline(&cfg, &rows, folder.dir())?;
+        return Ok(EmSummary {
+            resumed_from: 0,
+            iterations_done: 0,
+            metrics: vec![],
+            manifest: Some(manifest),
+            stopped: false,
+        });
+    }
     let data = EmData {
         source: &rows.reader,
         domains: rows.domains(),

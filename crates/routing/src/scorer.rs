@@ -1,5 +1,7 @@
 //! What routes: anything that scores a batch of prefixes once per expert.
 
+use crate::domain::DomainGroups;
+
 /// The error a scorer returns (its own error type, boxed).
 pub type ScorerError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -23,4 +25,10 @@ pub trait PrefixScorer {
         prefix_len: usize,
         pad: Option<u32>,
     ) -> Result<Vec<f32>, ScorerError>;
+
+    /// For the `domain` method, which routes by a row's domain label instead of its text: the
+    /// expert of each domain. `None` (the default) for scorers that read the text.
+    fn domain_groups(&self) -> Option<&DomainGroups> {
+        None
+    }
 }

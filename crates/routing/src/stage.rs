@@ -228,6 +228,20 @@ pub fn partition_stage(
     std::fs::create_dir_all(dir.join("chunks"))
         .map_err(|e| RoutingError::state(dir.join("chunks"), e.to_string()))?;
 
+    if let Some(groups) = scorer.domain_groups() {
+        let names = &data.dataset.manifest().domains;
+        let assignment = groups.route_labels(&data.labels, names)?;
+        progress.start("partition", n as u64, n as u64);
+        progress.finish();
+        let sizes = shard_sizes(&assignment, experts)?;
+        let loads = sizes.iter().map(|&s| s as f64 / n.max(1) as f64).collect();
+        let done = Assigned {
+            assignment,
+            argmax_load: loads,
+            mean_best_nll: 0.0,
+        };
+        return write_partition(dir, scorer, &data, (m, settings), done);
+    }
     let mut balancer = ChunkedBalancer::new(experts)?;
     let mut assignment = Vec::with_capacity(n);
     let (mut best_sum, mut argmax_sizes) = (0f64, vec![0usize; experts]);
@@ -284,6 +298,44 @@ pub fn partition_stage(
         progress.update((chunk[0] + chunk.len()) as u64, "");
     }
     progress.finish();
+    let done = Assigned {
+        assignment,
+        argmax_load: argmax_sizes
+            .iter()
+            .map(|&s| s as f64 / n.max(1) as f64)
+            .collect(),
+        mean_best_nll: best_sum / (n.max(1) as f64 * (m - 1) as f64),
+    };
+    let outcome = write_partition(dir, scorer, &data, (m, settings), done)?;
+    remove_chunks(dir, chunks);
+    Ok(outcome)
+}
+
+/// A finished assignment of every training row.
+struct Assigned {
+    /// The expert of every row.
+    assignment: Vec<u32>,
+    /// Share of rows each expert wins by argmax.
+    argmax_load: Vec<f64>,
+    /// Mean best prefix NLL per predicted token (0 for label routing).
+    mean_best_nll: f64,
+}
+
+/// Write the expert row files and, last, `partition.json`.
+fn write_partition(
+    dir: &Path,
+    scorer: &dyn PrefixScorer,
+    data: &TrainingRows,
+    (m, settings): (usize, &PartitionSettings),
+    done: Assigned,
+) -> Result<PartitionOutcome> {
+    let Assigned {
+        assignment,
+        argmax_load,
+        mean_best_nll,
+    } = done;
+    let (n, experts) = (assignment.len(), scorer.experts());
+    let rows: Vec<usize> = (0..n).collect();
     let mut expert_rows = Vec::with_capacity(experts);
     for e in 0..experts {
         let bytes: Vec<u8> = assignment
@@ -313,18 +365,14 @@ pub fn partition_stage(
         routers_fingerprint: scorer.fingerprint(),
         data_identity: data.identity(),
         expert_rows,
-        argmax_load: argmax_sizes
-            .iter()
-            .map(|&s| s as f64 / n.max(1) as f64)
-            .collect(),
-        mean_best_nll: best_sum / (n.max(1) as f64 * (m - 1) as f64),
+        argmax_load,
+        mean_best_nll,
         domains: domains.as_ref().map(|d| d.names.to_vec()),
         purity: mix.as_deref().and_then(purity),
         domain_mix: mix,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");
     write_file(&dir.join(MANIFEST_FILE), &json)?;
-    remove_chunks(dir, chunks);
     Ok(PartitionOutcome {
         manifest,
         skipped: false,

@@ -170,6 +170,13 @@ fn remove_leftover(p: &Path) -> Result<()> {
     }
 }
 
+/// The process id in a temporary's name (`<name>.tmp-<pid>-<n>`), if `file` is one.
+pub fn temp_owner_of(file: &str) -> Option<u32> {
+    file.rsplit_once(".tmp-")
+        .filter(|(name, _)| !name.is_empty())
+        .and_then(|(_, rest)| rest.split('-').next()?.parse::<u32>().ok())
+}
+
 /// Remove, anywhere under the folder `dir`, the temporaries (`<name>.tmp-<pid>-<n>`) of
 /// processes that are no longer running: what a killed writer left behind. Called by a stage
 /// that holds the folder's lock, so no live writer of that folder is touched.
@@ -180,11 +187,7 @@ pub fn remove_stale_temps_under(dir: &Path) -> Result<()> {
     for entry in entries.flatten() {
         let file = entry.file_name().to_string_lossy().into_owned();
         let p = entry.path();
-        let owner = file
-            .rsplit_once(".tmp-")
-            .filter(|(name, _)| !name.is_empty())
-            .and_then(|(_, rest)| rest.split('-').next()?.parse::<u32>().ok());
-        match owner {
+        match temp_owner_of(&file) {
             Some(pid) if pid != std::process::id() && !process_alive(pid) => remove_leftover(&p)?,
             None if p.is_dir() => remove_stale_temps_under(&p)?,
             _ => {}

@@ -176,7 +176,7 @@ impl StageFolder {
         let recorded = Identity::read(dir)?;
         if recorded.is_none() && !created {
             let own = legacy_files.iter().any(|f| dir.join(f).exists());
-            if !own && !is_empty_dir(dir)? {
+            if !own && !holds_only_leftovers(dir)? {
                 return Err(StageError::Foreign {
                     path: dir.into(),
                     message: format!(
@@ -258,8 +258,18 @@ impl StageFolder {
     }
 }
 
-fn is_empty_dir(dir: &Path) -> Result<bool> {
-    Ok(fs::read_dir(dir).at(dir)?.next().is_none())
+/// Whether `dir` is empty but for what a claim killed before writing `stage.json` leaves: the
+/// lock file and temporaries of processes that are gone.
+fn holds_only_leftovers(dir: &Path) -> Result<bool> {
+    for entry in fs::read_dir(dir).at(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let dead_temp = crate::atomic::temp_owner_of(&name)
+            .is_some_and(|pid| pid != std::process::id() && !crate::atomic::process_alive(pid));
+        if name != LOCK_FILE && !dead_temp {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Take `dir/.lock` without waiting; on success the file holds this process's id.
@@ -378,5 +388,24 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["model.safetensors.tmp-1-0", "notes.tmp-x"]);
+    }
+
+    #[test]
+    fn a_claim_killed_before_its_marker_does_not_block_the_rerun() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join(LOCK_FILE), b"").unwrap();
+        std::fs::write(out.join(format!("stage.json.tmp-{}-0", u32::MAX - 1)), b"{").unwrap();
+        let f =
+            StageFolder::claim(&out, &id("partition", "a", 1), &[], SettingsPolicy::Same).unwrap();
+        drop(f);
+        let mut left: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".lock", "stage.json"]);
     }
 }

@@ -1,13 +1,13 @@
 //! `cargo xtask crash-test`: every long stage survives being killed at any instant.
 //!
-//! On the tiny config of `smalltalk-tests`, each stage runs once uninterrupted into a reference
-//! folder (wall time T), once more as a control, then at N seeded, stratified instants in
-//! [0.05·T, T] it is started afresh, killed (SIGKILL; SIGTERM too for the stages that
-//! checkpoint on a stop), rerun to completion and its folder compared with the reference.
-//! Every run of a stage uses the same output path, so files that name their own folder agree.
+//! On the tiny config and corpus of `smalltalk-tests`, each stage runs once uninterrupted into
+//! a reference folder (wall time T) and once more as a control; then, at N seeded instants
+//! (one uniformly random instant in each of N equal slices of [0.05·T, T]) it is started
+//! afresh, killed (SIGKILL; also SIGTERM for the stages that checkpoint on a stop), rerun to
+//! completion and its folder compared with the reference. Every run of a stage writes to the
+//! same relative output path from the work folder, so files that name paths agree.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fs::{self, File};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -27,8 +27,7 @@ pub struct CrashTestArgs {
     /// [0.05·T, T], T the stage's uninterrupted wall time.
     #[arg(long, default_value_t = 6)]
     instants: usize,
-    /// SIGTERM instants per stage that checkpoints on a stop (routers, partition, expert,
-    /// dense), stratified the same way.
+    /// SIGTERM instants per stage that checkpoints on a stop (all but data), stratified alike.
     #[arg(long, default_value_t = 2)]
     term_instants: usize,
     /// Seed of the instants.
@@ -44,38 +43,41 @@ pub struct CrashTestArgs {
     only: Vec<String>,
 }
 
-/// The stages under test, in order.
-const STAGES: [&str; 5] = ["data", "routers", "partition", "expert", "dense"];
+/// The stages under test, in order, each named by its first word: the arguments (paths
+/// relative to the work folder) but `--config` and `--out`. All but `data` checkpoint and exit
+/// with status 143 on SIGTERM.
+const STAGES: [&str; 5] = [
+    "data build --corpus corpus.jsonl --tokenizer ref/tokenizer.json",
+    "routers train --data ref/data/out",
+    "partition --data ref/data/out --routers ref/routers/out",
+    "expert train --data ref/data/out --partition ref/partition/out --expert 0",
+    "dense train --data ref/data/out --experts 2",
+];
 
 /// Keys whose values are wall-clock measurements, removed from JSON before comparing.
 const TIMING_KEYS: [&str; 4] = ["seconds", "elapsed_s", "tokens_per_s", "eta_s"];
 
-/// One stage under test: its name, its arguments (all but `--out`), and whether it checkpoints
-/// and exits with status 143 on SIGTERM.
-struct Stage {
-    name: &'static str,
-    args: Vec<OsString>,
-    term: bool,
-}
-
-/// One row of the table.
+/// One run of the table: a stage, the signal (`none` for the control run) and when it was
+/// sent, how the signalled run ended, and what differed after the rerun.
 struct Row {
     stage: &'static str,
     signal: &'static str,
-    at_ms: Option<u64>,
+    at_ms: Option<u128>,
     status: String,
-    difference: Option<String>,
     interrupted: bool,
+    difference: Option<String>,
 }
 
 /// Run the crash test.
 pub fn run(args: CrashTestArgs) -> Result<()> {
     let started = Instant::now();
-    if args.instants == 0 {
-        bail!("--instants must be at least 1");
-    }
-    if let Some(name) = args.only.iter().find(|n| !STAGES.contains(&n.as_str())) {
-        bail!("--only {name}: not a stage ({})", STAGES.join(", "));
+    let name_of = |stage: &'static str| stage.split(' ').next().unwrap_or_default();
+    if let Some(name) = args
+        .only
+        .iter()
+        .find(|n| !STAGES.map(name_of).contains(&n.as_str()))
+    {
+        bail!("--only {name}: not one of data, routers, partition, expert, dense");
     }
     let bin = build_debug_cli()?;
     let mut temp = None;
@@ -92,156 +94,84 @@ pub fn run(args: CrashTestArgs) -> Result<()> {
             temp.insert(dir).path().to_path_buf()
         }
     };
-    let corpus = smalltalk_tests::write_two_domain_corpus(&work);
-    let config = work.join("config.toml");
-    fs::write(&config, smalltalk_tests::TINY_CONFIG)?;
-    let (refs, logs) = (work.join("ref"), work.join("logs"));
-    fs::create_dir_all(&refs)?;
+    smalltalk_tests::write_two_domain_corpus(&work);
+    fs::write(work.join("config.toml"), smalltalk_tests::TINY_CONFIG)?;
+    let logs = work.join("logs");
     fs::create_dir_all(&logs)?;
-    let tokenizer = refs.join("tokenizer.json");
-    let mut cmd = Command::new(&bin);
-    cmd.args(["data", "tokenizer", "--corpus"]).arg(&corpus);
-    cmd.arg("--config")
-        .arg(&config)
-        .arg("--out")
-        .arg(&tokenizer);
-    run_logged(&mut cmd, &logs.join("tokenizer.log")).context("data tokenizer")?;
-
-    let out_of = |stage: &str| refs.join(stage).join("out").into_os_string();
-    let os = |s: &str| OsString::from(s);
-    let cfg = config.clone().into_os_string();
-    let stages = [
-        Stage {
-            name: "data",
-            args: vec![
-                os("data"),
-                os("build"),
-                os("--corpus"),
-                corpus.into_os_string(),
-            ]
-            .into_iter()
-            .chain([
-                os("--config"),
-                cfg.clone(),
-                os("--tokenizer"),
-                tokenizer.into(),
-            ])
-            .collect(),
-            term: false,
-        },
-        Stage {
-            name: "routers",
-            args: vec![os("routers"), os("train"), os("--data"), out_of("data")],
-            term: true,
-        },
-        Stage {
-            name: "partition",
-            args: vec![os("partition"), os("--data"), out_of("data")]
-                .into_iter()
-                .chain([os("--routers"), out_of("routers")])
-                .collect(),
-            term: true,
-        },
-        Stage {
-            name: "expert",
-            args: vec![os("expert"), os("train"), os("--data"), out_of("data")]
-                .into_iter()
-                .chain([
-                    os("--partition"),
-                    out_of("partition"),
-                    os("--expert"),
-                    os("0"),
-                ])
-                .collect(),
-            term: true,
-        },
-        Stage {
-            name: "dense",
-            args: vec![os("dense"), os("train"), os("--data"), out_of("data")]
-                .into_iter()
-                .chain([os("--experts"), os("2")])
-                .collect(),
-            term: true,
-        },
-    ];
+    let smalltalk = |args: &str| {
+        let mut cmd = Command::new(&bin);
+        cmd.current_dir(&work).args(args.split_whitespace());
+        cmd.args(["--config", "config.toml"]);
+        cmd
+    };
+    let mut tokenizer = smalltalk("data tokenizer --corpus corpus.jsonl --out ref/tokenizer.json");
+    run_ok(&mut tokenizer, &logs.join("tokenizer.log")).context("data tokenizer")?;
     println!(
-        "crash test: work folder {}, {} SIGKILL + {} SIGTERM instants per stage, seed {}",
+        "crash test in {}: {} SIGKILL + {} SIGTERM instants per stage, seed {}",
         work.display(),
         args.instants,
         args.term_instants,
         args.seed
     );
     println!(
-        "{:<10} {:<8} {:>10}  {:<14} result",
+        "{:<10} {:<8} {:>10}  {:<10} result",
         "stage", "signal", "instant_ms", "killed run"
     );
     let mut rows = Vec::new();
-    let scratch = work.join("run");
-    for (index, stage) in stages.iter().enumerate() {
-        let command = |out: &Path| {
-            let mut cmd = Command::new(&bin);
-            cmd.args(&stage.args).arg("--config").arg(&config);
-            cmd.arg("--out").arg(out);
+    for (index, stage_args) in STAGES.into_iter().enumerate() {
+        let name = name_of(stage_args);
+        let (run_dir, reference) = (work.join("run").join(name), work.join("ref").join(name));
+        let command = || {
+            let mut cmd = smalltalk(stage_args);
+            cmd.args(["--out", &format!("run/{name}/out")]);
             cmd
         };
-        let (run_dir, out) = (
-            scratch.join(stage.name),
-            scratch.join(stage.name).join("out"),
-        );
-        let reference = refs.join(stage.name);
-        let log = |label: &str| logs.join(format!("{}-{label}.log", stage.name));
+        let log = |label: &str| logs.join(format!("{name}-{label}.log"));
         fs::create_dir_all(&run_dir)?;
         let t = Instant::now();
-        run_logged(&mut command(&out), &log("reference"))
-            .with_context(|| format!("reference run of {}", stage.name))?;
+        run_ok(&mut command(), &log("reference")).with_context(|| format!("{name} reference"))?;
         let total = t.elapsed();
         fs::rename(&run_dir, &reference)?;
-        println!(
-            "{:<10} reference run took {} ms",
-            stage.name,
-            total.as_millis()
-        );
-        if !args.only.is_empty() && !args.only.iter().any(|s| s == stage.name) {
+        println!("{name:<10} reference run: {} ms", total.as_millis());
+        if !args.only.is_empty() && !args.only.iter().any(|s| s == name) {
             continue;
         }
-        let mut trials: Vec<(&'static str, Option<Duration>)> = vec![("none", None)];
         let mut rng = SplitMix(args.seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut trials = vec![("none", None)];
         trials.extend(instants(&mut rng, total, args.instants).map(|d| ("SIGKILL", Some(d))));
-        if stage.term {
-            trials.extend(
-                instants(&mut rng, total, args.term_instants).map(|d| ("SIGTERM", Some(d))),
-            );
+        if name != "data" {
+            let term = instants(&mut rng, total, args.term_instants);
+            trials.extend(term.map(|d| ("SIGTERM", Some(d))));
         }
         for (n, (signal, at)) in trials.into_iter().enumerate() {
             fs::create_dir_all(&run_dir)?;
-            let label = format!("{}-{n}", signal.to_lowercase());
+            let label = format!("{n}-{}", signal.to_lowercase());
             let mut row = Row {
-                stage: stage.name,
+                stage: name,
                 signal,
-                at_ms: at.map(|d| d.as_millis() as u64),
+                at_ms: at.map(|d| d.as_millis()),
                 status: "-".into(),
-                difference: None,
                 interrupted: false,
+                difference: None,
             };
             if let Some(at) = at {
-                let status = run_and_signal(&mut command(&out), &log(&label), at, signal)?;
+                let sig = if signal == "SIGKILL" {
+                    libc::SIGKILL
+                } else {
+                    libc::SIGTERM
+                };
+                let status = run_logged(&mut command(), &log(&label), Some((sig, at)))?;
+                let expected = status.signal() == Some(sig)
+                    || sig == libc::SIGTERM && status.code() == Some(143);
                 row.status = describe(status);
                 row.interrupted = status.code() != Some(0);
-                let expected = match signal {
-                    "SIGKILL" => status.signal() == Some(libc::SIGKILL),
-                    _ => status.code() == Some(143) || status.signal() == Some(libc::SIGTERM),
-                };
                 if !expected && status.code() != Some(0) {
-                    row.difference = Some(format!(
-                        "the {signal}ed run exited with {}: {}",
-                        row.status,
-                        log_tail(&log(&label))
-                    ));
+                    let why = format!("the {signal} run ended with {}: ", row.status);
+                    row.difference = Some(why + &log_tail(&log(&label)));
                 }
             }
             if row.difference.is_none() {
-                let rerun = log(&format!("{label}-rerun"));
-                row.difference = match run_logged(&mut command(&out), &rerun) {
+                row.difference = match run_ok(&mut command(), &log(&format!("{label}-rerun"))) {
                     Err(e) => Some(format!("the rerun failed: {e:#}")),
                     Ok(()) => compare(&reference, &run_dir)?,
                 };
@@ -252,13 +182,15 @@ pub fn run(args: CrashTestArgs) -> Result<()> {
             };
             let at = row.at_ms.map_or("-".into(), |ms| ms.to_string());
             println!(
-                "{:<10} {:<8} {:>10}  {:<14} {result}",
-                row.stage, row.signal, at, row.status
+                "{name:<10} {signal:<8} {at:>10}  {:<10} {result}",
+                row.status
             );
             if row.difference.is_some() {
-                let kept = work.join("failed").join(format!("{}-{label}", stage.name));
-                fs::create_dir_all(kept.parent().unwrap())?;
-                fs::rename(&run_dir, &kept)?;
+                fs::create_dir_all(work.join("failed"))?;
+                fs::rename(
+                    &run_dir,
+                    work.join("failed").join(format!("{name}-{label}")),
+                )?;
             } else {
                 fs::remove_dir_all(&run_dir)?;
             }
@@ -285,29 +217,25 @@ fn summarize(rows: &[Row], took: Duration) -> usize {
     names.dedup();
     for name in names {
         let of = || rows.iter().filter(move |r| r.stage == name);
-        let killed = of().filter(|r| r.interrupted).count();
-        let failed = of().filter(|r| r.difference.is_some()).count();
         let signalled = of().filter(|r| r.at_ms.is_some()).count();
+        let killed = of().filter(|r| r.interrupted).count();
+        let same = of().filter(|r| r.difference.is_none()).count();
         println!(
-            "  {name:<10} {signalled} signalled runs ({killed} interrupted, {} finished first); {} of {} comparisons same",
+            "  {name:<10} {signalled} signalled runs ({killed} interrupted, {} had finished); \
+             {same} of {} reruns and control same",
             signalled - killed,
-            of().count() - failed,
             of().count()
         );
     }
     let failures: Vec<&Row> = rows.iter().filter(|r| r.difference.is_some()).collect();
     for r in &failures {
+        let at = r.at_ms.map_or("-".into(), |ms| ms.to_string());
+        let what = r.difference.as_deref().unwrap_or_default();
         println!(
-            "\nDIFFERENT: {} {} at {} ms (killed run: {}):\n  {}",
-            r.stage,
-            r.signal,
-            r.at_ms.unwrap_or(0),
-            r.status,
-            r.difference
-                .as_deref()
-                .unwrap_or_default()
-                .replace('\n', "\n  ")
+            "\nDIFFERENT: {} {} at {at} ms (killed run: {}):",
+            r.stage, r.signal, r.status
         );
+        println!("  {}", what.replace('\n', "\n  "));
     }
     println!("\ncrash test took {:.1} s", took.as_secs_f64());
     if failures.is_empty() {
@@ -320,19 +248,19 @@ fn summarize(rows: &[Row], took: Duration) -> usize {
 fn instants(rng: &mut SplitMix, total: Duration, n: usize) -> impl Iterator<Item = Duration> {
     let (lo, width) = (
         0.05 * total.as_secs_f64(),
-        0.95 * total.as_secs_f64() / n.max(1) as f64,
+        0.95 * total.as_secs_f64() / n as f64,
     );
-    let draws: Vec<f64> = (0..n).map(|_| rng.unit()).collect();
+    let draws: Vec<f64> = (0..n).map(|i| i as f64 + rng.unit()).collect();
     draws
         .into_iter()
-        .enumerate()
-        .map(move |(i, u)| Duration::from_secs_f64(lo + (i as f64 + u) * width))
+        .map(move |x| Duration::from_secs_f64(lo + x * width))
 }
 
 /// SplitMix64: a tiny seeded generator (the instants need no more).
 struct SplitMix(u64);
 
 impl SplitMix {
+    /// A uniform draw in [0, 1).
     fn unit(&mut self) -> f64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -351,49 +279,43 @@ fn build_debug_cli() -> Result<PathBuf> {
     if !cmd.status().context("running cargo build")?.success() {
         bail!("cargo build of smalltalk-cli failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("debug").join("smalltalk"))
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
+    Ok(target.join("debug/smalltalk"))
 }
 
-/// Spawn `cmd` with stdout and stderr into `log`.
-fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<std::process::Child> {
+/// Run `cmd` with its output in `log`; with `signal = Some((sig, at))`, send `sig` `at` after
+/// the start unless it has finished by then.
+fn run_logged(
+    cmd: &mut Command,
+    log: &Path,
+    signal: Option<(i32, Duration)>,
+) -> Result<ExitStatus> {
     let file = File::create(log)?;
     cmd.stdin(Stdio::null())
         .stdout(file.try_clone()?)
         .stderr(file);
-    cmd.spawn().with_context(|| format!("starting {cmd:?}"))
+    let start = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    if let Some((signal, at)) = signal {
+        std::thread::sleep(at.saturating_sub(start.elapsed()));
+        if child.try_wait()?.is_none() {
+            // SAFETY: `kill` has no memory effects; the child is not reaped yet, so its id is
+            // still its own.
+            if unsafe { libc::kill(child.id() as libc::pid_t, signal) } != 0 {
+                bail!("kill {}: {}", child.id(), std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(child.wait()?)
 }
 
 /// Run `cmd` to completion; fail, with the end of its log, unless it exits with status 0.
-fn run_logged(cmd: &mut Command, log: &Path) -> Result<()> {
-    let status = spawn_logged(cmd, log)?.wait()?;
+fn run_ok(cmd: &mut Command, log: &Path) -> Result<()> {
+    let status = run_logged(cmd, log, None)?;
     if !status.success() {
         bail!("exited with {}: {}", describe(status), log_tail(log));
     }
     Ok(())
-}
-
-/// Start `cmd`, send `signal` (`SIGKILL` or `SIGTERM`) `at` after the start unless it has
-/// finished by then, and return its exit status.
-fn run_and_signal(cmd: &mut Command, log: &Path, at: Duration, signal: &str) -> Result<ExitStatus> {
-    let start = Instant::now();
-    let mut child = spawn_logged(cmd, log)?;
-    std::thread::sleep(at.saturating_sub(start.elapsed()));
-    if let Some(status) = child.try_wait()? {
-        return Ok(status);
-    }
-    if signal == "SIGKILL" {
-        child.kill()?;
-    } else if unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) } != 0 {
-        bail!(
-            "kill -TERM {}: {}",
-            child.id(),
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(child.wait()?)
 }
 
 /// An exit status as the table shows it: the code, or the signal that ended the process.
@@ -402,12 +324,11 @@ fn describe(status: ExitStatus) -> String {
         (Some(code), _) => code.to_string(),
         (None, Some(libc::SIGKILL)) => "SIGKILL".into(),
         (None, Some(libc::SIGTERM)) => "SIGTERM".into(),
-        (None, Some(sig)) => format!("signal {sig}"),
-        (None, None) => "?".into(),
+        (_, sig) => format!("signal {sig:?}"),
     }
 }
 
-/// The last non-empty line of a log.
+/// The last non-empty line of a log, and where the log is.
 fn log_tail(log: &Path) -> String {
     let text = fs::read_to_string(log).unwrap_or_default();
     let last = text.lines().rev().find(|l| !l.trim().is_empty());
@@ -421,12 +342,11 @@ fn log_tail(log: &Path) -> String {
 /// Every path under `dir` (relative, `/`-separated; folders end with `/`), `.lock` files left
 /// out.
 fn listing(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
-    let mut found = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
+    let (mut found, mut stack) = (BTreeMap::new(), vec![dir.to_path_buf()]);
     while let Some(d) = stack.pop() {
         for entry in fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
             let path = entry?.path();
-            let rel = path.strip_prefix(dir)?.to_string_lossy().replace('\\', "/");
+            let rel = path.strip_prefix(dir)?.to_string_lossy().into_owned();
             if path.is_dir() {
                 found.insert(format!("{rel}/"), path.clone());
                 stack.push(path);
@@ -438,76 +358,74 @@ fn listing(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
     Ok(found)
 }
 
-/// The first difference between the reference folder and a rerun's folder, if any.
+/// The differences between the reference folder and a rerun's folder (`None`: none): every
+/// leftover temporary and every path on one side only (at most 8 in all), then the first
+/// differing file among those on both sides.
 fn compare(reference: &Path, got: &Path) -> Result<Option<String>> {
     let (want, have) = (listing(reference)?, listing(got)?);
+    let mut found: Vec<String> = Vec::new();
     for (side, list) in [("the reference", &want), ("the rerun's folder", &have)] {
-        if let Some(tmp) = list.keys().find(|p| p.contains(".tmp-")) {
-            return Ok(Some(format!("leftover temporary {tmp} in {side}")));
-        }
+        let temps = list.keys().filter(|p| p.contains(".tmp-"));
+        found.extend(temps.map(|p| format!("{p}: leftover temporary in {side}")));
     }
-    if let Some(p) = want.keys().find(|p| !have.contains_key(*p)) {
-        return Ok(Some(format!("{p}: missing after the crash and rerun")));
-    }
-    if let Some(p) = have.keys().find(|p| !want.contains_key(*p)) {
-        return Ok(Some(format!("{p}: not in the reference")));
-    }
+    let only = |a: &BTreeMap<String, PathBuf>, b: &BTreeMap<String, PathBuf>, what: &str| {
+        let only = a.keys().filter(|p| !b.contains_key(*p));
+        only.map(|p| format!("{p}: {what}")).collect::<Vec<_>>()
+    };
+    found.extend(only(&want, &have, "missing after the crash and rerun"));
+    found.extend(only(&have, &want, "not in the reference"));
+    found.truncate(8);
+    let listed = found.len();
     for (rel, path) in want.iter().filter(|(p, _)| !p.ends_with('/')) {
-        if let Some(d) = file_difference(path, &have[rel])? {
-            return Ok(Some(format!("{rel}: {d}")));
+        if let Some(other) = have.get(rel) {
+            if let Some(d) = file_difference(path, other)? {
+                found.push(format!("{rel}: {d}"));
+                break;
+            }
         }
     }
-    Ok(None)
+    if listed > 0 && found.len() == listed {
+        found.push("(every file on both sides is equal)".into());
+    }
+    Ok((!found.is_empty()).then(|| found.join("\n")))
 }
 
-/// How two files differ: JSON and JSON lines without their timing keys, text by line, other
-/// files by byte.
+/// How two files differ: JSON and JSON lines compared without their timing keys, other text
+/// by line, anything else by byte.
 fn file_difference(a: &Path, b: &Path) -> Result<Option<String>> {
     let (x, y) = (fs::read(a)?, fs::read(b)?);
     if x == y {
         return Ok(None);
     }
-    let ext = a.extension().and_then(|e| e.to_str()).unwrap_or_default();
     let (Ok(xs), Ok(ys)) = (std::str::from_utf8(&x), std::str::from_utf8(&y)) else {
         let at = x.iter().zip(&y).position(|(p, q)| p != q);
-        let at = at.unwrap_or(x.len().min(y.len()));
+        let (at, lens) = (at.unwrap_or(x.len().min(y.len())), (x.len(), y.len()));
         return Ok(Some(format!(
-            "bytes differ from offset {at} ({} vs {} bytes)",
-            x.len(),
-            y.len()
+            "bytes differ from offset {at} ({lens:?} bytes)"
         )));
     };
+    let ext = a.extension().and_then(|e| e.to_str()).unwrap_or_default();
     let normal = |text: &str| -> Vec<String> {
-        match ext {
-            "json" => match serde_json::from_str::<Value>(text) {
-                Ok(v) => serde_json::to_string_pretty(&strip(v))
-                    .unwrap()
-                    .lines()
-                    .map(String::from)
-                    .collect(),
-                Err(_) => text.lines().map(String::from).collect(),
-            },
-            "jsonl" => text
+        let json = |t: &str| serde_json::from_str::<Value>(t).ok().map(strip);
+        match (ext, json(text)) {
+            ("json", Some(v)) => serde_json::to_string_pretty(&v)
+                .unwrap_or_default()
                 .lines()
-                .map(|l| match serde_json::from_str::<Value>(l) {
-                    Ok(v) => strip(v).to_string(),
-                    Err(_) => l.to_string(),
-                })
+                .map(String::from)
+                .collect(),
+            ("jsonl", _) => text
+                .lines()
+                .map(|l| json(l).map_or(l.to_string(), |v| v.to_string()))
                 .collect(),
             _ => text.lines().map(String::from).collect(),
         }
     };
     let (p, q) = (normal(xs), normal(ys));
-    let n = p.len().max(q.len());
-    let Some(i) = (0..n).find(|&i| p.get(i) != q.get(i)) else {
+    let Some(i) = (0..p.len().max(q.len())).find(|&i| p.get(i) != q.get(i)) else {
         return Ok(None);
     };
-    let show = |l: Option<&String>| match l {
-        None => "(no line)".to_string(),
-        Some(l) if l.chars().count() > 240 => {
-            format!("{}…", l.chars().take(240).collect::<String>())
-        }
-        Some(l) => l.clone(),
+    let show = |l: Option<&String>| -> String {
+        l.map_or("(no line)".into(), |l| l.chars().take(300).collect())
     };
     Ok(Some(format!(
         "first differing line {} ({} vs {} lines)\n  reference: {}\n  rerun:     {}",
@@ -530,5 +448,39 @@ fn strip(value: Value) -> Value {
         ),
         Value::Array(items) => Value::Array(items.into_iter().map(strip).collect()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timing_keys_and_locks_are_ignored_and_temporaries_extra_files_and_lines_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for (d, secs, lock) in [(&a, 1.5, "1"), (&b, 2.5, "2")] {
+            fs::create_dir_all(d.join("sub")).unwrap();
+            let line = format!("{{\"step\":1,\"m\":{{\"elapsed_s\":{secs}}}}}\n");
+            fs::write(d.join("sub/metrics.jsonl"), line.repeat(2)).unwrap();
+            fs::write(
+                d.join("s.json"),
+                format!("{{\"seconds\": {secs}, \"n\": 3}}"),
+            )
+            .unwrap();
+            fs::write(d.join(".lock"), lock).unwrap();
+        }
+        assert_eq!(compare(&a, &b).unwrap(), None);
+        fs::write(b.join("s.json.tmp-1-0"), "").unwrap();
+        let d = compare(&a, &b).unwrap().unwrap();
+        assert!(d.starts_with("s.json.tmp-1-0: leftover temporary"), "{d}");
+        assert!(d.ends_with("(every file on both sides is equal)"), "{d}");
+        fs::remove_file(b.join("s.json.tmp-1-0")).unwrap();
+        fs::write(b.join("sub/metrics.jsonl"), "{\"step\":1}\n{\"step\":2}\n").unwrap();
+        let d = compare(&a, &b).unwrap().unwrap();
+        assert!(
+            d.starts_with("sub/metrics.jsonl: first differing line 1"),
+            "{d}"
+        );
     }
 }

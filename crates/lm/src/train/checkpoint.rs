@@ -72,6 +72,11 @@ pub struct CheckpointState {
     pub model: LmConfig,
     /// Training hyper-parameters.
     pub train: TrainConfig,
+    /// Written because the run was stopped between scheduled checkpoints: removed as soon as
+    /// a newer checkpoint is in place, so a stopped-and-resumed run keeps the same checkpoints
+    /// as an uninterrupted one. (Absent, i.e. `false`, in scheduled checkpoints.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 /// A checkpoint directory on disk and its parsed `state.json`.
@@ -283,7 +288,7 @@ impl Checkpoint {
 }
 
 /// Delete a checkpoint folder: renamed to a temporary name first (atomic), then removed.
-fn remove_checkpoint_dir(dir: &Path) -> Result<()> {
+pub(crate) fn remove_checkpoint_dir(dir: &Path) -> Result<()> {
     let doomed = temp_path(dir);
     fs::rename(dir, &doomed).map_err(|e| LmError::io(dir, e))?;
     sync_parent(dir);

@@ -28,7 +28,8 @@ use crate::error::{LmError, Result};
 use crate::fused::Kernel;
 use crate::model::Lm;
 use crate::train::checkpoint::{
-    adamw_config, Checkpoint, CheckpointState, DataIdentity, CHECKPOINT_FORMAT,
+    adamw_config, remove_checkpoint_dir, Checkpoint, CheckpointState, DataIdentity,
+    CHECKPOINT_FORMAT,
 };
 use crate::train::config::TrainConfig;
 use crate::train::observer::{JsonlMetrics, StepMetrics, TrainObserver};
@@ -254,6 +255,23 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     /// Write a checkpoint of the current state now.
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        self.save_checkpoint_marked(false)
+    }
+
+    /// Write a checkpoint; `stopped` marks one written off schedule because of a stop. Older
+    /// checkpoints so marked are removed first.
+    fn save_checkpoint_marked(&mut self, stopped: bool) -> Result<PathBuf> {
+        let older_stops: Vec<PathBuf> = Checkpoint::list(&self.checkpoints_dir())?
+            .into_iter()
+            .filter(|(step, _)| *step < self.step)
+            .filter(|(_, dir)| Checkpoint::load(dir).is_ok_and(|c| c.state.stopped))
+            .map(|(_, dir)| dir)
+            .collect();
+        // Before the save, so that retention counts scheduled checkpoints only (a kill in
+        // between costs the steps since the last scheduled checkpoint, nothing else).
+        for dir in older_stops {
+            remove_checkpoint_dir(&dir)?;
+        }
         let state = CheckpointState {
             format: CHECKPOINT_FORMAT,
             step: self.step,
@@ -262,6 +280,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             data: self.data,
             model: self.model().config.clone(),
             train: self.train.clone(),
+            stopped,
         };
         let ckpt = Checkpoint::save(
             &self.checkpoints_dir(),
@@ -340,8 +359,9 @@ impl<B: AutodiffBackend> Trainer<B> {
             summary.last_loss = Some(loss);
             let halt = flow.is_break() || self.stop_requested();
             let every = self.train.checkpoint_every;
-            if halt || self.step == stop || (every > 0 && self.step.is_multiple_of(every)) {
-                let dir = self.save_checkpoint()?;
+            let scheduled = self.step == stop || (every > 0 && self.step.is_multiple_of(every));
+            if halt || scheduled {
+                let dir = self.save_checkpoint_marked(!scheduled)?;
                 observer.on_checkpoint(self.step, &dir);
             }
             if halt {

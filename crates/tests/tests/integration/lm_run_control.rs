@@ -112,6 +112,46 @@ fn lm_stop_flag_checkpoints_and_the_rerun_is_bit_identical() {
         "stopped + resumed run differs"
     );
     assert_eq!(metric_steps(dir.path()), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        steps_in_checkpoints(dir.path()),
+        steps_in_checkpoints(straight_dir.path()),
+        "a stop checkpoint outlived the resumed run"
+    );
+}
+
+#[test]
+fn lm_stop_checkpoints_do_not_count_toward_retention() {
+    // Scheduled checkpoints every 2 steps, two kept: an uninterrupted run keeps 4 and 6.
+    let cfg = TrainConfig {
+        checkpoint_every: 2,
+        keep_checkpoints: 2,
+        ..train(6)
+    };
+    let straight = tempfile::tempdir().unwrap();
+    trainer(cfg.clone(), straight.path())
+        .run(&source(), &mut NoopObserver)
+        .unwrap();
+    assert_eq!(steps_in_checkpoints(straight.path()), vec![4, 6]);
+    for stop_at in [1, 3, 5] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = trainer(cfg.clone(), dir.path());
+        let flag = Arc::new(AtomicBool::new(false));
+        first.set_stop_flag(flag.clone());
+        let mut recorder = Recorder {
+            flag_at: Some((stop_at, flag)),
+            ..Default::default()
+        };
+        first.run(&source(), &mut recorder).unwrap();
+        drop(first);
+        trainer(cfg.clone(), dir.path())
+            .run(&source(), &mut NoopObserver)
+            .unwrap();
+        assert_eq!(
+            steps_in_checkpoints(dir.path()),
+            vec![4, 6],
+            "stopped at {stop_at}"
+        );
+    }
 }
 
 #[test]

@@ -11,3 +11,4 @@ mod lm_util;
 mod pipeline_api;
 mod reliability;
 mod router_em;
+mod routing_methods;

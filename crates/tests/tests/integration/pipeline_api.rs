@@ -161,7 +161,7 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
 
     // Route: a text of each domain goes to the expert that holds that domain; the chosen
     // expert has the highest score.
-    let router = TextRouter::<B>::load(&layout.routers(), &Default::default()).unwrap();
+    let router = TextRouter::load::<B>(&layout.routers(), &Default::default()).unwrap();
     for d in 0..2 {
         // Routed on the routers' training prefix (8 tokens in the tiny config).
         let r = router.route(&domain_text(d, 1000), 8).unwrap();

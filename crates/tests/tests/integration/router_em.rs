@@ -65,6 +65,7 @@ fn em_config(experts: usize, iterations: usize) -> EmConfig {
             schedule: LrSchedule::Constant,
             ..TrainConfig::router_paper()
         },
+        ..EmConfig::default()
     }
 }
 
