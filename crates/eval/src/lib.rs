@@ -2,7 +2,7 @@
 //!
 //! Using a trained mixture: evaluating it, routing texts with it, generating with it.
 //!
-//! - [`evaluate`] / [`aggregate`]: routed evaluation (paper §3.1–3.4) — every held-out row goes
+//! - [`evaluate()`] / [`aggregate`]: routed evaluation (paper §3.1–3.4) — every held-out row goes
 //!   to the expert whose router scores its first M̂ tokens highest; the mixture against the
 //!   dense baseline, random and oracle routing, per-expert segments, load, purity, a prefix
 //!   sweep. [`aggregate`] is a pure function of the models' numbers.

@@ -55,11 +55,11 @@ pub fn fit_baseline(cfg: &EmConfig, rows: &TrainingRows, dir: &Path) -> Result<R
         RouterMethod::Tfidf => {
             let tokenizer = TextTokenizer::load(&dir.join(TOKENIZER_FILE), None)?;
             let (mut texts, mut buf) = (Vec::new(), vec![0u32; rows.reader.row_len()]);
-            let pad = rows.reader.pad_id();
+            let pad = Some(rows.reader.pad_id());
             for r in 0..rows.reader.len() {
                 rows.reader.read_into(r, &mut buf);
-                let ids: Vec<u32> = buf.iter().copied().filter(|&t| t != pad).collect();
-                texts.push(tokenizer.decode(&ids)?);
+                // The same text the scorer sees for a prefix (no pad, no end-of-document).
+                texts.push(TfidfRouter::text_of_tokens(&tokenizer, &buf, pad)?);
             }
             let settings = cfg.tfidf.clone().unwrap_or_default();
             let hash = rows.tokenizer_hash().to_string();

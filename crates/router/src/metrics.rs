@@ -30,7 +30,7 @@ pub struct IterationMetrics {
     pub changed_fraction: Option<f64>,
     /// Domain histogram of each router's part (`[expert][domain]`), when rows carry labels.
     pub domain_mix: Option<Vec<Vec<u64>>>,
-    /// Σ_e max_d mix[e][d] / labelled rows: 1.0 when every part holds a single domain.
+    /// `Σ_e max_d mix[e][d]` / labelled rows: 1.0 when every part holds a single domain.
     pub purity: Option<f64>,
     /// Wall time of the iteration (training + scoring), seconds.
     pub seconds: f64,

@@ -6,7 +6,7 @@
 //! [`DomainGroups`] (the corpus's own labels, an oracle), TF-IDF clusters. Everything else here
 //! is independent of how scores are made:
 //!
-//! - [`route`] / [`route_batch`]: the one routing path — argmax of the prefix scores (paper
+//! - [`route()`] / [`route_batch`]: the one routing path — argmax of the prefix scores (paper
 //!   Eqs. 4–7), used by evaluation, generation and `smalltalk route`.
 //! - [`partition_stage`]: the partition stage — score every training row, assign rows chunk by
 //!   chunk with the balanced rule under equal capacities (paper §2.2, "Balancing the

@@ -50,7 +50,8 @@ pub struct PartitionManifest {
     pub expert_rows: Vec<ExpertRows>,
     /// Fraction of rows each expert wins by plain argmax (what routing at inference does).
     pub argmax_load: Vec<f64>,
-    /// Mean best-router prefix NLL per predicted token.
+    /// Mean best-router prefix NLL per predicted token (for the baseline methods, whose scores
+    /// are not log-likelihoods, minus their best score per token; 0 for `domain`).
     pub mean_best_nll: f64,
     /// Domain names, when rows carry labels.
     pub domains: Option<Vec<String>>,

@@ -259,14 +259,20 @@ impl TfidfRouter {
         row
     }
 
-    /// The text of one prefix: the tokenizer's padding and end-of-document tokens (and `pad`)
-    /// are dropped, and the pieces between them decoded and joined by line breaks.
-    fn prefix_text(&self, prefix: &[u32], pad: Option<u32>) -> Result<String> {
-        let special =
-            |t: &u32| Some(*t) == pad || *t == self.tokenizer.pad_id || *t == self.tokenizer.eos_id;
+    /// The text [`PrefixScorer::score`] embeds for token ids (a prefix, or a whole training
+    /// row): the tokenizer's padding and end-of-document tokens (and `pad`) are dropped, and
+    /// the pieces between them decoded and joined by line breaks. Fitting on the texts of
+    /// training rows made with this function makes a row's fit-time embedding equal to the one
+    /// `score` computes for it.
+    pub fn text_of_tokens(
+        tokenizer: &TextTokenizer,
+        ids: &[u32],
+        pad: Option<u32>,
+    ) -> Result<String> {
+        let special = |t: &u32| Some(*t) == pad || *t == tokenizer.pad_id || *t == tokenizer.eos_id;
         let mut pieces = Vec::new();
-        for piece in prefix.split(special).filter(|p| !p.is_empty()) {
-            pieces.push(self.tokenizer.decode(piece)?);
+        for piece in ids.split(special).filter(|p| !p.is_empty()) {
+            pieces.push(tokenizer.decode(piece)?);
         }
         Ok(pieces.join("\n"))
     }
@@ -319,7 +325,7 @@ impl PrefixScorer for TfidfRouter {
         }
         let rows: Result<Vec<Vec<f32>>> = prefixes
             .par_chunks(prefix_len)
-            .map(|p| Ok(self.score_text(&self.prefix_text(p, pad)?)))
+            .map(|p| Ok(self.score_text(&Self::text_of_tokens(&self.tokenizer, p, pad)?)))
             .collect();
         Ok(rows.map_err(Box::new)?.concat())
     }

@@ -113,6 +113,11 @@ fn routing_a_whole_document_gives_its_cluster() {
     tokens.insert(0, tok.eos_id);
     tokens.extend([tok.pad_id, tok.pad_id]);
     assert_eq!(router.score(&tokens, tokens.len(), None).unwrap(), plain);
+    let text = TfidfRouter::text_of_tokens(tok, &tokens, None).unwrap();
+    assert_eq!(text, texts[0]);
+    tokens.extend([tok.eos_id, 1]);
+    let two = TfidfRouter::text_of_tokens(tok, &tokens, Some(1)).unwrap();
+    assert_eq!(two, texts[0]);
     // A prefix with no vocabulary word scores 0 everywhere.
     assert_eq!(router.score_text("  "), vec![0.0; DOMAINS]);
     assert!(router.score(&tokens, 0, None).is_err());
