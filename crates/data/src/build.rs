@@ -141,7 +141,7 @@ pub fn train_tokenizer(
                     }
                 })
                 .filter(|doc| {
-                    !doc.text.is_empty() && settings.split.split_of(&doc.text) == Split::Train
+                    !doc.text.is_empty() && settings.split.split_of_document(doc) == Split::Train
                 })
                 .inspect(|_| any.store(true, Ordering::Relaxed))
                 .map(|doc| doc.text);
@@ -323,7 +323,7 @@ fn write_shards(
                 None => NO_DOMAIN,
             };
             writer.push(
-                settings.split.split_of(&doc.text),
+                settings.split.split_of_document(doc),
                 first_ordinal + i as u64,
                 domain,
                 ids,

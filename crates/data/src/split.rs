@@ -1,10 +1,14 @@
 //! The deterministic train/validation/test split by document hash.
 //!
 //! A document's split depends only on its text and the seed, so identical documents always land in
-//! the same split (no leakage of duplicates) and the split does not depend on corpus order.
+//! the same split (no leakage of duplicates) and the split does not depend on corpus order. With
+//! a group field (`[data.split] group_field`, e.g. the `source` of each record) the hash is of the
+//! document's group instead: whole groups — every file of one package, every chunk of one book —
+//! go to one split, so held-out text comes from sources the training never saw.
 
 use serde::{Deserialize, Serialize};
 
+use crate::corpus::Document;
 use crate::error::{DataError, Result};
 
 /// One of the three splits.
@@ -56,6 +60,19 @@ pub struct SplitSettings {
     pub test: f64,
     /// Seed of the document hash.
     pub seed: u64,
+    /// Split whole groups, not documents: the record field whose value names a document's
+    /// group (a JSON-lines field such as `source`; `domain` and `id` work too). Documents
+    /// without it are their own group. Unset: every document is its own group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_field: Option<String>,
+    /// With `group_field`: how many leading `/`-separated parts of the value form the group
+    /// (1 groups `glibc-source/io/open.c` by its package `glibc-source`); 0 = the whole value.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub group_parts: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for SplitSettings {
@@ -64,6 +81,8 @@ impl Default for SplitSettings {
             validation: 0.05,
             test: 0.05,
             seed: 0,
+            group_field: None,
+            group_parts: 0,
         }
     }
 }
@@ -84,7 +103,31 @@ impl SplitSettings {
         Ok(())
     }
 
-    /// The split of a document, from a seeded hash of its text.
+    /// The split of a document: of its group when `group_field` is set and the document has
+    /// it, else of its text.
+    pub fn split_of_document(&self, doc: &Document) -> Split {
+        match self.group_of(doc) {
+            Some(group) => self.split_of(&format!("\u{0}group\u{0}{group}")),
+            None => self.split_of(&doc.text),
+        }
+    }
+
+    /// The group of a document (see `group_field`, `group_parts`), if any.
+    pub fn group_of(&self, doc: &Document) -> Option<String> {
+        let field = self.group_field.as_deref()?;
+        let value = match doc.fields.get(field).and_then(|v| v.as_str()) {
+            Some(v) => v.to_string(),
+            None if field == "domain" => doc.domain.clone()?,
+            None if field == "id" => doc.id.clone(),
+            None => return None,
+        };
+        Some(match self.group_parts {
+            0 => value,
+            n => value.split('/').take(n).collect::<Vec<_>>().join("/"),
+        })
+    }
+
+    /// The split of a text, from a seeded hash of it.
     pub fn split_of(&self, text: &str) -> Split {
         let h = xxhash_rust::xxh3::xxh3_64_with_seed(text.as_bytes(), self.seed);
         let u = (h >> 11) as f64 / (1u64 << 53) as f64;
@@ -95,5 +138,75 @@ impl SplitSettings {
         } else {
             Split::Train
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(source: Option<&str>, text: &str) -> Document {
+        let mut fields = serde_json::Map::new();
+        if let Some(s) = source {
+            fields.insert("source".into(), s.into());
+        }
+        Document {
+            id: text.into(),
+            text: text.into(),
+            domain: Some("d".into()),
+            fields,
+        }
+    }
+
+    #[test]
+    fn whole_groups_go_to_one_split() {
+        let grouped = SplitSettings {
+            validation: 0.3,
+            test: 0.2,
+            group_field: Some("source".into()),
+            group_parts: 1,
+            ..SplitSettings::default()
+        };
+        let mut splits_seen = std::collections::BTreeSet::new();
+        for p in 0..60 {
+            let split = grouped.split_of_document(&doc(Some(&format!("pkg{p}/a.c")), "x"));
+            splits_seen.insert(split);
+            for f in 0..20 {
+                let d = doc(
+                    Some(&format!("pkg{p}/dir/f{f}.c")),
+                    &format!("text {p} {f}"),
+                );
+                assert_eq!(grouped.split_of_document(&d), split, "package {p} file {f}");
+            }
+        }
+        assert_eq!(splits_seen.len(), 3, "groups spread over every split");
+        // Without the field a document is its own group; without grouping, the text decides.
+        let d = doc(None, "alone");
+        assert_eq!(grouped.split_of_document(&d), grouped.split_of("alone"));
+        let plain = SplitSettings::default();
+        assert_eq!(
+            plain.split_of_document(&doc(Some("p/x"), "t")),
+            plain.split_of("t")
+        );
+        // The whole value (group_parts 0) and a label field work as groups too.
+        let by_domain = SplitSettings {
+            group_field: Some("domain".into()),
+            ..grouped.clone()
+        };
+        assert_eq!(by_domain.group_of(&doc(None, "t")).as_deref(), Some("d"));
+        let whole = SplitSettings {
+            group_parts: 0,
+            ..grouped
+        };
+        assert_eq!(
+            whole.group_of(&doc(Some("p/x/y"), "t")).as_deref(),
+            Some("p/x/y")
+        );
+    }
+
+    #[test]
+    fn settings_without_groups_serialise_as_before() {
+        let json = serde_json::to_string(&SplitSettings::default()).unwrap();
+        assert_eq!(json, r#"{"validation":0.05,"test":0.05,"seed":0}"#);
     }
 }

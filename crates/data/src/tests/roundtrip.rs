@@ -142,7 +142,12 @@ proptest! {
 
     #[test]
     fn split_is_deterministic(texts in proptest::collection::vec(".{0,40}", 1..50), seed in any::<u64>()) {
-        let s = SplitSettings { validation: 0.3, test: 0.3, seed };
+        let s = SplitSettings {
+            validation: 0.3,
+            test: 0.3,
+            seed,
+            ..SplitSettings::default()
+        };
         for t in &texts {
             prop_assert_eq!(s.split_of(t), s.split_of(t));
         }
@@ -155,6 +160,7 @@ fn split_fractions_are_close_to_settings() {
         validation: 0.1,
         test: 0.2,
         seed: 7,
+        ..SplitSettings::default()
     };
     let mut counts = BTreeMap::new();
     for i in 0..20_000 {
