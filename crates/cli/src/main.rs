@@ -29,7 +29,7 @@ use smalltalk_lm::backend::BackendKind;
 /// SmallTalk: train a mixture of language models that never talk to each other.
 ///
 /// Stages, in order: `data` (tokenize and shard a corpus), `routers train` (E router LMs by
-/// hard EM), `partition` (split the training rows into E equal expert shards), `expert train`
+/// hard EM), `partition` (split the training rows among E experts in equal parts), `expert train`
 /// (one independent job per expert) and `dense train` (the baseline), `eval` (routed
 /// evaluation), `report`. `route` and `generate` use a trained mixture.
 #[derive(Debug, Parser)]

@@ -174,7 +174,7 @@ fn data_routers_partition_and_route_from_the_command_line() {
     for section in [
         "## Perplexity",
         "## Router EM",
-        "## Shards",
+        "## Expert rows",
         "## Routing prefix sweep",
         "## Dataset",
     ] {

@@ -33,11 +33,11 @@ pub(crate) fn check_capacities(capacities: &[usize], experts: usize, rows: usize
     Ok(())
 }
 
-/// How many rows `assignment` gives to each of `experts` experts (the shard sizes).
+/// How many rows `assignment` gives to each of `experts` experts (the part sizes).
 ///
 /// Errors: [`PartitionError::ExpertOutOfRange`] naming the first row whose expert is not below
 /// `experts`.
-pub fn shard_sizes(assignment: &[u32], experts: usize) -> Result<Vec<usize>> {
+pub fn part_sizes(assignment: &[u32], experts: usize) -> Result<Vec<usize>> {
     let mut sizes = vec![0usize; experts];
     for (row, &e) in assignment.iter().enumerate() {
         *sizes

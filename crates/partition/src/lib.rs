@@ -4,10 +4,10 @@
 //! each router; higher is better) into one expert per sequence:
 //!
 //! - [`argmax_assign`]: the inference rule, each sequence to its best expert;
-//! - [`balanced_assign`]: the paper's balanced greedy under capacities (EM and the final expert
-//!   shards) [§2.2, Fig 1], with [`equal_capacities`] for equal shards;
+//! - [`balanced_assign`]: the paper's balanced greedy under capacities (EM and the final
+//!   partition for the experts) [§2.2, Fig 1], with [`equal_capacities`] for equal parts;
 //! - [`ChunkedBalancer`]: the same, streamed chunk by chunk, running totals kept within one row;
-//! - [`random_balanced_assign`]: a seeded uniformly random split with equal shards (the EM start
+//! - [`random_balanced_assign`]: a seeded uniformly random split in equal parts (the EM start
 //!   and a baseline);
 //! - [`exact_balanced_assign`]: the optimal assignment under the same capacities, to measure the
 //!   greedy's gap ([`total_score`] is the objective).
@@ -45,7 +45,7 @@ mod random;
 mod tests;
 
 pub use argmax::argmax_assign;
-pub use capacity::{equal_capacities, shard_sizes};
+pub use capacity::{equal_capacities, part_sizes};
 pub use chunked::ChunkedBalancer;
 pub use error::{PartitionError, Result};
 pub use exact::exact_balanced_assign;

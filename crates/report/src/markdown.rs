@@ -148,7 +148,7 @@ pub(crate) fn render(
     md.push_str(&plot(EM_NLL, "EM NLL"));
     md.push_str(&plot(EM_PURITY, "EM purity"));
 
-    shards(&mut md, i);
+    expert_rows(&mut md, i);
     md.push_str(&plot(DOMAIN_MIX, "domain mix"));
     dataset(&mut md, i);
 
@@ -189,11 +189,11 @@ pub(crate) fn render(
     md
 }
 
-/// `## Shards`: rows and domain mix of each expert's shard.
-fn shards(md: &mut String, i: &Inputs) {
+/// `## Expert rows`: rows and domain mix of each expert's part of the partition.
+fn expert_rows(md: &mut String, i: &Inputs) {
     let p = &i.partition;
     let names = p.domains.as_deref().unwrap_or_default();
-    md.push_str("## Shards\n\n");
+    md.push_str("## Expert rows\n\n");
     let _ = writeln!(
         md,
         "| expert | sequences |{}\n|---|---|{}",

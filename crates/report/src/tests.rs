@@ -35,7 +35,7 @@ fn a_full_report_from_typed_inputs() {
         "| 256 | 11.250 | 10.250 | 14.000 | 0.750 |",
         "## Router EM",
         "| 2 | [4.000, 4.100] | 4.500 | [0.500, 0.500] | 0.250 | 0.700 | 1.5 |",
-        "## Shards",
+        "## Expert rows",
         "| expert | sequences | d0 | d1 |",
         "| 1 | 20 | 3 | 17 |",
         "## Dataset",

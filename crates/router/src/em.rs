@@ -26,7 +26,7 @@ use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
 use smalltalk_lm::train::{Sampler, SamplerPosition};
 use smalltalk_lm::{Checkpoint, SequenceSource, StepMetrics, SubsetSource, TrainObserver, Trainer};
 use smalltalk_partition::{
-    argmax_assign, balanced_assign, equal_capacities, random_balanced_assign, shard_sizes,
+    argmax_assign, balanced_assign, equal_capacities, part_sizes, random_balanced_assign,
     ScoreMatrix,
 };
 use smalltalk_routing::{best_nll_sum, domain_mix, purity, DomainLabels};
@@ -35,7 +35,7 @@ use smalltalk_stage::Progress;
 use crate::config::EmConfig;
 use crate::error::{Result, RouterError};
 use crate::manifest::RoutersManifest;
-use crate::metrics::IterationMetrics;
+use crate::metrics::{iteration_line, load_metrics, save_metrics, IterationMetrics};
 use crate::scoring::score_rows;
 use crate::state::{EmState, STATE_FORMAT, UNASSIGNED};
 
@@ -110,38 +110,6 @@ pub fn chunk_rows(seed: u64, n: usize, chunk: usize, i: usize) -> Vec<usize> {
 /// Router `e`'s run directory.
 pub fn router_dir(dir: &Path, e: usize) -> PathBuf {
     dir.join(format!("router-{e:02}"))
-}
-
-fn metrics_path(dir: &Path) -> PathBuf {
-    dir.join("em").join("metrics.jsonl")
-}
-
-fn load_metrics(dir: &Path, done: usize) -> Result<Vec<IterationMetrics>> {
-    let path = metrics_path(dir);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(RouterError::io(path, e)),
-    };
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let m: IterationMetrics = serde_json::from_str(line)
-            .map_err(|e| RouterError::state(&path, format!("line {}: {e}", n + 1)))?;
-        if m.iteration <= done {
-            out.push(m);
-        }
-    }
-    Ok(out)
-}
-
-fn save_metrics(dir: &Path, metrics: &[IterationMetrics]) -> Result<()> {
-    let mut text = String::new();
-    for m in metrics {
-        text.push_str(&serde_json::to_string(m).expect("metrics serialise"));
-        text.push('\n');
-    }
-    smalltalk_stage::atomic::write_file(&metrics_path(dir), text.as_bytes())?;
-    Ok(())
 }
 
 /// Roll router `e` back to the committed step: remove its newer checkpoints (written by an
@@ -375,25 +343,6 @@ fn open_trainers<AB: AutodiffBackend>(
         .collect()
 }
 
-/// One line per iteration for people.
-fn iteration_line(m: &IterationMetrics) -> String {
-    let list = |v: &[f64], digits: usize| {
-        v.iter()
-            .map(|x| format!("{x:.digits$}"))
-            .collect::<Vec<_>>()
-            .join("/")
-    };
-    format!(
-        "iteration {:>3}: train loss {}  best prefix NLL {:.3}  argmax load {}  changed {}  purity {}",
-        m.iteration,
-        list(&m.train_loss, 3),
-        m.mean_best_nll,
-        list(&m.argmax_load, 2),
-        m.changed_fraction.map_or("-".into(), |c| format!("{c:.3}")),
-        m.purity.map_or("-".into(), |p| format!("{p:.3}")),
-    )
-}
-
 /// The E-step's metrics for chunk `rows` assigned `next` after iteration `i` (0-based);
 /// updates `state.last_expert`. Training fields are filled in by the caller.
 fn iteration_metrics(
@@ -405,7 +354,7 @@ fn iteration_metrics(
 ) -> Result<IterationMetrics> {
     let experts = cfg.experts;
     let argmax = argmax_assign(matrix);
-    let argmax_sizes = shard_sizes(&argmax, experts)?;
+    let argmax_sizes = part_sizes(&argmax, experts)?;
     let tokens = (cfg.prefix_len - 1) as f64;
     let best_nll = best_nll_sum(matrix) / (rows.len() as f64 * tokens);
     let (mut seen, mut changed) = (0usize, 0usize);
@@ -426,7 +375,7 @@ fn iteration_metrics(
         router_steps: 0,
         train_loss: vec![],
         scored: rows.len(),
-        part_sizes: shard_sizes(next, experts)?,
+        part_sizes: part_sizes(next, experts)?,
         argmax_load: argmax_sizes
             .iter()
             .map(|&s| s as f64 / rows.len() as f64)

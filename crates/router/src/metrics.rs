@@ -1,8 +1,13 @@
 //! What each EM iteration reports: the size of each router's part, how confident and how
 //! stable the routing is, and, when documents carry domain labels, the domain mix of each
-//! part and its purity (computed with `smalltalk_routing::metrics`).
+//! part and its purity (computed with `smalltalk_routing::metrics`); and `em/metrics.jsonl`,
+//! where the committed iterations are kept, one line each.
+
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RouterError};
 
 /// One EM iteration's record (a line of `em/metrics.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,4 +39,56 @@ pub struct IterationMetrics {
     pub purity: Option<f64>,
     /// Wall time of the iteration (training + scoring), seconds.
     pub seconds: f64,
+}
+
+/// `em/metrics.jsonl` under a routers folder.
+pub(crate) fn metrics_path(dir: &Path) -> PathBuf {
+    dir.join("em").join("metrics.jsonl")
+}
+
+pub(crate) fn load_metrics(dir: &Path, done: usize) -> Result<Vec<IterationMetrics>> {
+    let path = metrics_path(dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(RouterError::io(path, e)),
+    };
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let m: IterationMetrics = serde_json::from_str(line)
+            .map_err(|e| RouterError::state(&path, format!("line {}: {e}", n + 1)))?;
+        if m.iteration <= done {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn save_metrics(dir: &Path, metrics: &[IterationMetrics]) -> Result<()> {
+    let mut text = String::new();
+    for m in metrics {
+        text.push_str(&serde_json::to_string(m).expect("metrics serialise"));
+        text.push('\n');
+    }
+    smalltalk_stage::atomic::write_file(&metrics_path(dir), text.as_bytes())?;
+    Ok(())
+}
+
+/// One line per iteration for people.
+pub(crate) fn iteration_line(m: &IterationMetrics) -> String {
+    let list = |v: &[f64], digits: usize| {
+        v.iter()
+            .map(|x| format!("{x:.digits$}"))
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    format!(
+        "iteration {:>3}: train loss {}  best prefix NLL {:.3}  argmax load {}  changed {}  purity {}",
+        m.iteration,
+        list(&m.train_loss, 3),
+        m.mean_best_nll,
+        list(&m.argmax_load, 2),
+        m.changed_fraction.map_or("-".into(), |c| format!("{c:.3}")),
+        m.purity.map_or("-".into(), |p| format!("{p:.3}")),
+    )
 }

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use smalltalk_partition::{argmax_assign, shard_sizes, ChunkedBalancer, ScoreMatrix};
+use smalltalk_partition::{argmax_assign, part_sizes, ChunkedBalancer, ScoreMatrix};
 use smalltalk_stage::atomic::write_file;
 use smalltalk_stage::checksum::hash_bytes;
 use smalltalk_stage::folder::{Identity, SettingsPolicy, StageFolder};
@@ -233,7 +233,7 @@ pub fn partition_stage(
         let assignment = groups.route_labels(&data.labels, names)?;
         progress.start("partition", n as u64, n as u64);
         progress.finish();
-        let sizes = shard_sizes(&assignment, experts)?;
+        let sizes = part_sizes(&assignment, experts)?;
         let loads = sizes.iter().map(|&s| s as f64 / n.max(1) as f64).collect();
         let done = Assigned {
             assignment,
@@ -252,7 +252,7 @@ pub fn partition_stage(
         let path = chunk_path(dir, c);
         let done = match load_chunk(&path, chunk.len(), experts)? {
             Some(done) => {
-                if shard_sizes(&done.assignment, experts)? != balancer.capacities_for(chunk.len()) {
+                if part_sizes(&done.assignment, experts)? != balancer.capacities_for(chunk.len()) {
                     return Err(RoutingError::state(
                         &path,
                         "chunk sizes do not match the balance",
@@ -282,7 +282,7 @@ pub fn partition_stage(
                 let matrix = ScoreMatrix::new(&scores, experts)?;
                 let done = ChunkResult {
                     assignment: balancer.assign(&matrix)?,
-                    argmax_sizes: shard_sizes(&argmax_assign(&matrix), experts)?,
+                    argmax_sizes: part_sizes(&argmax_assign(&matrix), experts)?,
                     best_nll_sum: best_nll_sum(&matrix),
                 };
                 let json = serde_json::to_vec(&done).expect("chunk serialises");

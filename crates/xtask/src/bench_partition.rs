@@ -13,8 +13,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 use smalltalk_partition::{
-    argmax_assign, balanced_assign, equal_capacities, exact_balanced_assign,
-    random_balanced_assign, shard_sizes, total_score, ScoreMatrix,
+    argmax_assign, balanced_assign, equal_capacities, exact_balanced_assign, part_sizes,
+    random_balanced_assign, total_score, ScoreMatrix,
 };
 
 use smalltalk_stage::stats::min_median;
@@ -89,11 +89,11 @@ fn speed_case(args: &PartitionBenchArgs) -> Result<Value> {
         argmax = black_box(argmax_assign(black_box(&m)));
         argmax_s.push(t.elapsed().as_secs_f64());
     }
-    if shard_sizes(&greedy, e)? != caps {
+    if part_sizes(&greedy, e)? != caps {
         bail!("balanced_assign missed the equal capacities");
     }
     let fallbacks = greedy.iter().zip(&argmax).filter(|(g, a)| g != a).count();
-    let argmax_sizes = shard_sizes(&argmax, e)?;
+    let argmax_sizes = part_sizes(&argmax, e)?;
     let (g_min, g_med) = min_median(&greedy_s);
     let (a_min, a_med) = min_median(&argmax_s);
     Ok(json!({

@@ -21,6 +21,7 @@ mod bench_lm;
 mod bench_partition;
 mod crash_test;
 mod pipeline;
+mod tree_compare;
 mod util;
 
 use anyhow::Result;

@@ -2,8 +2,8 @@
 
 use super::{check_valid, naive_sequential};
 use crate::{
-    argmax_assign, balanced_assign, equal_capacities, exact_balanced_assign,
-    random_balanced_assign, shard_sizes, total_score, ChunkedBalancer, PartitionError, ScoreMatrix,
+    argmax_assign, balanced_assign, equal_capacities, exact_balanced_assign, part_sizes,
+    random_balanced_assign, total_score, ChunkedBalancer, PartitionError, ScoreMatrix,
 };
 
 /// Six sequences, three experts, two slots each, in the spirit of the paper's Fig 1: rows 0 and
@@ -214,7 +214,7 @@ fn bad_assignments_and_chunks_are_refused() {
         "row 1 is assigned to expert 3, but there are only 3 experts"
     );
     assert_eq!(
-        shard_sizes(&[0, 1, 5], 3).unwrap_err(),
+        part_sizes(&[0, 1, 5], 3).unwrap_err(),
         PartitionError::ExpertOutOfRange {
             row: 2,
             expert: 5,

@@ -4,7 +4,7 @@
 mod cases;
 mod properties;
 
-use crate::capacity::shard_sizes;
+use crate::capacity::part_sizes;
 use crate::matrix::ScoreMatrix;
 
 /// The best total score over all assignments that respect `caps`, by enumeration (E^N of them).
@@ -13,7 +13,7 @@ fn brute_force_best(m: &ScoreMatrix, caps: &[usize]) -> f64 {
     let mut best = f64::NEG_INFINITY;
     let mut a = vec![0u32; n];
     loop {
-        let sizes = shard_sizes(&a, e).unwrap();
+        let sizes = part_sizes(&a, e).unwrap();
         if sizes.iter().zip(caps).all(|(s, c)| s <= c) {
             best = best.max(crate::total_score(m, &a).unwrap());
         }
@@ -70,7 +70,7 @@ fn naive_sequential(m: &ScoreMatrix, caps: &[usize]) -> Vec<u32> {
 /// Every row assigned to a valid expert, and no expert over its capacity. Returns the sizes.
 fn check_valid(assignment: &[u32], rows: usize, caps: &[usize]) -> Vec<usize> {
     assert_eq!(assignment.len(), rows);
-    let sizes = shard_sizes(assignment, caps.len()).expect("expert out of range");
+    let sizes = part_sizes(assignment, caps.len()).expect("expert out of range");
     for (e, (s, c)) in sizes.iter().zip(caps).enumerate() {
         assert!(s <= c, "expert {e} got {s} rows, capacity {c}");
     }

@@ -5,8 +5,8 @@ use proptest::prelude::*;
 
 use super::{brute_force_best, check_valid, reference_greedy, tolerance};
 use crate::{
-    argmax_assign, balanced_assign, equal_capacities, exact_balanced_assign,
-    random_balanced_assign, shard_sizes, total_score, ChunkedBalancer, ScoreMatrix,
+    argmax_assign, balanced_assign, equal_capacities, exact_balanced_assign, part_sizes,
+    random_balanced_assign, total_score, ChunkedBalancer, ScoreMatrix,
 };
 
 /// (experts, scores) with up to `max_rows` rows and `max_experts` experts; scores are small
@@ -187,7 +187,7 @@ proptest! {
             all.extend(a);
         }
         prop_assert_eq!(b.rows_seen(), n);
-        prop_assert_eq!(shard_sizes(&all, e).unwrap(), equal_capacities(n, e));
+        prop_assert_eq!(part_sizes(&all, e).unwrap(), equal_capacities(n, e));
     }
 
     #[test]
