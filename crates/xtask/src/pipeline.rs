@@ -133,7 +133,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     stage(
         "partition",
         4,
-        "the training rows into E expert shards",
+        "the training rows into E equal expert parts",
         &|cmd| {
             cmd.args(["partition", "--data"])
                 .arg(&data_dir)
