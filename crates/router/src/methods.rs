@@ -83,10 +83,13 @@ pub fn fit_baseline(cfg: &EmConfig, rows: &TrainingRows, dir: &Path) -> Result<R
 /// TF-IDF clusters, random routing or domain labels.
 pub fn load_scorer<B: Backend>(dir: &Path, device: &B::Device) -> Result<Box<dyn PrefixScorer>> {
     let manifest = RoutersManifest::load(dir)?;
+    if manifest.method == RouterMethod::Em {
+        return Ok(Box::new(RouterSet::<B>::load(dir, device)?));
+    }
     let tokenizer = dir.join(TOKENIZER_FILE);
     let tokenizer_hash = hash_file(&tokenizer)?;
     Ok(match manifest.method {
-        RouterMethod::Em => Box::new(RouterSet::<B>::load(dir, device)?),
+        RouterMethod::Em => unreachable!("loaded above"),
         RouterMethod::Random => Box::new(RandomScorer {
             experts: manifest.experts,
             seed: seed_of(&manifest)?,
