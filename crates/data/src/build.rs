@@ -50,6 +50,14 @@ pub struct DataSettings {
     pub tokenizer: BpeSettings,
     /// Bytes of text tokenized per parallel batch (bounds memory).
     pub batch_bytes: usize,
+    /// Read only the corpus's first N documents (before the split; 0 = all). A sample of a
+    /// large corpus for a study: the corpus files are shuffled, so the first N are a fair one.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub max_documents: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Default for DataSettings {
@@ -62,6 +70,7 @@ impl Default for DataSettings {
             split: SplitSettings::default(),
             tokenizer: BpeSettings::default(),
             batch_bytes: 8 << 20,
+            max_documents: 0,
         }
     }
 }
@@ -132,7 +141,12 @@ pub fn train_tokenizer(
         let (done, finished) = mpsc::channel::<()>();
         let trainer = scope.spawn(|| {
             let _done = done;
+            let limit = match settings.max_documents {
+                0 => usize::MAX,
+                n => n as usize,
+            };
             let texts = reader
+                .take(limit)
                 .map_while(|doc| match doc {
                     Ok(doc) => Some(doc),
                     Err(e) => {
@@ -298,7 +312,12 @@ fn write_shards(
     loop {
         let mut batch_bytes = 0;
         batch.clear();
-        for doc in reader.by_ref() {
+        let limit = match settings.max_documents {
+            0 => u64::MAX,
+            n => n,
+        };
+        while read < limit {
+            let Some(doc) = reader.next() else { break };
             let doc = doc?;
             read += 1;
             if doc.text.is_empty() {

@@ -52,7 +52,7 @@ pub use error::{DataError, Result};
 pub use manifest::{IdWidth, Manifest, SplitInfo};
 pub use pack::{unpack, Packer, PackingMode, SequenceMeta, NO_DOMAIN};
 pub use reader::{Dataset, SequenceReader, Verify};
-pub use split::{Split, SplitSettings};
+pub use split::{GroupedSplits, Split, SplitSettings};
 pub use stage::{data_stage, TokenizerSource};
 pub use tokenizer::{BpeSettings, TextTokenizer};
 

@@ -69,6 +69,29 @@ pub struct SplitSettings {
     /// (1 groups `glibc-source/io/open.c` by its package `glibc-source`); 0 = the whole value.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub group_parts: usize,
+    /// With `group_field`: which splits take whole groups. `all` (default): every split;
+    /// `test`: only the test split (text from sources the training never saw), while the
+    /// validation split takes single documents of the remaining groups (text from the
+    /// training's own sources) — both views in one dataset.
+    #[serde(default, skip_serializing_if = "GroupedSplits::is_all")]
+    pub grouped: GroupedSplits,
+}
+
+/// Which splits take whole groups (see [`SplitSettings::grouped`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupedSplits {
+    /// Validation and test both take whole groups.
+    #[default]
+    All,
+    /// Only the test split takes whole groups; validation takes documents.
+    Test,
+}
+
+impl GroupedSplits {
+    fn is_all(&self) -> bool {
+        *self == GroupedSplits::All
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -83,6 +106,7 @@ impl Default for SplitSettings {
             seed: 0,
             group_field: None,
             group_parts: 0,
+            grouped: GroupedSplits::All,
         }
     }
 }
@@ -106,9 +130,20 @@ impl SplitSettings {
     /// The split of a document: of its group when `group_field` is set and the document has
     /// it, else of its text.
     pub fn split_of_document(&self, doc: &Document) -> Split {
-        match self.group_of(doc) {
-            Some(group) => self.split_of(&format!("\u{0}group\u{0}{group}")),
-            None => self.split_of(&doc.text),
+        let Some(group) = self.group_of(doc) else {
+            return self.split_of(&doc.text);
+        };
+        let key = format!("\u{0}group\u{0}{group}");
+        match self.grouped {
+            GroupedSplits::All => self.split_of(&key),
+            // A whole group goes to test with probability `test`; a document of the other
+            // groups goes to validation with probability `validation / (1 - test)`, so both
+            // fractions hold on average.
+            GroupedSplits::Test if self.unit(&key) < self.test => Split::Test,
+            GroupedSplits::Test if self.unit(&doc.text) < self.validation / (1.0 - self.test) => {
+                Split::Validation
+            }
+            GroupedSplits::Test => Split::Train,
         }
     }
 
@@ -127,10 +162,15 @@ impl SplitSettings {
         })
     }
 
+    /// A seeded hash of `text` as a number in [0, 1).
+    fn unit(&self, text: &str) -> f64 {
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(text.as_bytes(), self.seed);
+        (h >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// The split of a text, from a seeded hash of it.
     pub fn split_of(&self, text: &str) -> Split {
-        let h = xxhash_rust::xxh3::xxh3_64_with_seed(text.as_bytes(), self.seed);
-        let u = (h >> 11) as f64 / (1u64 << 53) as f64;
+        let u = self.unit(text);
         if u < self.validation {
             Split::Validation
         } else if u < self.validation + self.test {
@@ -156,6 +196,46 @@ mod tests {
             domain: Some("d".into()),
             fields,
         }
+    }
+
+    #[test]
+    fn grouped_test_holds_out_whole_groups_and_validation_takes_documents() {
+        let settings = SplitSettings {
+            validation: 0.2,
+            test: 0.2,
+            group_field: Some("source".into()),
+            group_parts: 1,
+            grouped: GroupedSplits::Test,
+            ..SplitSettings::default()
+        };
+        let (mut test_groups, mut validation_docs, mut docs) = (0, 0, 0);
+        for p in 0..200 {
+            let splits: Vec<Split> = (0..20)
+                .map(|f| {
+                    let text = format!("text {p} {f}");
+                    settings.split_of_document(&doc(Some(&format!("pkg{p}/f{f}.c")), &text))
+                })
+                .collect();
+            if splits.contains(&Split::Test) {
+                // A test package is test in every file; no other package has a test file.
+                assert!(splits.iter().all(|&s| s == Split::Test), "package {p}");
+                test_groups += 1;
+            } else {
+                validation_docs += splits.iter().filter(|&&s| s == Split::Validation).count();
+                docs += splits.len();
+            }
+        }
+        // Both fractions hold on average: 20% of groups, 20% of all documents (25% of the rest).
+        assert!((25..=55).contains(&test_groups), "{test_groups} test groups of 200");
+        let share = validation_docs as f64 / docs as f64;
+        assert!((0.2..=0.3).contains(&share), "validation share {share}");
+        // The default (`all`) puts validation groups whole too, and is not serialised.
+        let all = SplitSettings {
+            grouped: GroupedSplits::All,
+            ..settings.clone()
+        };
+        assert!(!toml::to_string(&all).unwrap().contains("grouped"));
+        assert!(toml::to_string(&settings).unwrap().contains("grouped = \"test\""));
     }
 
     #[test]

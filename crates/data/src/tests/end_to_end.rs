@@ -219,3 +219,56 @@ fn an_existing_folder_that_is_not_a_dataset_is_never_replaced() {
     build_dataset(&[corpus], &tok, &out, &settings, &mut NoProgress).unwrap();
     assert!(out.join("manifest.json").exists());
 }
+
+#[test]
+fn max_documents_reads_only_the_first_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = tiny_settings(PackingMode::DocStart);
+    let (corpus, tok) = sample_tokenizer(dir.path(), &settings);
+    let all = build_dataset(
+        std::slice::from_ref(&corpus),
+        &tok,
+        &dir.path().join("all"),
+        &settings,
+        &mut NoProgress,
+    )
+    .unwrap();
+    settings.max_documents = 5;
+    let first = build_dataset(
+        &[corpus],
+        &tok,
+        &dir.path().join("first"),
+        &settings,
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert!(all.manifest().documents_read > 5);
+    assert_eq!(first.manifest().documents_read, 5);
+    let docs: u64 = Split::ALL
+        .iter()
+        .map(|&s| first.manifest().split(s).documents)
+        .sum();
+    assert_eq!(docs, 5);
+    // Those five are the corpus's first: their training rows equal the full build's rows
+    // of documents 0..5.
+    let dir_path = |name: &str| dir.path().join(name);
+    let (a, b) = (
+        {
+            let d = Dataset::open(&dir_path("all")).unwrap();
+            let r = d.reader(Split::Train, Verify::Checksums).unwrap();
+            (0..r.len())
+                .filter(|&i| r.meta(i).doc < 5)
+                .map(|i| r.tokens(i).to_vec())
+                .collect::<Vec<_>>()
+        },
+        {
+            let d = Dataset::open(&dir_path("first")).unwrap();
+            let r = d.reader(Split::Train, Verify::Checksums).unwrap();
+            (0..r.len())
+                .map(|i| r.tokens(i).to_vec())
+                .collect::<Vec<_>>()
+        },
+    );
+    assert!(!a.is_empty(), "some of the first five documents are training documents");
+    assert_eq!(a, b);
+}
