@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use smalltalk_data::Split;
-use smalltalk_eval::{eval_run, EvalData, EvalOptions};
+use smalltalk_eval::{eval_run, routing_quality, EvalData, EvalOptions};
 use smalltalk_lm::backend::BackendKind;
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
 
@@ -25,8 +25,12 @@ pub struct EvalArgs {
     #[arg(long)]
     routers: PathBuf,
     /// Folder holding expert-NN/ and dense/ (`smalltalk expert train`, `smalltalk dense train`).
+    #[arg(long, required_unless_present = "routing_only")]
+    experts: Option<PathBuf>,
+    /// Measure the routing alone (expert load and domain purity at every prefix; no experts
+    /// needed): how well the routers split held-out text by its first tokens.
     #[arg(long)]
-    experts: PathBuf,
+    routing_only: bool,
     /// Which split of a dataset folder to evaluate.
     #[arg(long, default_value = "validation")]
     split: Split,
@@ -56,13 +60,25 @@ pub fn run(args: EvalArgs, backend: BackendKind, out: &Output) -> Result<()> {
     };
     let mut prefixes = vec![args.prefix];
     prefixes.extend(args.prefix_sweep.iter().filter(|&&m| m != args.prefix));
+    let experts = match (&args.experts, args.routing_only) {
+        (Some(experts), false) => experts,
+        _ => {
+            let quality = on_backend!(backend, AB, _name => {
+                type B = <AB as AutodiffBackend>::InnerBackend;
+                routing_quality::<B>(&args.routers, &data, &prefixes, &Default::default())
+            })
+            .context("routing held-out rows")?;
+            out.result(&quality, || quality.describe());
+            return Ok(());
+        }
+    };
     let options = EvalOptions {
         prefixes,
         seed: args.seed,
     };
     let (report, name) = on_backend!(backend, AB, name => {
         type B = <AB as AutodiffBackend>::InnerBackend;
-        (eval_run::<B>(&args.routers, &args.experts, &data, &options, &Default::default()), name)
+        (eval_run::<B>(&args.routers, experts, &data, &options, &Default::default()), name)
     });
     let report = report.context("evaluating the mixture")?;
     let mut value = serde_json::to_value(&report).expect("report serialises");

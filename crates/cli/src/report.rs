@@ -18,9 +18,12 @@ impl Output {
     }
 
     /// Print a result: `value` as one JSON line, or the human text.
-    pub fn result(&self, value: &serde_json::Value, human: impl FnOnce() -> String) {
+    pub fn result<T: serde::Serialize + ?Sized>(&self, value: &T, human: impl FnOnce() -> String) {
         if self.json {
-            println!("{value}");
+            println!(
+                "{}",
+                serde_json::to_string(value).expect("results serialise")
+            );
         } else {
             println!("{}", human());
         }

@@ -226,7 +226,10 @@ mod tests {
             }
         }
         // Both fractions hold on average: 20% of groups, 20% of all documents (25% of the rest).
-        assert!((25..=55).contains(&test_groups), "{test_groups} test groups of 200");
+        assert!(
+            (25..=55).contains(&test_groups),
+            "{test_groups} test groups of 200"
+        );
         let share = validation_docs as f64 / docs as f64;
         assert!((0.2..=0.3).contains(&share), "validation share {share}");
         // The default (`all`) puts validation groups whole too, and is not serialised.
@@ -235,7 +238,9 @@ mod tests {
             ..settings.clone()
         };
         assert!(!toml::to_string(&all).unwrap().contains("grouped"));
-        assert!(toml::to_string(&settings).unwrap().contains("grouped = \"test\""));
+        assert!(toml::to_string(&settings)
+            .unwrap()
+            .contains("grouped = \"test\""));
     }
 
     #[test]

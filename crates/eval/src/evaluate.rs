@@ -164,24 +164,14 @@ pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
     let mut sweep = Vec::new();
     let mut headline_routes = Vec::new();
     for (i, (m, scores)) in inp.router_scores.iter().enumerate() {
-        let routes: Vec<usize> = argmax(scores, e_count)?
-            .into_iter()
-            .map(|e| e as usize)
-            .collect();
+        let (routes, load, purity) = routes_load_purity(scores, e_count, inp.domains.as_ref())?;
         let from = m.saturating_sub(1);
-        let mut load = vec![0usize; e_count];
-        routes.iter().for_each(|&e| load[e] += 1);
-        let purity = inp.domains.as_ref().and_then(|(labels, names)| {
-            let assignment: Vec<u32> = routes.iter().map(|&e| e as u32).collect();
-            let d = DomainLabels { labels, names };
-            purity(&domain_mix(&assignment, &all, e_count, &d))
-        });
         sweep.push(PrefixResult {
             prefix_tokens: *m,
             mixture_ppl: routed_ppl(inp, &|r| Some(routes[r]), &all, 0),
             mixture_ppl_excl_prefix: routed_ppl(inp, &|r| Some(routes[r]), &all, from),
             dense_ppl_excl_prefix: routed_ppl(inp, &|_| None, &all, from),
-            expert_load: load.iter().map(|&c| c as f64 / rows as f64).collect(),
+            expert_load: load,
             routing_purity: purity,
         });
         if i == 0 {
@@ -293,24 +283,7 @@ pub fn evaluate<B: Backend>(
         .map(|m| token_logprobs(m, &tokens, row_len, &options))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let dense_logprobs = token_logprobs(dense, &tokens, row_len, &options)?;
-    let router_scores = match routers.domain_groups() {
-        Some(groups) => label_scores(groups, domains.as_ref(), prefixes)?,
-        None => prefixes
-            .iter()
-            .map(|&m| {
-                let mut scores = Vec::with_capacity(n * routers.experts());
-                for batch in tokens.chunks(ROUTE_BATCH * row_len) {
-                    let prefixes: Vec<u32> = batch
-                        .chunks(row_len)
-                        .flat_map(|r| &r[..m])
-                        .copied()
-                        .collect();
-                    scores.extend(route_batch(routers, &prefixes, m, pad)?.scores);
-                }
-                Ok((m, scores))
-            })
-            .collect::<Result<Vec<_>>>()?,
-    };
+    let router_scores = router_scores(routers, &tokens, row_len, pad, domains.as_ref(), prefixes)?;
     let inputs = EvalInputs {
         experts: experts.len(),
         targets: row_len - 1,
@@ -321,6 +294,64 @@ pub fn evaluate<B: Backend>(
         domains,
     };
     aggregate(&inputs, seed)
+}
+
+/// The routers' scores of every row (`row_len` tokens each in `tokens`) at each prefix, row
+/// by row (`[row][expert]`); label-based methods score from `domains`.
+pub(crate) fn router_scores(
+    routers: &dyn PrefixScorer,
+    tokens: &[u32],
+    row_len: usize,
+    pad: Option<u32>,
+    domains: Option<&Domains>,
+    prefixes: &[usize],
+) -> Result<Vec<(usize, Vec<f32>)>> {
+    if let Some(groups) = routers.domain_groups() {
+        return label_scores(groups, domains, prefixes);
+    }
+    let n = tokens.len() / row_len;
+    prefixes
+        .iter()
+        .map(|&m| {
+            let mut scores = Vec::with_capacity(n * routers.experts());
+            for batch in tokens.chunks(ROUTE_BATCH * row_len) {
+                let prefixes: Vec<u32> = batch
+                    .chunks(row_len)
+                    .flat_map(|r| &r[..m])
+                    .copied()
+                    .collect();
+                scores.extend(route_batch(routers, &prefixes, m, pad)?.scores);
+            }
+            Ok((m, scores))
+        })
+        .collect()
+}
+
+/// The expert of every row (argmax of `scores`, `[row][expert]`), the share of rows each
+/// expert gets, and the routing's domain purity when rows carry labels.
+pub(crate) fn routes_load_purity(
+    scores: &[f32],
+    experts: usize,
+    domains: Option<&Domains>,
+) -> Result<(Vec<usize>, Vec<f64>, Option<f64>)> {
+    let routes: Vec<usize> = argmax(scores, experts)?
+        .into_iter()
+        .map(|e| e as usize)
+        .collect();
+    let rows = routes.len();
+    let mut load = vec![0usize; experts];
+    routes.iter().for_each(|&e| load[e] += 1);
+    let purity = domains.and_then(|(labels, names)| {
+        let assignment: Vec<u32> = routes.iter().map(|&e| e as u32).collect();
+        let d = DomainLabels { labels, names };
+        let all: Vec<usize> = (0..rows).collect();
+        purity(&domain_mix(&assignment, &all, experts, &d))
+    });
+    let load = load
+        .iter()
+        .map(|&c| c as f64 / rows.max(1) as f64)
+        .collect();
+    Ok((routes, load, purity))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod error;
 pub mod evaluate;
 pub mod generate;
 pub mod models;
+pub mod routing_quality;
 pub mod stage;
 pub mod text_router;
 
@@ -26,5 +27,6 @@ pub use error::{EvalError, Result};
 pub use evaluate::{aggregate, evaluate, EvalInputs, EvalReport, PrefixResult, Segment};
 pub use generate::{generate_text, GenerateOptions, Generation};
 pub use models::{latest_model, recorded_tokenizer};
+pub use routing_quality::{routing_quality, RoutingAtPrefix, RoutingQuality};
 pub use stage::{eval_run, EvalData, EvalOptions};
 pub use text_router::TextRouter;

@@ -70,43 +70,47 @@ pub fn eval_run<B: Backend>(
     let dense = models.pop().expect("the dense run is listed");
     let mut prefixes = options.prefixes.clone();
     prefixes.dedup();
+    let file_row_len = || trained_row_len(&expert_dir(experts_dir, 0));
+    let (rows, domains) = eval_rows(&router, data, file_row_len)?;
+    evaluate(
+        router.scorer.as_ref(),
+        &models,
+        &dense,
+        rows.as_ref(),
+        domains,
+        &prefixes,
+        options.seed,
+    )
+}
+
+/// The rows of `data` and their domain labels (when every row has one): a dataset split
+/// (refused when built with another tokenizer than the router's), or a file's documents cut
+/// to `file_row_len()` tokens each.
+pub(crate) fn eval_rows(
+    router: &TextRouter,
+    data: &EvalData<'_>,
+    file_row_len: impl FnOnce() -> Result<usize>,
+) -> Result<(Box<dyn SequenceSource>, Option<Domains>)> {
     match data {
         EvalData::Split { dataset, split } => {
             let dataset = Dataset::open(dataset)?;
             let m = dataset.manifest();
-            if m.tokenizer.hash != tokenizer_hash {
+            if m.tokenizer.hash != router.tokenizer_hash() {
                 return Err(EvalError::Config(format!(
-                    "the dataset {} was built with tokenizer {}, but the routers read {tokenizer_hash}",
+                    "the dataset {} was built with tokenizer {}, but the routers read {}",
                     dataset.dir().display(),
-                    m.tokenizer.hash
+                    m.tokenizer.hash,
+                    router.tokenizer_hash()
                 )));
             }
             let rows = dataset.reader(*split, Verify::Checksums)?;
             let labels: Vec<u32> = (0..rows.len()).map(|i| rows.meta(i).domain).collect();
             let domains = (!m.domains.is_empty()).then(|| (labels, m.domains.clone()));
-            let source: &dyn SequenceSource = &rows;
-            evaluate(
-                router.scorer.as_ref(),
-                &models,
-                &dense,
-                source,
-                domains,
-                &prefixes,
-                options.seed,
-            )
+            Ok((Box::new(rows), domains))
         }
         EvalData::File(file) => {
-            let row_len = trained_row_len(&expert_dir(experts_dir, 0))?;
-            let (rows, domains) = file_rows(&router.tokenizer, file, row_len)?;
-            evaluate(
-                router.scorer.as_ref(),
-                &models,
-                &dense,
-                &rows,
-                domains,
-                &prefixes,
-                options.seed,
-            )
+            let (rows, domains) = file_rows(&router.tokenizer, file, file_row_len()?)?;
+            Ok((Box::new(rows), domains))
         }
     }
 }

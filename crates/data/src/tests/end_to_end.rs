@@ -269,6 +269,9 @@ fn max_documents_reads_only_the_first_documents() {
                 .collect::<Vec<_>>()
         },
     );
-    assert!(!a.is_empty(), "some of the first five documents are training documents");
+    assert!(
+        !a.is_empty(),
+        "some of the first five documents are training documents"
+    );
     assert_eq!(a, b);
 }

@@ -3,7 +3,7 @@
 //! and route stages use unchanged.
 
 use smalltalk_data::Split;
-use smalltalk_eval::{eval_run, EvalData, EvalOptions, TextRouter};
+use smalltalk_eval::{eval_run, routing_quality, EvalData, EvalOptions, TextRouter};
 use smalltalk_router::{load_scorer, train_routers, RouterMethod};
 use smalltalk_routing::{partition_stage, PartitionManifest};
 use smalltalk_stage::{NoProgress, RunLayout};
@@ -87,6 +87,15 @@ fn every_method_partitions_every_row_once_and_evaluates() {
         if method == RouterMethod::Domain {
             assert_eq!(report.routing_purity, Some(1.0));
         }
+        // Routing alone (no experts) sends the rows where the full evaluation does.
+        let quality = routing_quality::<B>(&routers, &data, &[4, 8], &Default::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(quality.sequences, report.sequences, "{name}");
+        let at8 = &quality.prefixes[1];
+        assert_eq!(at8.prefix_tokens, 8);
+        assert_eq!(at8.routing_purity, report.routing_purity, "{name}");
+        assert_eq!(at8.expert_load, report.expert_load, "{name}");
+        assert!((quality.prefixes[0].expert_load.iter().sum::<f64>() - 1.0).abs() < 1e-9);
         // Route: text methods route a text; the domain method needs labels and says so.
         let router = TextRouter::load::<B>(&routers, &Default::default()).unwrap();
         let routed = router.route(&domain_text(1, 7), 8);
