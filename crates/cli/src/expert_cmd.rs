@@ -144,7 +144,7 @@ fn report(label: &str, backend: &str, o: &RunOutcome, out: &Output) -> Result<()
         &json!({
             "stage": label, "backend": backend, "dir": o.dir, "skipped": skipped,
             "start_step": s.start_step, "end_step": s.end_step,
-            "finished": s.finished, "last_loss": s.last_loss,
+            "finished": s.finished, "last_loss": s.last_loss, "params": s.params,
         }),
         || o.describe(label),
     );

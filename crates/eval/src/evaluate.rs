@@ -72,6 +72,19 @@ pub struct Segment {
     pub dense_ppl: f64,
 }
 
+/// Perplexities on the rows of one labelled domain, at the headline prefix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainResult {
+    /// Domain label.
+    pub domain: String,
+    /// Rows of the domain.
+    pub sequences: usize,
+    /// Mixture perplexity on them (routed as everywhere else).
+    pub mixture_ppl: f64,
+    /// The dense model's perplexity on them.
+    pub dense_ppl: f64,
+}
+
 /// The evaluation, for the first prefix in [`EvalInputs::router_scores`] (the headline) and
 /// every prefix of the sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +117,9 @@ pub struct EvalReport {
     pub segments: Vec<Segment>,
     /// Every prefix evaluated (the headline first).
     pub prefix_sweep: Vec<PrefixResult>,
+    /// Per labelled domain, in label order (empty when rows carry no labels).
+    #[serde(default)]
+    pub domains: Vec<DomainResult>,
 }
 
 /// Sum of −log p and count of valid targets of row `r` under `lp`, from target `from` on.
@@ -199,6 +215,22 @@ pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
             }
         })
         .collect();
+    let domains = match &inp.domains {
+        Some((labels, names)) => names
+            .iter()
+            .enumerate()
+            .map(|(d, name)| {
+                let mine: Vec<usize> = (0..rows).filter(|&r| labels[r] as usize == d).collect();
+                DomainResult {
+                    domain: name.clone(),
+                    sequences: mine.len(),
+                    mixture_ppl: routed_ppl(inp, &|r| Some(headline_routes[r]), &mine, 0),
+                    dense_ppl: routed_ppl(inp, &|_| None, &mine, 0),
+                }
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let head = &sweep[0];
     Ok(EvalReport {
         experts: e_count,
@@ -215,6 +247,7 @@ pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
         routing_purity: head.routing_purity,
         segments,
         prefix_sweep: sweep,
+        domains,
     })
 }
 
@@ -396,6 +429,11 @@ mod tests {
                 dense_ppl: 1.0f64.exp()
             }
         );
+        // Per domain: row 0 is domain x (expert 0), row 1 domain y (expert 1).
+        assert_eq!(r.domains.len(), 2);
+        assert_eq!((r.domains[0].domain.as_str(), r.domains[0].sequences), ("x", 1));
+        close(r.domains[0].mixture_ppl, 0.5f64.exp());
+        close(r.domains[1].dense_ppl, 1.0f64.exp());
         // Prefix 3 routes both rows to expert 1: row 0 costs c,c,c, row 1 a,a.
         let p3 = &r.prefix_sweep[1];
         close(p3.mixture_ppl, ((2.0f64 * 3.0 + 0.5 * 2.0) / 5.0).exp());

@@ -24,7 +24,9 @@ pub mod stage;
 pub mod text_router;
 
 pub use error::{EvalError, Result};
-pub use evaluate::{aggregate, evaluate, EvalInputs, EvalReport, PrefixResult, Segment};
+pub use evaluate::{
+    aggregate, evaluate, DomainResult, EvalInputs, EvalReport, PrefixResult, Segment,
+};
 pub use generate::{generate_text, GenerateOptions, Generation};
 pub use models::{latest_model, recorded_tokenizer};
 pub use routing_quality::{routing_quality, RoutingAtPrefix, RoutingQuality};

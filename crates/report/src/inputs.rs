@@ -179,6 +179,7 @@ pub(crate) mod fixture {
                 sweep(128, 11.5),
                 sweep(256, 11.25),
             ],
+            domains: Vec::new(),
         }
     }
 

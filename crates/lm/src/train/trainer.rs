@@ -53,6 +53,8 @@ pub struct TrainSummary {
     pub last_loss: Option<f64>,
     /// Newest checkpoint on disk.
     pub checkpoint: Option<PathBuf>,
+    /// Parameters of the model (for tokens per parameter).
+    pub params: usize,
 }
 
 /// Trains one [`Lm`] in a run directory (`checkpoints/`, `metrics.jsonl`).
@@ -325,6 +327,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             stopped: false,
             last_loss: None,
             checkpoint: self.last_checkpoint.clone(),
+            params: self.model.as_ref().map_or(0, |m| m.num_params()),
         };
         if self.step >= stop || self.stop_requested() {
             summary.stopped = self.step < stop;
