@@ -22,6 +22,9 @@ mod config;
 mod finite;
 mod markdown;
 mod plots;
+pub mod study;
+mod study_plots;
+mod study_tables;
 
 use std::path::Path;
 

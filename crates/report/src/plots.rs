@@ -25,8 +25,8 @@ pub(crate) const EM_PURITY: &str = "em_purity.svg";
 /// Domain mix of each expert's shard.
 pub(crate) const DOMAIN_MIX: &str = "domain_mix.svg";
 
-const SIZE: (u32, u32) = (720, 420);
-const FONT: &str = "sans-serif";
+pub(crate) const SIZE: (u32, u32) = (720, 420);
+pub(crate) const FONT: &str = "sans-serif";
 const COLORS: [RGBColor; 10] = [
     RGBColor(0x4e, 0x79, 0xa7),
     RGBColor(0xf2, 0x8e, 0x2b),
@@ -39,15 +39,15 @@ const COLORS: [RGBColor; 10] = [
     RGBColor(0x9c, 0x75, 0x5f),
     RGBColor(0xba, 0xb0, 0xac),
 ];
-const MARK: RGBColor = RGBColor(0x55, 0x55, 0x55);
+pub(crate) const MARK: RGBColor = RGBColor(0x55, 0x55, 0x55);
 
-type Drawn = std::result::Result<(), Box<dyn Error>>;
-type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
-type Plot<'a> = Box<dyn Fn(&Area) -> Drawn + 'a>;
+pub(crate) type Drawn = std::result::Result<(), Box<dyn Error>>;
+pub(crate) type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+pub(crate) type Plot<'a> = Box<dyn Fn(&Area) -> Drawn + 'a>;
 
 /// How a legend entry is drawn.
 #[derive(Clone, Copy)]
-enum Key {
+pub(crate) enum Key {
     /// A line with a dot: a data series.
     Line(RGBColor),
     /// A filled square: a bar segment.
@@ -97,26 +97,31 @@ pub(crate) fn draw_all(layout: &RunLayout, inputs: &Inputs) -> Result<Vec<&'stat
     }
     let mut written = Vec::new();
     for (name, draw) in plots {
-        let path = layout.report_file(name);
-        let mut svg = String::new();
-        {
-            let area = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-            draw(&area)
-                .and_then(|()| Ok(area.present()?))
-                .map_err(|e| ReportError::Plot {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-        }
-        smalltalk_stage::atomic::write_file(&path, svg.as_bytes())?;
+        write_svg(&layout.report_file(name), draw.as_ref())?;
         written.push(name);
     }
     Ok(written)
 }
 
+/// Draw `draw` into an SVG file at `path` (atomically).
+pub(crate) fn write_svg(path: &std::path::Path, draw: &dyn Fn(&Area) -> Drawn) -> Result<()> {
+    let mut svg = String::new();
+    {
+        let area = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        draw(&area)
+            .and_then(|()| Ok(area.present()?))
+            .map_err(|e| ReportError::Plot {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+    }
+    smalltalk_stage::atomic::write_file(path, svg.as_bytes())?;
+    Ok(())
+}
+
 /// The white area under `title` with the legend `entries` in a strip below it; returns the
 /// area left for the chart.
-fn titled<'a>(
+pub(crate) fn titled<'a>(
     area: &Area<'a>,
     title: &str,
     entries: &[(String, Key)],
@@ -161,7 +166,7 @@ fn titled<'a>(
 }
 
 /// `lo..hi` around the finite values, a little wider so no point sits on the frame.
-fn padded_range(values: impl Iterator<Item = f64>) -> Range<f64> {
+pub(crate) fn padded_range(values: impl Iterator<Item = f64>) -> Range<f64> {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
@@ -179,7 +184,7 @@ fn padded_range(values: impl Iterator<Item = f64>) -> Range<f64> {
 }
 
 /// Tick label of a value: no decimals for whole numbers, else up to three.
-fn tick(v: &f64) -> String {
+pub(crate) fn tick(v: &f64) -> String {
     let text = format!("{v:.3}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
     if text == "-0" {
@@ -189,7 +194,7 @@ fn tick(v: &f64) -> String {
     }
 }
 
-fn color(i: usize) -> RGBColor {
+pub(crate) fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]
 }
 

@@ -21,6 +21,7 @@ mod bench_lm;
 mod bench_partition;
 mod crash_test;
 mod pipeline;
+mod study;
 mod tree_compare;
 mod util;
 
@@ -54,6 +55,10 @@ enum Task {
     /// is a difference. Prints a table and a summary; fails naming the first differing file
     /// and line. Uses the dev-profile `smalltalk` binary; about 30 s on 2 cores after the build.
     CrashTest(crash_test::CrashTestArgs),
+    /// The regime study: mixtures under every routing method and both dense protocols over
+    /// budgets, on a labelled corpus; writes study.json, report.md and plots (see
+    /// configs/study-cpu.toml; about 1.5 hours on 2 cores).
+    Study(study::StudyArgs),
     /// Benchmarks (not tests): measured against the reference implementation in the same run.
     #[command(subcommand)]
     Bench(bench::BenchTask),
@@ -63,6 +68,7 @@ fn main() -> Result<()> {
     match Xtask::parse().task {
         Task::Pipeline(args) => pipeline::run(args),
         Task::CrashTest(args) => crash_test::run(args),
+        Task::Study(args) => study::run(args),
         Task::Bench(task) => bench::run(task),
     }
 }

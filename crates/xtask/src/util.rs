@@ -66,3 +66,28 @@ pub fn last_json(stdout: &str) -> Result<serde_json::Value> {
         })
         .context("no JSON object in the command's output")
 }
+
+/// The machine in words, for results: CPU model, logical cores, the widest vector instruction
+/// sets (our machines differ: AVX2-only, or AVX-512 with AMX).
+pub fn machine() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|v| v.trim().to_string())
+    };
+    let model = field("model name").unwrap_or_else(|| "unknown CPU".into());
+    let flags = field("flags").unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let isa: Vec<&str> = [("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX")]
+        .into_iter()
+        .filter(|(flag, _)| has(flag))
+        .map(|(_, name)| name)
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "{model}, {cores} cores, {}",
+        if isa.is_empty() { "no AVX2".to_string() } else { isa.join(" + ") }
+    )
+}
