@@ -64,3 +64,9 @@ mod tests {
         assert!(err.to_string().contains("bogus"), "{err}");
     }
 }
+
+/// Parse a flag value by the serde name of a library enum (`bf16`, `train`, ...); the error
+/// lists the names it accepts.
+pub fn from_name<T: serde::de::DeserializeOwned>(s: &str) -> std::result::Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.into())).map_err(|e| e.to_string())
+}

@@ -3,11 +3,12 @@
 //! `bench/gpu.sh` drive next to PyTorch).
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use smalltalk_lm::backend::BackendKind;
-use smalltalk_lm::{BenchOptions, Precision};
+use smalltalk_lm::{BenchCase, BenchOptions, Precision};
 
 use crate::backends::on_backend;
+use crate::config::from_name;
 use crate::progress::{BarProgress, BarStyle};
 use crate::report::Output;
 
@@ -21,26 +22,6 @@ pub enum LmCommand {
     /// (no autodiff) on `--score-batch` rows of `--score-prefix` tokens, `--score-reps` times
     /// after one warm-up. One result per case (`--json`: one object per line).
     Bench(BenchArgs),
-}
-
-/// Which measurements `lm bench` makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BenchCase {
-    /// Training throughput (targets per second).
-    Train,
-    /// Scoring throughput (sequences per second).
-    Score,
-}
-
-/// Compute precision (parameters and optimizer state are f32 either way).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PrecisionArg {
-    /// Compute in f32.
-    #[value(alias = "f32")]
-    Full,
-    /// bf16 matrix products and attention over f32 master weights (GPU backends; runs on
-    /// flex too, slowly, through f32 conversions).
-    Bf16,
 }
 
 /// `lm bench` flags.
@@ -70,30 +51,21 @@ pub struct BenchArgs {
     /// Measured scoring calls (one more warm-up call runs first).
     #[arg(long, default_value_t = 3)]
     score_reps: usize,
-    /// Cases to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchCase::Train, BenchCase::Score])]
+    /// Cases to run: train (training targets per second), score (scored sequences per second).
+    #[arg(long, value_parser = from_name::<BenchCase>, value_delimiter = ',', default_value = "train,score")]
     cases: Vec<BenchCase>,
-    /// Compute precision.
-    #[arg(long, value_enum, default_value_t = PrecisionArg::Full)]
-    precision: PrecisionArg,
+    /// Compute precision: full (f32), or bf16 (bf16 matrix products and attention over f32
+    /// master weights; for GPU backends, runs on flex too, slowly, through f32 conversions).
+    #[arg(long, value_parser = from_name::<Precision>, default_value = "full")]
+    precision: Precision,
 }
 
 /// Run an `lm` command on `backend`.
 pub fn run(cmd: LmCommand, backend: BackendKind, out: &Output) -> Result<()> {
     let LmCommand::Bench(args) = cmd;
     let opts = BenchOptions {
-        cases: args
-            .cases
-            .iter()
-            .map(|c| match c {
-                BenchCase::Train => smalltalk_lm::BenchCase::Train,
-                BenchCase::Score => smalltalk_lm::BenchCase::Score,
-            })
-            .collect(),
-        precision: match args.precision {
-            PrecisionArg::Full => Precision::Full,
-            PrecisionArg::Bf16 => Precision::Bf16,
-        },
+        cases: args.cases,
+        precision: args.precision,
         preset: args.preset,
         vocab: args.vocab,
         batch: args.batch,
@@ -111,7 +83,7 @@ pub fn run(cmd: LmCommand, backend: BackendKind, out: &Output) -> Result<()> {
     for result in results {
         let mut value = serde_json::to_value(&result)?;
         value["backend"] = name.into();
-        value["mallopt"] = crate::alloc_tuning::applied().into();
+        value["mallopt"] = smalltalk_lm::alloc_tuning::applied().into();
         out.result(&value, || result.describe(name));
     }
     Ok(())

@@ -5,7 +5,6 @@
 //! library crates: each subcommand parses flags and a TOML config, calls one stage, and reports
 //! (a progress bar for people, `--json` for scripts).
 
-mod alloc_tuning;
 mod backends;
 mod config;
 mod data_cmd;
@@ -88,14 +87,16 @@ enum Command {
 }
 
 fn main() {
-    alloc_tuning::apply();
+    smalltalk_lm::alloc_tuning::apply();
     let cli = Cli::parse();
     if cli.command.checkpoints_on_stop() {
-        stop_on_signals();
+        smalltalk_stage::stop::on_signals();
     }
     if let Err(err) = run(cli) {
         eprintln!("error: {err:#}");
-        let stopped = err.downcast_ref::<Stopped>().is_some();
+        let stopped = err
+            .downcast_ref::<smalltalk_stage::stop::Stopped>()
+            .is_some();
         std::process::exit(if stopped { 143 } else { 1 });
     }
 }
@@ -111,35 +112,9 @@ impl Command {
     }
 }
 
-/// SIGTERM / SIGINT ask the stage to checkpoint and return (a second signal ends the process
-/// at once).
-fn stop_on_signals() {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let flag = smalltalk_stage::stop::handle();
-    for sig in [SIGTERM, SIGINT] {
-        let _ = signal_hook::flag::register_conditional_shutdown(sig, 143, flag.clone());
-        let _ = signal_hook::flag::register(sig, flag.clone());
-    }
-}
-
-/// A stage returned early because a stop was requested.
-#[derive(Debug, thiserror::Error)]
-#[error("{stage} stopped on request after writing a checkpoint in {dir}; rerun the same command to resume")]
-pub struct Stopped {
-    stage: String,
-    dir: std::path::PathBuf,
-}
-
 /// An error when a stage `stopped` on request (so the process exits with status 143).
 pub fn stop_check(stopped: bool, stage: &str, dir: &std::path::Path) -> Result<()> {
-    if stopped {
-        return Err(Stopped {
-            stage: stage.into(),
-            dir: dir.into(),
-        }
-        .into());
-    }
-    Ok(())
+    Ok(smalltalk_stage::stop::check(stopped, stage, dir)?)
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -431,7 +431,10 @@ mod tests {
         );
         // Per domain: row 0 is domain x (expert 0), row 1 domain y (expert 1).
         assert_eq!(r.domains.len(), 2);
-        assert_eq!((r.domains[0].domain.as_str(), r.domains[0].sequences), ("x", 1));
+        assert_eq!(
+            (r.domains[0].domain.as_str(), r.domains[0].sequences),
+            ("x", 1)
+        );
         close(r.domains[0].mixture_ppl, 0.5f64.exp());
         close(r.domains[1].dense_ppl, 1.0f64.exp());
         // Prefix 3 routes both rows to expert 1: row 0 costs c,c,c, row 1 a,a.

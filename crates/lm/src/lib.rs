@@ -40,6 +40,7 @@
 /// The burn version this crate is built on, re-exported so dependents use the same one.
 pub use burn;
 
+pub mod alloc_tuning;
 pub mod attention;
 pub mod backend;
 pub mod bench;

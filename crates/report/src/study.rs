@@ -187,7 +187,10 @@ impl Study {
         let json = serde_json::to_string_pretty(self).expect("the study serialises");
         smalltalk_stage::atomic::write_file(&dir.join("study.json"), json.as_bytes())?;
         let plots = study_plots::draw_all(dir, self)?;
-        smalltalk_stage::atomic::write_file(&dir.join("report.md"), self.markdown(&plots).as_bytes())?;
+        smalltalk_stage::atomic::write_file(
+            &dir.join("report.md"),
+            self.markdown(&plots).as_bytes(),
+        )?;
         Ok(())
     }
 
@@ -196,7 +199,11 @@ impl Study {
         let name = protocol_name(protocol);
         let gap_at = |i: usize| {
             let b = &self.budgets[i];
-            format!("{} at {:.1} tokens/param", gap_text(&b.gaps(split, protocol)), b.tokens_per_param())
+            format!(
+                "{} at {:.1} tokens/param",
+                gap_text(&b.gaps(split, protocol)),
+                b.tokens_per_param()
+            )
         };
         let last = self.budgets.len().saturating_sub(1);
         match self.crossover(split, protocol) {
@@ -277,7 +284,10 @@ pub fn gap_text(gaps: &[f64]) -> String {
         _ => format!(
             "{:+.1}% (seeds {})",
             mean(gaps),
-            gaps.iter().map(|g| format!("{g:+.1}%")).collect::<Vec<_>>().join(", ")
+            gaps.iter()
+                .map(|g| format!("{g:+.1}%"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }

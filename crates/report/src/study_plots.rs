@@ -69,7 +69,10 @@ fn log_x_lines(
         .y_label_formatter(&tick)
         .draw()?;
     if let Some((_, x)) = rule {
-        chart.draw_series(LineSeries::new(vec![(x, y.start), (x, y.end)], MARK.stroke_width(2)))?;
+        chart.draw_series(LineSeries::new(
+            vec![(x, y.start), (x, y.end)],
+            MARK.stroke_width(2),
+        ))?;
     }
     for (i, l) in lines.iter().enumerate() {
         let c = color(i);
@@ -103,7 +106,11 @@ fn perplexity(area: &Area, study: &Study, split: &str) -> Drawn {
             };
             for b in &study.budgets {
                 let x = b.tokens_per_param();
-                let ys: Vec<f64> = b.find(kind, variant).iter().filter_map(|s| s.ppl(split)).collect();
+                let ys: Vec<f64> = b
+                    .find(kind, variant)
+                    .iter()
+                    .filter_map(|s| s.ppl(split))
+                    .collect();
                 if ys.len() > 1 {
                     line.dots.extend(ys.iter().map(|&y| (x, y)));
                 }
@@ -115,7 +122,9 @@ fn perplexity(area: &Area, study: &Study, split: &str) -> Drawn {
         })
         .collect();
     let rule = match study.crossover(split, "batch") {
-        Crossover::Between { at, .. } => Some((format!("crossover vs E×-batch dense ≈ {at:.1}"), at)),
+        Crossover::Between { at, .. } => {
+            Some((format!("crossover vs E×-batch dense ≈ {at:.1}"), at))
+        }
         _ => None,
     };
     log_x_lines(
@@ -168,17 +177,31 @@ fn domains(area: &Area, study: &Study) -> Drawn {
         .and_then(|b| {
             let (m, d) = (b.find("mixture", "em"), b.find("dense", "batch"));
             let (m, d) = (*m.first()?, *d.first()?);
-            let names: Vec<String> = m.split("validation")?.domains.iter().map(|x| x.0.clone()).collect();
+            let names: Vec<String> = m
+                .split("validation")?
+                .domains
+                .iter()
+                .map(|x| x.0.clone())
+                .collect();
             let gap = |split: &str, name: &str| -> f64 {
                 let get = |s: &crate::study::SeriesResult| {
-                    s.split(split)?.domains.iter().find(|x| x.0 == name).map(|x| x.1)
+                    s.split(split)?
+                        .domains
+                        .iter()
+                        .find(|x| x.0 == name)
+                        .map(|x| x.1)
                 };
                 match (get(m), get(d)) {
                     (Some(a), Some(b)) => 100.0 * (a / b - 1.0),
                     _ => f64::NAN,
                 }
             };
-            Some(names.iter().map(|n| (n.clone(), [gap("validation", n), gap("test", n)])).collect())
+            Some(
+                names
+                    .iter()
+                    .map(|n| (n.clone(), [gap("validation", n), gap("test", n)]))
+                    .collect(),
+            )
         })
         .unwrap_or_default();
     let n = gaps.len().max(1) as i32;
@@ -204,15 +227,24 @@ fn domains(area: &Area, study: &Study) -> Drawn {
         .draw()?;
     for (s, _) in splits.iter().enumerate() {
         let c = color(s);
-        let bars = gaps.iter().enumerate().filter(|(_, g)| g.1[s].is_finite()).map(|(i, g)| {
-            let i = i as i32;
-            let right = if i + 1 < n { SegmentValue::Exact(i + 1) } else { SegmentValue::Last };
-            let mut bar = Rectangle::new([(SegmentValue::Exact(i), 0.0), (right, g.1[s])], c.filled());
-            // Two bars side by side in each domain's slot.
-            let (l, r) = if s == 0 { (6, 40) } else { (40, 6) };
-            bar.set_margin(0, 0, l, r);
-            bar
-        });
+        let bars = gaps
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.1[s].is_finite())
+            .map(|(i, g)| {
+                let i = i as i32;
+                let right = if i + 1 < n {
+                    SegmentValue::Exact(i + 1)
+                } else {
+                    SegmentValue::Last
+                };
+                let mut bar =
+                    Rectangle::new([(SegmentValue::Exact(i), 0.0), (right, g.1[s])], c.filled());
+                // Two bars side by side in each domain's slot.
+                let (l, r) = if s == 0 { (6, 40) } else { (40, 6) };
+                bar.set_margin(0, 0, l, r);
+                bar
+            });
         chart.draw_series(bars)?;
     }
     Ok(())

@@ -127,7 +127,10 @@ pub(crate) fn epochs_table(w: &mut String, study: &Study) {
     let _ = writeln!(w, "| expert steps | {} |", labels.join(" | "));
     let _ = writeln!(w, "|{}", "---|".repeat(labels.len() + 1));
     let row = |b: &BudgetResult| -> Vec<String> {
-        b.series.iter().map(|s| format!("{:.2}", s.epochs)).collect()
+        b.series
+            .iter()
+            .map(|s| format!("{:.2}", s.epochs))
+            .collect()
     };
     for b in &study.budgets {
         let _ = writeln!(w, "| {} | {} |", b.expert_steps, row(b).join(" | "));

@@ -80,14 +80,22 @@ pub fn machine() -> String {
     let model = field("model name").unwrap_or_else(|| "unknown CPU".into());
     let flags = field("flags").unwrap_or_default();
     let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-    let isa: Vec<&str> = [("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX")]
-        .into_iter()
-        .filter(|(flag, _)| has(flag))
-        .map(|(_, name)| name)
-        .collect();
+    let isa: Vec<&str> = [
+        ("avx2", "AVX2"),
+        ("avx512f", "AVX-512"),
+        ("amx_tile", "AMX"),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| has(flag))
+    .map(|(_, name)| name)
+    .collect();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!(
         "{model}, {cores} cores, {}",
-        if isa.is_empty() { "no AVX2".to_string() } else { isa.join(" + ") }
+        if isa.is_empty() {
+            "no AVX2".to_string()
+        } else {
+            isa.join(" + ")
+        }
     )
 }

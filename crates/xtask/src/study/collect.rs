@@ -42,7 +42,8 @@ impl StudyShape {
         let seq_len = get(&["data", "seq_len"], 1024.0);
         // About 2,800 tokens per document at a small vocabulary (mix-large, 6.3 kB each).
         let rows = docs * (2800.0 / seq_len).ceil();
-        let held_out = get(&["data", "split", "validation"], 0.05) + get(&["data", "split", "test"], 0.05);
+        let held_out =
+            get(&["data", "split", "validation"], 0.05) + get(&["data", "split", "test"], 0.05);
         Ok(Self {
             experts,
             batch: get(&["experts", "train", "batch_size"], 128.0),
@@ -69,7 +70,9 @@ impl StudyShape {
         let n = n as f64;
         match method {
             // Train each router, then score a chunk of E·K·batch rows with every router.
-            "em" => iterations * (steps * batch * prefix * n + n * steps * batch * prefix * n / 3.0),
+            "em" => {
+                iterations * (steps * batch * prefix * n + n * steps * batch * prefix * n / 3.0)
+            }
             "tfidf" => self.train_rows * self.seq_len / 20.0,
             _ => 0.0,
         }
@@ -139,12 +142,19 @@ pub fn collect(
     shape: &StudyShape,
     command: &str,
 ) -> Result<Study> {
-    let params = read_json(&layout.models(budgets[0], &Series::all()[0]).join("expert-00.json"))?
-        ["params"]
+    let params = read_json(
+        &layout
+            .models(budgets[0], &Series::all()[0])
+            .join("expert-00.json"),
+    )?["params"]
         .as_u64()
         .context("expert result without params")? as usize;
     let data_manifest = read_json(&layout.data().join("manifest.json"))?;
-    let rows_of = |split: &str| data_manifest["splits"][split]["sequences"].as_f64().unwrap_or(0.0);
+    let rows_of = |split: &str| {
+        data_manifest["splits"][split]["sequences"]
+            .as_f64()
+            .unwrap_or(0.0)
+    };
     let mut out = Vec::new();
     for &steps in budgets {
         let mut series = Vec::new();
@@ -152,10 +162,18 @@ pub fn collect(
             let dir = layout.models(steps, &s);
             let evals: Vec<(String, Value)> = SPLITS
                 .iter()
-                .map(|&split| Ok((split.to_string(), read_json(&layout.eval(steps, &s, split))?)))
+                .map(|&split| {
+                    Ok((
+                        split.to_string(),
+                        read_json(&layout.eval(steps, &s, split))?,
+                    ))
+                })
                 .collect::<Result<_>>()?;
             let ppls = |key: &str| -> Result<Vec<SplitPpl>> {
-                evals.iter().map(|(split, v)| split_ppl(v, split, key)).collect()
+                evals
+                    .iter()
+                    .map(|(split, v)| split_ppl(v, split, key))
+                    .collect()
             };
             if let Series::Mixture { method, seed } = s {
                 let part = read_json(&layout.partition(method).join("partition.json"))?;
@@ -163,7 +181,9 @@ pub fn collect(
                 let mut epochs: f64 = 0.0;
                 for e in 0..experts {
                     tokens += tokens_seen(&expert_dir(&dir, e))?;
-                    let rows = part["expert_rows"][e]["sequences"].as_f64().unwrap_or(f64::NAN);
+                    let rows = part["expert_rows"][e]["sequences"]
+                        .as_f64()
+                        .unwrap_or(f64::NAN);
                     epochs = epochs.max(steps as f64 * shape.batch / rows);
                 }
                 series.push(SeriesResult {
@@ -210,7 +230,10 @@ pub fn collect(
                     .into_iter()
                     .flatten()
                     .filter_map(|p| {
-                        Some((p["prefix_tokens"].as_u64()? as usize, p["routing_purity"].as_f64()?))
+                        Some((
+                            p["prefix_tokens"].as_u64()? as usize,
+                            p["routing_purity"].as_f64()?,
+                        ))
                     })
                     .collect();
                 routing.push(RoutingCurve {

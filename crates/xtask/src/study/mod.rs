@@ -68,10 +68,10 @@ pub const SPLITS: [&str; 2] = ["validation", "test"];
 /// Run the study.
 pub fn run(args: StudyArgs) -> Result<()> {
     let root = workspace_root();
-    let corpus = args.corpus.clone().unwrap_or_else(|| {
-        root.join("..")
-            .join("shared/corpus/mix-large.jsonl.gz")
-    });
+    let corpus = args
+        .corpus
+        .clone()
+        .unwrap_or_else(|| root.join("..").join("shared/corpus/mix-large.jsonl.gz"));
     let config_path = root.join(&args.config);
     let base: toml::Table = toml::from_str(
         &std::fs::read_to_string(&config_path)
@@ -109,7 +109,14 @@ pub fn run(args: StudyArgs) -> Result<()> {
     let data = p(&layout.data());
 
     if !layout.tokenizer().exists() {
-        let c = cmd(&["data", "tokenizer", "--corpus", &p(&corpus), "--config", &cfg]);
+        let c = cmd(&[
+            "data",
+            "tokenizer",
+            "--corpus",
+            &p(&corpus),
+            "--config",
+            &cfg,
+        ]);
         let mut c = c;
         c.arg("--out").arg(layout.tokenizer());
         runner.phase("tokenizer", vec![job("tokenizer", c, 30.0 * args.rate)])?;
@@ -129,8 +136,17 @@ pub fn run(args: StudyArgs) -> Result<()> {
         }
         for n in counts {
             let mut c = cmd(&["routers", "train", "--data", &data, "--config", &p(&file)]);
-            c.args(["--experts", &n.to_string(), "--out", &p(&layout.routers(method, n))]);
-            routers.push(job(&format!("routers-{method}-e{n}"), c, shape.routers_cost(method, n)));
+            c.args([
+                "--experts",
+                &n.to_string(),
+                "--out",
+                &p(&layout.routers(method, n)),
+            ]);
+            routers.push(job(
+                &format!("routers-{method}-e{n}"),
+                c,
+                shape.routers_cost(method, n),
+            ));
         }
     }
     runner.phase("routers", routers)?;
@@ -139,7 +155,11 @@ pub fn run(args: StudyArgs) -> Result<()> {
         let mut c = cmd(&["partition", "--data", &data, "--config", &cfg]);
         c.args(["--routers", &p(&layout.routers(method, e))]);
         c.args(["--out", &p(&layout.partition(method))]);
-        jobs.push(job(&format!("partition-{method}"), c, shape.partition_cost(method)));
+        jobs.push(job(
+            &format!("partition-{method}"),
+            c,
+            shape.partition_cost(method),
+        ));
     }
     for method in ["em", "tfidf"] {
         for &n in &args.purity_experts {
@@ -151,7 +171,11 @@ pub fn run(args: StudyArgs) -> Result<()> {
                 let mut c = cmd(&["eval", "--routing-only", "--data", &data, "--split", split]);
                 c.args(["--routers", &p(&layout.routers(method, n))]);
                 c.args(["--prefix", "8", "--prefix-sweep", PURITY_PREFIXES]);
-                let mut j = job(&format!("routing-{method}-e{n}-{split}"), c, shape.routing_cost(n));
+                let mut j = job(
+                    &format!("routing-{method}-e{n}-{split}"),
+                    c,
+                    shape.routing_cost(n),
+                );
                 j.capture = Some(out);
                 jobs.push(j);
             }
@@ -185,10 +209,15 @@ pub fn run(args: StudyArgs) -> Result<()> {
             match series {
                 Series::Mixture { method, seed } => {
                     for i in 0..e {
-                        let mut c = cmd(&["expert", "train", "--data", &data, "--config", &p(&file)]);
+                        let mut c =
+                            cmd(&["expert", "train", "--data", &data, "--config", &p(&file)]);
                         c.args(["--partition", &p(&layout.partition(method))]);
                         c.args(["--out", &p(&dir), "--expert", &i.to_string()]);
-                        let mut j = job(&format!("{label}/expert-{i:02}"), c, shape.train_cost(steps, 1));
+                        let mut j = job(
+                            &format!("{label}/expert-{i:02}"),
+                            c,
+                            shape.train_cost(steps, 1),
+                        );
                         j.capture = Some(dir.join(format!("expert-{i:02}.json")));
                         jobs.push(j);
                     }
@@ -243,18 +272,30 @@ pub fn run(args: StudyArgs) -> Result<()> {
         "cargo xtask study --corpus {} --steps {}",
         args.corpus
             .as_ref()
-            .map_or("../shared/corpus/mix-large.jsonl.gz".into(), |c| c.display().to_string()),
+            .map_or("../shared/corpus/mix-large.jsonl.gz".into(), |c| c
+                .display()
+                .to_string()),
         args.steps
             .iter()
             .map(|s| s.to_string())
             .collect::<Vec<_>>()
             .join(",")
     );
-    let study = collect::collect(&layout, &args.steps, e, &args.purity_experts, &shape, &command)?;
+    let study = collect::collect(
+        &layout,
+        &args.steps,
+        e,
+        &args.purity_experts,
+        &shape,
+        &command,
+    )?;
     for dir in [layout.root().to_path_buf(), args.results.clone()] {
         study.write(&dir)?;
     }
-    println!("study done; report in {}", args.results.join("report.md").display());
+    println!(
+        "study done; report in {}",
+        args.results.join("report.md").display()
+    );
     Ok(())
 }
 
@@ -296,7 +337,11 @@ fn plan_costs(args: &StudyArgs, shape: &collect::StudyShape) -> f64 {
     for &n in args.purity_experts.iter().filter(|&&n| n != e) {
         total += shape.routers_cost("em", n) + shape.routers_cost("tfidf", n);
     }
-    total += args.purity_experts.iter().map(|&n| 4.0 * shape.routing_cost(n)).sum::<f64>();
+    total += args
+        .purity_experts
+        .iter()
+        .map(|&n| 4.0 * shape.routing_cost(n))
+        .sum::<f64>();
     for &steps in &args.steps {
         // Per budget: 5 mixtures of E experts, 3 dense models of E× the tokens, 12 evaluations.
         total += 5.0 * e as f64 * shape.train_cost(steps, 1) + 3.0 * shape.train_cost(steps, e);

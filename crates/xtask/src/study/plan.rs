@@ -45,7 +45,11 @@ impl Series {
                 seed: 1,
             },
         ];
-        all.extend(METHODS[1..].iter().map(|&method| Series::Mixture { method, seed: 0 }));
+        all.extend(
+            METHODS[1..]
+                .iter()
+                .map(|&method| Series::Mixture { method, seed: 0 }),
+        );
         all.push(Series::DenseSteps);
         all
     }
@@ -125,8 +129,10 @@ impl StudyLayout {
 
     /// The evaluation of `series` at budget `steps` on `split`.
     pub fn eval(&self, steps: usize, series: &Series, split: &str) -> PathBuf {
-        self.root
-            .join(format!("evals/steps-{steps}/{}-{split}.json", series.name()))
+        self.root.join(format!(
+            "evals/steps-{steps}/{}-{split}.json",
+            series.name()
+        ))
     }
 
     /// Routing alone (purity per prefix) of `method` with `experts` routers on `split`.

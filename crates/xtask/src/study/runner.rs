@@ -106,7 +106,10 @@ impl Runner {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            smalltalk_stage::atomic::write_file(path, serde_json::to_string_pretty(&value)?.as_bytes())?;
+            smalltalk_stage::atomic::write_file(
+                path,
+                serde_json::to_string_pretty(&value)?.as_bytes(),
+            )?;
         }
         // A job that was already done (rerun of a resumed study) says nothing about speed.
         if took < Duration::from_secs(2) {

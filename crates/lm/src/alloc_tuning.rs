@@ -1,4 +1,5 @@
-//! glibc malloc settings for the CPU backend (the measurements are in BENCHMARKS.md).
+//! glibc malloc settings for the CPU backend (the measurements are in BENCHMARKS.md). A program
+//! that trains or scores with the `flex` backend calls [`apply`] first thing in `main`.
 //!
 //! burn-flex has no memory pool: every op output is a fresh `Vec`, freed when its last
 //! reference drops. glibc serves allocations above `M_MMAP_THRESHOLD` (at most 32 MiB by
