@@ -125,62 +125,45 @@ pub fn run(args: StudyArgs) -> Result<()> {
     c.args(["--tokenizer", &p(&layout.tokenizer()), "--out", &data]);
     runner.phase("data", vec![job("data", c, 60.0 * args.rate)])?;
 
-    // Routing methods: every method at E (partitions), EM and TF-IDF at the purity counts too.
-    let mut routers = Vec::new();
-    for method in METHODS {
+    // Routing methods at E (partitions and mixtures); routing purity of EM and TF-IDF.
+    let routers_job = |method: &str, n: usize| -> Result<Job> {
         let file = layout.root().join(format!("configs/routers-{method}.toml"));
         smalltalk_stage::atomic::write_file(&file, routers_config(&base, method)?.as_bytes())?;
-        let mut counts = vec![e];
-        if matches!(method, "em" | "tfidf") {
-            counts.extend(args.purity_experts.iter().filter(|&&n| n != e));
+        let mut c = cmd(&["routers", "train", "--data", &data, "--config", &p(&file)]);
+        c.args(["--experts", &n.to_string(), "--out", &p(&layout.routers(method, n))]);
+        Ok(job(&format!("routers-{method}-e{n}"), c, shape.routers_cost(method, n)))
+    };
+    let routing_jobs = |counts: &[usize]| {
+        let mut jobs = Vec::new();
+        for method in ["em", "tfidf"] {
+            for &n in counts {
+                for split in SPLITS {
+                    let out = layout.routing(method, n, split);
+                    if out.exists() {
+                        continue;
+                    }
+                    let mut c = cmd(&["eval", "--routing-only", "--data", &data, "--split", split]);
+                    c.args(["--routers", &p(&layout.routers(method, n))]);
+                    c.args(["--prefix", "8", "--prefix-sweep", PURITY_PREFIXES]);
+                    let label = format!("routing-{method}-e{n}-{split}");
+                    let mut j = job(&label, c, shape.routing_cost(n));
+                    j.capture = Some(out);
+                    jobs.push(j);
+                }
+            }
         }
-        for n in counts {
-            let mut c = cmd(&["routers", "train", "--data", &data, "--config", &p(&file)]);
-            c.args([
-                "--experts",
-                &n.to_string(),
-                "--out",
-                &p(&layout.routers(method, n)),
-            ]);
-            routers.push(job(
-                &format!("routers-{method}-e{n}"),
-                c,
-                shape.routers_cost(method, n),
-            ));
-        }
-    }
+        jobs
+    };
+    let routers = METHODS.iter().map(|m| routers_job(m, e)).collect::<Result<_>>()?;
     runner.phase("routers", routers)?;
     let mut jobs = Vec::new();
     for method in METHODS {
         let mut c = cmd(&["partition", "--data", &data, "--config", &cfg]);
         c.args(["--routers", &p(&layout.routers(method, e))]);
         c.args(["--out", &p(&layout.partition(method))]);
-        jobs.push(job(
-            &format!("partition-{method}"),
-            c,
-            shape.partition_cost(method),
-        ));
+        jobs.push(job(&format!("partition-{method}"), c, shape.partition_cost(method)));
     }
-    for method in ["em", "tfidf"] {
-        for &n in &args.purity_experts {
-            for split in SPLITS {
-                let out = layout.routing(method, n, split);
-                if out.exists() {
-                    continue;
-                }
-                let mut c = cmd(&["eval", "--routing-only", "--data", &data, "--split", split]);
-                c.args(["--routers", &p(&layout.routers(method, n))]);
-                c.args(["--prefix", "8", "--prefix-sweep", PURITY_PREFIXES]);
-                let mut j = job(
-                    &format!("routing-{method}-e{n}-{split}"),
-                    c,
-                    shape.routing_cost(n),
-                );
-                j.capture = Some(out);
-                jobs.push(j);
-            }
-        }
-    }
+    jobs.extend(routing_jobs(&[e]));
     runner.phase("partitions and routing purity", jobs)?;
 
     for &steps in &args.steps {
@@ -268,6 +251,15 @@ pub fn run(args: StudyArgs) -> Result<()> {
         }
         runner.phase(&format!("evaluation, {steps} expert steps"), evals)?;
     }
+    // Routers only for the purity study (other router counts than E), last: no model needs them.
+    let others: Vec<usize> = args.purity_experts.iter().copied().filter(|&n| n != e).collect();
+    let mut jobs = Vec::new();
+    for &n in &others {
+        jobs.push(routers_job("em", n)?);
+        jobs.push(routers_job("tfidf", n)?);
+    }
+    runner.phase("routers for the purity study", jobs)?;
+    runner.phase("routing purity", routing_jobs(&others))?;
     let command = format!(
         "cargo xtask study --corpus {} --steps {}",
         args.corpus
