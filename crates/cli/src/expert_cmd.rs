@@ -6,13 +6,13 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use smalltalk_expert::{
-    expert_index, train_dense, train_expert, ExpertJob, RunOutcome, StepBudget,
+    expert_index, train_dense, train_expert, DenseScaling, ExpertJob, RunOutcome, StepBudget,
 };
 use smalltalk_lm::backend::BackendKind;
 use smalltalk_routing::PartitionManifest;
 
 use crate::backends::on_backend;
-use crate::config::Config;
+use crate::config::{from_name, Config};
 use crate::progress::{BarProgress, BarStyle};
 use crate::report::Output;
 
@@ -35,8 +35,8 @@ pub enum ExpertCommand {
 #[derive(Debug, Subcommand)]
 pub enum DenseCommand {
     /// Train the dense baseline: the experts' architecture on all training rows, with as many
-    /// training tokens as all E experts together ([experts] dense_scaling: E× batch, or E×
-    /// steps). Writes OUT/dense/; resumable like an expert.
+    /// training tokens as all E experts together (--scaling: E× batch, the paper's, into
+    /// OUT/dense/; or E× steps, into OUT/dense-steps/); resumable like an expert.
     Train(DenseArgs),
 }
 
@@ -82,6 +82,11 @@ pub struct DenseArgs {
     /// Number of experts of the mixture the baseline is matched to.
     #[arg(long)]
     experts: usize,
+    /// Dense protocol: batch (E× the experts' batch, the same steps; the paper's; into
+    /// OUT/dense) or steps (E× the steps at the experts' batch; into OUT/dense-steps)
+    /// [config: experts.dense_scaling].
+    #[arg(long, value_parser = from_name::<DenseScaling>)]
+    scaling: Option<DenseScaling>,
 }
 
 impl CommonArgs {
@@ -126,7 +131,8 @@ pub fn run_expert(cmd: ExpertCommand, backend: BackendKind, out: &Output) -> Res
 pub fn run_dense(cmd: DenseCommand, backend: BackendKind, out: &Output) -> Result<()> {
     let DenseCommand::Train(args) = cmd;
     let c = &args.common;
-    let cfg = c.config()?;
+    let mut cfg = c.config()?;
+    cfg.dense_scaling = args.scaling.unwrap_or(cfg.dense_scaling);
     let mut progress = BarProgress::new(out.is_json(), BarStyle::Steps);
     let (outcome, name) = on_backend!(backend, AB, name => {
         (train_dense::<AB>(&c.data, &c.out, &cfg, args.experts, c.budget(),

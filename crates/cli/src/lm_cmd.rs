@@ -137,6 +137,6 @@ mod tests {
             (d.score_batch, d.score_prefix, d.score_reps)
         );
         assert_eq!(args.cases, [BenchCase::Train, BenchCase::Score]);
-        assert_eq!(args.precision, PrecisionArg::Full);
+        assert_eq!(args.precision, Precision::Full);
     }
 }

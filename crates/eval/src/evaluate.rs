@@ -34,6 +34,8 @@ pub struct EvalInputs {
     pub expert_logprobs: Vec<Vec<f32>>,
     /// The same under the dense model.
     pub dense_logprobs: Vec<f32>,
+    /// Same for the E×-steps dense baseline, when the run has one.
+    pub dense_steps_logprobs: Option<Vec<f32>>,
     /// `valid[r · targets + t]`: whether that target counts (not padding).
     pub valid: Vec<bool>,
     /// For each routing prefix M̂: `(M̂, router scores [rows × E])`.
@@ -83,6 +85,9 @@ pub struct DomainResult {
     pub mixture_ppl: f64,
     /// The dense model's perplexity on them.
     pub dense_ppl: f64,
+    /// The E×-steps dense model's perplexity on them, when the run has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dense_steps_ppl: Option<f64>,
 }
 
 /// The evaluation, for the first prefix in [`EvalInputs::router_scores`] (the headline) and
@@ -101,8 +106,12 @@ pub struct EvalReport {
     pub mixture_ppl: f64,
     /// Mixture perplexity after the prefix.
     pub mixture_ppl_excl_prefix: f64,
-    /// Dense perplexity.
+    /// Dense perplexity (the paper's protocol: E× the experts' batch, the same steps).
     pub dense_ppl: f64,
+    /// Perplexity of the dense baseline trained with E× the steps at the experts' batch, when
+    /// the run has one (`dense-steps/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dense_steps_ppl: Option<f64>,
     /// Dense perplexity after the prefix.
     pub dense_ppl_excl_prefix: f64,
     /// Perplexity with a uniformly random expert per row (same experts).
@@ -167,6 +176,16 @@ fn routed_ppl(
     ppl(total)
 }
 
+/// Perplexity of one model's log-probs `lp` over rows `rows`.
+fn model_ppl(inp: &EvalInputs, lp: &[f32], rows: &[usize]) -> f64 {
+    let mut total = (0.0, 0usize);
+    for &r in rows {
+        let (s, n) = row_nll(lp, &inp.valid, inp.targets, r, 0);
+        total = (total.0 + s, total.1 + n);
+    }
+    ppl(total)
+}
+
 /// The report from the models' numbers (see the module docs). Random routing uses `seed`.
 pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
     let e_count = inp.experts;
@@ -215,6 +234,11 @@ pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
             }
         })
         .collect();
+    let steps_ppl = |rows: &[usize]| {
+        inp.dense_steps_logprobs
+            .as_ref()
+            .map(|lp| model_ppl(inp, lp, rows))
+    };
     let domains = match &inp.domains {
         Some((labels, names)) => names
             .iter()
@@ -226,6 +250,7 @@ pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
                     sequences: mine.len(),
                     mixture_ppl: routed_ppl(inp, &|r| Some(headline_routes[r]), &mine, 0),
                     dense_ppl: routed_ppl(inp, &|_| None, &mine, 0),
+                    dense_steps_ppl: steps_ppl(&mine),
                 }
             })
             .collect(),
@@ -240,6 +265,7 @@ pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
         mixture_ppl: head.mixture_ppl,
         mixture_ppl_excl_prefix: head.mixture_ppl_excl_prefix,
         dense_ppl: routed_ppl(inp, &|_| None, &all, 0),
+        dense_steps_ppl: steps_ppl(&all),
         dense_ppl_excl_prefix: head.dense_ppl_excl_prefix,
         random_ppl: routed_ppl(inp, &|r| Some(random[r]), &all, 0),
         oracle_ppl: routed_ppl(inp, &|r| Some(oracle[r]), &all, 0),
@@ -271,6 +297,16 @@ fn label_scores(
     Ok(prefixes.iter().map(|&m| (m, scores.clone())).collect())
 }
 
+/// The models of a run: its experts and its dense baselines.
+pub struct Models<B: Backend> {
+    /// Expert `e` at index `e`.
+    pub experts: Vec<Lm<B>>,
+    /// The paper's dense baseline (E× the experts' batch, the same steps).
+    pub dense: Lm<B>,
+    /// The dense baseline with E× the steps at the experts' batch, when the run has one.
+    pub dense_steps: Option<Lm<B>>,
+}
+
 /// Rows routed per scoring call.
 const ROUTE_BATCH: usize = 256;
 
@@ -278,14 +314,14 @@ const ROUTE_BATCH: usize = 256;
 /// on each of `prefixes`, the first being the headline) and aggregate.
 pub fn evaluate<B: Backend>(
     routers: &dyn PrefixScorer,
-    experts: &[Lm<B>],
-    dense: &Lm<B>,
+    models: &Models<B>,
     rows: &dyn SequenceSource,
     domains: Option<Domains>,
     prefixes: &[usize],
     seed: u64,
 ) -> Result<EvalReport> {
     let (n, row_len) = (rows.num_sequences(), rows.row_len());
+    let experts = &models.experts;
     if experts.len() != routers.experts() {
         return Err(EvalError::Config(format!(
             "{} experts for {} routers",
@@ -315,13 +351,19 @@ pub fn evaluate<B: Backend>(
         .iter()
         .map(|m| token_logprobs(m, &tokens, row_len, &options))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let dense_logprobs = token_logprobs(dense, &tokens, row_len, &options)?;
+    let dense_logprobs = token_logprobs(&models.dense, &tokens, row_len, &options)?;
+    let dense_steps_logprobs = models
+        .dense_steps
+        .as_ref()
+        .map(|m| token_logprobs(m, &tokens, row_len, &options))
+        .transpose()?;
     let router_scores = router_scores(routers, &tokens, row_len, pad, domains.as_ref(), prefixes)?;
     let inputs = EvalInputs {
         experts: experts.len(),
         targets: row_len - 1,
         expert_logprobs,
         dense_logprobs,
+        dense_steps_logprobs,
         valid,
         router_scores,
         domains,
@@ -401,6 +443,7 @@ mod tests {
             // Row 0 is easy for expert 0, row 1 for expert 1.
             expert_logprobs: vec![vec![a, a, a, c, c, c], vec![c, c, c, a, a, b]],
             dense_logprobs: vec![b, b, b, b, b, b],
+            dense_steps_logprobs: Some(vec![a, a, a, c, c, c]),
             valid: vec![true, true, true, true, true, false], // row 1's last target is padding
             // Prefix 2: the routers send row 0 to expert 0 and row 1 to expert 1.
             router_scores: vec![
@@ -416,6 +459,12 @@ mod tests {
         // Excluding the prefix of 2 tokens: targets 1.. of each row.
         close(r.mixture_ppl_excl_prefix, 0.5f64.exp());
         close(r.dense_ppl, 1.0f64.exp());
+        // The E×-steps dense: a,a,a on row 0, c,c on row 1's two valid targets.
+        close(
+            r.dense_steps_ppl.unwrap(),
+            ((0.5f64 * 3.0 + 2.0 * 2.0) / 5.0).exp(),
+        );
+        close(r.domains[1].dense_steps_ppl.unwrap(), 2.0f64.exp());
         close(r.oracle_ppl, 0.5f64.exp());
         assert_eq!(r.expert_load, vec![0.5, 0.5]);
         assert_eq!(r.routing_purity, Some(1.0));

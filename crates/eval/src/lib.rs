@@ -25,7 +25,7 @@ pub mod text_router;
 
 pub use error::{EvalError, Result};
 pub use evaluate::{
-    aggregate, evaluate, DomainResult, EvalInputs, EvalReport, PrefixResult, Segment,
+    aggregate, evaluate, DomainResult, EvalInputs, EvalReport, Models, PrefixResult, Segment,
 };
 pub use generate::{generate_text, GenerateOptions, Generation};
 pub use models::{latest_model, recorded_tokenizer};

@@ -6,10 +6,10 @@ use std::path::Path;
 use smalltalk_data::{CorpusFormat, CorpusReader, Dataset, Split, TextTokenizer, Verify};
 use smalltalk_lm::burn::tensor::backend::Backend;
 use smalltalk_lm::{SequenceSource, VecSource};
-use smalltalk_stage::layout::{dense_dir, expert_dir};
+use smalltalk_stage::layout::{dense_dir, dense_steps_dir, expert_dir};
 
 use crate::error::{EvalError, Result};
-use crate::evaluate::{evaluate, Domains, EvalReport};
+use crate::evaluate::{evaluate, Domains, EvalReport, Models};
 use crate::models::{check_tokenizer, latest_model, trained_row_len};
 use crate::text_router::TextRouter;
 
@@ -63,19 +63,31 @@ pub fn eval_run<B: Backend>(
     for run in &runs {
         check_tokenizer(run, &tokenizer_hash)?;
     }
-    let mut models = runs
+    let mut experts = runs
         .iter()
         .map(|run| latest_model::<B>(run, device))
         .collect::<Result<Vec<_>>>()?;
-    let dense = models.pop().expect("the dense run is listed");
+    let dense = experts.pop().expect("the dense run is listed");
+    // The E×-steps dense baseline, when the run trained one too.
+    let steps_dir = dense_steps_dir(experts_dir);
+    let dense_steps = match steps_dir.is_dir() {
+        true => {
+            check_tokenizer(&steps_dir, &tokenizer_hash)?;
+            Some(latest_model::<B>(&steps_dir, device)?)
+        }
+        false => None,
+    };
     let mut prefixes = options.prefixes.clone();
     prefixes.dedup();
     let file_row_len = || trained_row_len(&expert_dir(experts_dir, 0));
     let (rows, domains) = eval_rows(&router, data, file_row_len)?;
     evaluate(
         router.scorer.as_ref(),
-        &models,
-        &dense,
+        &Models {
+            experts,
+            dense,
+            dense_steps,
+        },
         rows.as_ref(),
         domains,
         &prefixes,

@@ -24,5 +24,5 @@ pub mod train;
 pub use config::{DenseScaling, ExpertConfig};
 pub use error::{ExpertError, Result};
 pub use job::expert_index;
-pub use smalltalk_stage::layout::{dense_dir, expert_dir};
+pub use smalltalk_stage::layout::{dense_dir, dense_steps_dir, expert_dir};
 pub use train::{train_dense, train_expert, ExpertJob, RunOutcome, StepBudget};

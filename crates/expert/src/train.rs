@@ -24,10 +24,10 @@ use smalltalk_lm::{
 use smalltalk_routing::{PartitionManifest, TrainingRows};
 use smalltalk_stage::atomic::write_file;
 use smalltalk_stage::folder::{Identity, SettingsPolicy, StageFolder};
-use smalltalk_stage::layout::{dense_dir, expert_dir};
+use smalltalk_stage::layout::{dense_dir, dense_steps_dir, expert_dir};
 use smalltalk_stage::Progress;
 
-use crate::config::ExpertConfig;
+use crate::config::{DenseScaling, ExpertConfig};
 use crate::error::{ExpertError, Result};
 
 /// Whether a run's step budget may grow.
@@ -166,9 +166,10 @@ pub fn train_expert<AB: AutodiffBackend>(
     Ok(RunOutcome { dir, summary })
 }
 
-/// Train the dense baseline on all training rows of the dataset in `data_dir`, into
-/// `dense_dir(experts_dir)`, with the same total tokens as `experts` experts
-/// ([`ExpertConfig::dense_train`]).
+/// Train the dense baseline on all training rows of the dataset in `data_dir`, with the same
+/// total tokens as `experts` experts ([`ExpertConfig::dense_train`]): into
+/// `dense_dir(experts_dir)` under the paper's protocol (E× batch), `dense_steps_dir` under
+/// E× steps, so one run can hold both.
 pub fn train_dense<AB: AutodiffBackend>(
     data_dir: &Path,
     experts_dir: &Path,
@@ -195,7 +196,10 @@ pub fn train_dense<AB: AutodiffBackend>(
     let identity = Identity::new("dense", &settings)
         .input("dataset", rows.identity())
         .input("tokenizer", rows.tokenizer_hash());
-    let dir = dense_dir(experts_dir);
+    let dir = match cfg.dense_scaling {
+        DenseScaling::Batch => dense_dir(experts_dir),
+        DenseScaling::Steps => dense_steps_dir(experts_dir),
+    };
     let folder = claim(&dir, &identity, budget)?;
     write_config(folder.dir(), cfg)?;
     let summary = train_run::<AB>(

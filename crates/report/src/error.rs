@@ -57,6 +57,15 @@ pub enum ReportError {
     /// A report file could not be written.
     #[error(transparent)]
     Write(#[from] smalltalk_stage::StageError),
+    /// A model's checkpoint could not be read.
+    #[error(transparent)]
+    Model(Box<smalltalk_eval::EvalError>),
+}
+
+impl From<smalltalk_eval::EvalError> for ReportError {
+    fn from(e: smalltalk_eval::EvalError) -> Self {
+        ReportError::Model(Box::new(e))
+    }
 }
 
 impl ReportError {

@@ -49,6 +49,8 @@ impl EvalFile {
 pub struct Inputs {
     /// `eval.json`.
     pub eval: EvalFile,
+    /// `eval-test.json`, when the run evaluated its test split too.
+    pub eval_test: Option<EvalFile>,
     /// `data/manifest.json`.
     pub manifest: Manifest,
     /// `partition/partition.json`.
@@ -73,6 +75,10 @@ impl Inputs {
         };
         Ok(Inputs {
             eval: EvalFile::read(&layout.eval_json())?,
+            eval_test: match layout.eval_test_json().exists() {
+                true => Some(EvalFile::read(&layout.eval_test_json())?),
+                false => None,
+            },
             manifest: read_json(&layout.data_manifest())?,
             partition: read_json(&layout.partition_manifest())?,
             em: read_json_lines(&layout.em_metrics())?,
@@ -165,6 +171,7 @@ pub(crate) mod fixture {
             mixture_ppl: 12.0,
             mixture_ppl_excl_prefix: 11.5,
             dense_ppl: 13.5,
+            dense_steps_ppl: None,
             dense_ppl_excl_prefix: 13.25,
             random_ppl: 15.0,
             oracle_ppl: 10.0,

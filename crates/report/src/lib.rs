@@ -15,6 +15,7 @@
 //! A missing file, a missing key or a line that is not JSON is an error naming the file (and
 //! the line, column and key). [`check_finite`] refuses a report holding a NaN or an infinity.
 
+mod budget;
 pub mod error;
 pub mod inputs;
 
@@ -54,6 +55,12 @@ pub struct Report {
     pub router_em: Vec<IterationMetrics>,
     /// Rows of each expert's shard.
     pub shard_sizes: Vec<usize>,
+    /// Training budget of every expert and dense model.
+    #[serde(default)]
+    pub models: Vec<budget::ModelBudget>,
+    /// The evaluation of the test split (`eval-test.json`), when the run made one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<EvalReport>,
 }
 
 impl Report {
@@ -75,6 +82,10 @@ impl Report {
             stage_seconds: Vec<StageSeconds>,
             router_em: Vec<IterationMetrics>,
             shard_sizes: Vec<usize>,
+            #[serde(default)]
+            models: Vec<budget::ModelBudget>,
+            #[serde(default)]
+            test: Option<EvalReport>,
         }
         let text = inputs::read_text(path)?;
         let eval = inputs::parse_json(path, 1, &text)?;
@@ -85,6 +96,8 @@ impl Report {
             stage_seconds: rest.stage_seconds,
             router_em: rest.router_em,
             shard_sizes: rest.shard_sizes,
+            models: rest.models,
+            test: rest.test,
         })
     }
 }
@@ -130,6 +143,8 @@ pub fn write_report(layout: &RunLayout, config_file: Option<&Path>) -> Result<Re
             .iter()
             .map(|s| s.sequences)
             .collect(),
+        models: budget::read_models(layout, &inputs.partition, &inputs.manifest)?,
+        test: inputs.eval_test.as_ref().map(|e| e.report.clone()),
     };
     let write = smalltalk_stage::atomic::write_file;
     write(&layout.config(), effective.text.as_bytes())?;

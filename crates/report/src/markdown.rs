@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::config::EffectiveConfig;
-use crate::inputs::Inputs;
+use crate::inputs::{EvalReport, Inputs};
 use crate::plots::{DOMAIN_MIX, EM_NLL, EM_PURITY, PREFIX_SWEEP};
 use crate::Report;
 
@@ -31,15 +31,26 @@ fn list(xs: &[f64]) -> String {
     format!("[{}]", items.join(", "))
 }
 
-/// The headline perplexity table (markdown).
+/// The headline perplexity table (markdown) of the validation evaluation.
 pub(crate) fn headline(r: &Report) -> String {
-    let ev = &r.eval;
+    table(&r.eval)
+}
+
+/// The perplexity table of one evaluation: the mixture, each dense protocol, random and
+/// oracle routing.
+fn table(ev: &EvalReport) -> String {
     let (m, e) = (ev.prefix_tokens, ev.experts);
+    let steps = ev.dense_steps_ppl.map_or(String::new(), |p| {
+        format!(
+            "| dense, E× the steps at the experts' batch (same total tokens) | {} | |\n",
+            num(p)
+        )
+    });
     format!(
         "| model | perplexity | after the {m}-token prefix |\n|---|---|---|\n\
          | mixture of {e} experts (router argmax on {m} tokens) | {} | {} |\n\
-         | dense baseline (same size, same total tokens) | {} | {} |\n\
-         | random routing (same experts) | {} | |\n\
+         | dense, E× the experts' batch, same steps (the paper's protocol; same total tokens) | {} | {} |\n\
+         {steps}| random routing (same experts) | {} | |\n\
          | oracle routing (best expert per sequence) | {} | |\n",
         num(ev.mixture_ppl),
         num(ev.mixture_ppl_excl_prefix),
@@ -48,6 +59,20 @@ pub(crate) fn headline(r: &Report) -> String {
         num(ev.random_ppl),
         num(ev.oracle_ppl),
     )
+}
+
+/// One line per dense protocol: the mixture's perplexity relative to it, and which is lower.
+fn margins(ev: &EvalReport) -> String {
+    let line = |name: &str, dense: f64| {
+        let gap = 100.0 * (ev.mixture_ppl / dense - 1.0);
+        let verdict = if gap < 0.0 { "lower" } else { "NOT lower" };
+        format!("- against the {name}: {gap:+.1}% (the mixture's perplexity is **{verdict}**)\n")
+    };
+    let mut out = line("paper's dense (E× batch)", ev.dense_ppl);
+    if let Some(p) = ev.dense_steps_ppl {
+        out += &line("E×-steps dense", p);
+    }
+    out
 }
 
 /// The whole `report.md`.
@@ -79,15 +104,21 @@ pub(crate) fn render(
         ev.tokens,
         headline(r)
     );
-    let verdict = if ev.mixture_ppl < ev.dense_ppl {
-        "lower"
-    } else {
-        "NOT lower"
-    };
-    let _ = writeln!(
-        md,
-        "The mixture's perplexity is **{verdict}** than the dense model's on this run.\n"
-    );
+    let _ = writeln!(md, "The mixture on validation:\n\n{}", margins(ev));
+    if let Some(test) = &r.test {
+        let _ = writeln!(
+            md,
+            "## Test split: text from files the training never saw\n\n{} sequences, {} tokens \
+             (when the dataset's `[data.split]` holds out whole groups for test; validation \
+             then holds single documents of the training's own files, which flatters models \
+             that learned those files).\n\n{}\nThe mixture on test:\n\n{}",
+            test.sequences,
+            test.tokens,
+            table(test),
+            margins(test)
+        );
+    }
+    crate::budget::section(&mut md, &r.models);
 
     md.push_str(
         "## Per-expert segments (rows routed to each expert)\n\n\

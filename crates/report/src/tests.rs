@@ -15,7 +15,15 @@ fn a_full_report_from_typed_inputs() {
     let layout = fixture::write_run(tmp.path());
     let given = tmp.path().join("given.toml");
     std::fs::write(&given, "[routers]\nexperts = 2\n").unwrap();
+    // The test split, with the E×-steps dense baseline too: the mixture loses to it.
+    let test = EvalReport {
+        dense_steps_ppl: Some(11.0),
+        ..fixture::eval()
+    };
+    let text = serde_json::to_string(&test).unwrap();
+    std::fs::write(layout.eval_test_json(), text).unwrap();
     let report = write_report(&layout, Some(&given)).unwrap();
+    assert_eq!(report.test.as_ref(), Some(&test));
     check_finite(&report).unwrap();
     assert_eq!(report.eval, fixture::eval());
     assert_eq!(report.backend.as_deref(), Some("flex"));
@@ -28,7 +36,10 @@ fn a_full_report_from_typed_inputs() {
     for section in [
         "# SmallTalk pipeline report",
         "## Perplexity",
-        "The mixture's perplexity is **lower** than the dense model's",
+        "- against the paper's dense (E× batch): -11.1% (the mixture's perplexity is **lower**)",
+        "## Test split: text from files the training never saw",
+        "| dense, E× the steps at the experts' batch (same total tokens) | 11.000 | |",
+        "- against the E×-steps dense: +9.1% (the mixture's perplexity is **NOT lower**)",
         "## Per-expert segments",
         "Expert load (held-out): [0.500, 0.500]; routing purity: 0.800.",
         "## Routing prefix sweep",

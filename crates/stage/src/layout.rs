@@ -49,6 +49,15 @@ impl RunLayout {
     pub fn dense(&self) -> PathBuf {
         dense_dir(&self.experts())
     }
+    /// The E×-steps dense baseline's training run (`experts/dense-steps/`).
+    pub fn dense_steps(&self) -> PathBuf {
+        dense_steps_dir(&self.experts())
+    }
+    /// The evaluation of the test split (`eval-test.json`; text from files the training
+    /// never saw when the dataset's test split holds out whole files).
+    pub fn eval_test_json(&self) -> PathBuf {
+        self.root.join("eval-test.json")
+    }
     /// The dataset manifest (`data/manifest.json`).
     pub fn data_manifest(&self) -> PathBuf {
         self.data().join("manifest.json")
@@ -106,7 +115,15 @@ pub fn expert_dir(experts: &Path, e: usize) -> PathBuf {
     experts.join(format!("expert-{e:02}"))
 }
 
-/// The dense baseline's run folder under an experts folder (`dense`).
+/// The dense baseline's run folder under an experts folder: `dense` for the paper's protocol
+/// (E× the experts' batch, the same steps), `dense-steps` for E× the steps at the experts'
+/// batch. A run may hold both.
 pub fn dense_dir(experts: &Path) -> PathBuf {
     experts.join("dense")
+}
+
+/// The E×-steps dense baseline's run folder under an experts folder (`dense-steps`; see
+/// [`dense_dir`]).
+pub fn dense_steps_dir(experts: &Path) -> PathBuf {
+    experts.join("dense-steps")
 }

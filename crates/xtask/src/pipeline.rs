@@ -61,7 +61,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         args.backend
     );
     println!(
-        "stages: tokenizer, data, routers (EM), partition, experts, dense baseline, eval, report"
+        "stages: tokenizer, data, routers (EM), partition, experts, dense baselines (E× batch, E× steps), eval (validation, test), report"
     );
     println!("expected time on 2 cores with the default config, after the build: about 15 minutes (data 1, routers 4, partition 2, experts + dense 6, eval 1)");
     let bin = build_cli(&features)?;
@@ -75,9 +75,9 @@ pub fn run(args: PipelineArgs) -> Result<()> {
 
     let t = Instant::now();
     if tokenizer.exists() {
-        println!("[1/8] tokenizer: {} exists, skipped", tokenizer.display());
+        println!("[1/10] tokenizer: {} exists, skipped", tokenizer.display());
     } else {
-        println!("[1/8] tokenizer: training byte-level BPE");
+        println!("[1/10] tokenizer: training byte-level BPE");
         let mut cmd = Command::new(&bin);
         common(&mut cmd);
         cmd.args(["data", "tokenizer", "--corpus"])
@@ -88,7 +88,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             .arg(&tokenizer);
         run_shown(&mut cmd)?;
     }
-    println!("[2/8] data: tokenize, pack and shard");
+    println!("[2/10] data: tokenize, pack and shard");
     let mut cmd = Command::new(&bin);
     common(&mut cmd);
     cmd.args(["data", "build", "--corpus"])
@@ -108,7 +108,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     let mut stage =
         |name: &'static str, n: usize, what: &str, build: &dyn Fn(&mut Command)| -> Result<()> {
             let started = Instant::now();
-            println!("[{n}/8] {name}: {what}");
+            println!("[{n}/10] {name}: {what}");
             let mut cmd = Command::new(&bin);
             common(&mut cmd);
             build(&mut cmd);
@@ -180,7 +180,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     let eval_json = run.eval_json();
     if eval_json.exists() {
         println!(
-            "[7/8] eval: {} exists, skipped (delete it to evaluate again)",
+            "[7/10] eval: {} exists, skipped (delete it to evaluate again)",
             eval_json.display()
         );
     } else {
@@ -209,7 +209,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         &run.stage_seconds(),
         serde_json::to_string_pretty(&times)?.as_bytes(),
     )?;
-    println!("[8/8] report");
+    println!("[10/10] report");
     let mut cmd = Command::new(&bin);
     cmd.args(["report", "--run"])
         .arg(&args.out)

@@ -175,35 +175,36 @@ pub fn collect(
                     .map(|(split, v)| split_ppl(v, split, key))
                     .collect()
             };
-            if let Series::Mixture { method, seed } = s {
-                let part = read_json(&layout.partition(method).join("partition.json"))?;
-                let mut tokens = 0;
-                let mut epochs: f64 = 0.0;
-                for e in 0..experts {
-                    tokens += tokens_seen(&expert_dir(&dir, e))?;
-                    let rows = part["expert_rows"][e]["sequences"]
-                        .as_f64()
-                        .unwrap_or(f64::NAN);
-                    epochs = epochs.max(steps as f64 * shape.batch / rows);
-                }
-                series.push(SeriesResult {
-                    kind: "mixture".into(),
-                    variant: method.into(),
-                    seed,
-                    tokens,
-                    tokens_per_param: tokens as f64 / params as f64,
-                    epochs,
-                    splits: ppls("mixture_ppl")?,
-                });
+            let Series { method, seed } = s;
+            let part = read_json(&layout.partition(method).join("partition.json"))?;
+            let mut tokens = 0;
+            let mut epochs: f64 = 0.0;
+            for e in 0..experts {
+                tokens += tokens_seen(&expert_dir(&dir, e))?;
+                let rows = part["expert_rows"][e]["sequences"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN);
+                epochs = epochs.max(steps as f64 * shape.batch / rows);
             }
-            // The dense model of a folder that trained its own (EM mixtures, dense-steps).
-            let own_dense = matches!(s, Series::Mixture { method: "em", .. } | Series::DenseSteps);
-            if own_dense {
-                let tokens = tokens_seen(&dir.join("dense"))?;
-                let (variant, seed) = match s {
-                    Series::Mixture { seed, .. } => ("batch", seed),
-                    Series::DenseSteps => ("steps", 0),
-                };
+            series.push(SeriesResult {
+                kind: "mixture".into(),
+                variant: method.into(),
+                seed,
+                tokens,
+                tokens_per_param: tokens as f64 / params as f64,
+                epochs,
+                splits: ppls("mixture_ppl")?,
+            });
+            if method != "em" {
+                continue;
+            }
+            // EM folders hold their own dense models: E× batch, and E× steps for seed 0.
+            let mut dense = vec![("batch", "dense", "dense_ppl")];
+            if seed == 0 {
+                dense.push(("steps", "dense-steps", "dense_steps_ppl"));
+            }
+            for (variant, folder, key) in dense {
+                let tokens = tokens_seen(&dir.join(folder))?;
                 series.push(SeriesResult {
                     kind: "dense".into(),
                     variant: variant.into(),
@@ -211,7 +212,7 @@ pub fn collect(
                     tokens,
                     tokens_per_param: tokens as f64 / params as f64,
                     epochs: steps as f64 * shape.batch * experts as f64 / rows_of("train"),
-                    splits: ppls("dense_ppl")?,
+                    splits: ppls(key)?,
                 });
             }
         }

@@ -19,7 +19,6 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use smalltalk_stage::layout::expert_dir;
 
 use crate::util::{build_cli, workspace_root};
 use plan::{model_config, routers_config, Series, StudyLayout, METHODS};
@@ -130,8 +129,17 @@ pub fn run(args: StudyArgs) -> Result<()> {
         let file = layout.root().join(format!("configs/routers-{method}.toml"));
         smalltalk_stage::atomic::write_file(&file, routers_config(&base, method)?.as_bytes())?;
         let mut c = cmd(&["routers", "train", "--data", &data, "--config", &p(&file)]);
-        c.args(["--experts", &n.to_string(), "--out", &p(&layout.routers(method, n))]);
-        Ok(job(&format!("routers-{method}-e{n}"), c, shape.routers_cost(method, n)))
+        c.args([
+            "--experts",
+            &n.to_string(),
+            "--out",
+            &p(&layout.routers(method, n)),
+        ]);
+        Ok(job(
+            &format!("routers-{method}-e{n}"),
+            c,
+            shape.routers_cost(method, n),
+        ))
     };
     let routing_jobs = |counts: &[usize]| {
         let mut jobs = Vec::new();
@@ -154,14 +162,21 @@ pub fn run(args: StudyArgs) -> Result<()> {
         }
         jobs
     };
-    let routers = METHODS.iter().map(|m| routers_job(m, e)).collect::<Result<_>>()?;
+    let routers = METHODS
+        .iter()
+        .map(|m| routers_job(m, e))
+        .collect::<Result<_>>()?;
     runner.phase("routers", routers)?;
     let mut jobs = Vec::new();
     for method in METHODS {
         let mut c = cmd(&["partition", "--data", &data, "--config", &cfg]);
         c.args(["--routers", &p(&layout.routers(method, e))]);
         c.args(["--out", &p(&layout.partition(method))]);
-        jobs.push(job(&format!("partition-{method}"), c, shape.partition_cost(method)));
+        jobs.push(job(
+            &format!("partition-{method}"),
+            c,
+            shape.partition_cost(method),
+        ));
     }
     jobs.extend(routing_jobs(&[e]));
     runner.phase("partitions and routing purity", jobs)?;
@@ -169,62 +184,55 @@ pub fn run(args: StudyArgs) -> Result<()> {
     for &steps in &args.steps {
         let mut jobs = Vec::new();
         for series in Series::all() {
+            let Series { method, seed } = series;
             let dir = layout.models(steps, &series);
             std::fs::create_dir_all(&dir)?;
-            let seed = match series {
-                Series::Mixture { seed, .. } => seed,
-                Series::DenseSteps => 0,
+            let config = |seed: u64, protocol: &str| -> Result<String> {
+                let file = layout.config(steps, seed, protocol);
+                let text = model_config(&base, steps, seed, protocol)?;
+                smalltalk_stage::atomic::write_file(&file, text.as_bytes())?;
+                Ok(p(&file))
             };
-            let protocol = match series {
-                Series::DenseSteps => "steps",
-                _ => "batch",
-            };
-            let file = layout.config(steps, seed, protocol);
-            smalltalk_stage::atomic::write_file(
-                &file,
-                model_config(&base, steps, seed, protocol)?.as_bytes(),
-            )?;
+            let file = config(seed, "batch")?;
             let label = format!("steps-{steps}/{}", series.name());
-            let dense = |c: &mut Command| {
-                c.args(["dense", "train", "--data", &data, "--config", &p(&file)]);
-                c.args(["--out", &p(&dir), "--experts", &e.to_string()]);
-            };
-            match series {
-                Series::Mixture { method, seed } => {
-                    for i in 0..e {
-                        let mut c =
-                            cmd(&["expert", "train", "--data", &data, "--config", &p(&file)]);
-                        c.args(["--partition", &p(&layout.partition(method))]);
-                        c.args(["--out", &p(&dir), "--expert", &i.to_string()]);
-                        let mut j = job(
-                            &format!("{label}/expert-{i:02}"),
-                            c,
-                            shape.train_cost(steps, 1),
-                        );
-                        j.capture = Some(dir.join(format!("expert-{i:02}.json")));
-                        jobs.push(j);
-                    }
-                    if method == "em" {
-                        let mut c = cmd(&[]);
-                        dense(&mut c);
-                        let mut j = job(&format!("{label}/dense"), c, shape.train_cost(steps, e));
-                        j.capture = Some(dir.join("dense.json"));
-                        jobs.push(j);
-                    } else {
-                        link(&format!("../em-s{seed}/dense"), &dir.join("dense"))?;
-                    }
-                }
-                Series::DenseSteps => {
-                    let mut c = cmd(&[]);
-                    dense(&mut c);
-                    let mut j = job(&format!("{label}/dense"), c, shape.train_cost(steps, e));
-                    j.capture = Some(dir.join("dense.json"));
-                    jobs.push(j);
-                    for i in 0..e {
-                        let target = format!("../em-s0/expert-{i:02}");
-                        link(&target, &expert_dir(&dir, i))?;
-                    }
-                }
+            for i in 0..e {
+                let mut c = cmd(&["expert", "train", "--data", &data, "--config", &file]);
+                c.args(["--partition", &p(&layout.partition(method))]);
+                c.args(["--out", &p(&dir), "--expert", &i.to_string()]);
+                let mut j = job(
+                    &format!("{label}/expert-{i:02}"),
+                    c,
+                    shape.train_cost(steps, 1),
+                );
+                j.capture = Some(dir.join(format!("expert-{i:02}.json")));
+                jobs.push(j);
+            }
+            if method != "em" {
+                link(&format!("../em-s{seed}/dense"), &dir.join("dense"))?;
+                continue;
+            }
+            let mut protocols = vec![("batch", file)];
+            if seed == 0 {
+                protocols.push(("steps", config(0, "steps")?));
+            }
+            for (protocol, file) in protocols {
+                let mut c = cmd(&["dense", "train", "--data", &data, "--config", &file]);
+                c.args([
+                    "--out",
+                    &p(&dir),
+                    "--experts",
+                    &e.to_string(),
+                    "--scaling",
+                    protocol,
+                ]);
+                let name = if protocol == "batch" {
+                    "dense"
+                } else {
+                    "dense-steps"
+                };
+                let mut j = job(&format!("{label}/{name}"), c, shape.train_cost(steps, e));
+                j.capture = Some(dir.join(format!("{name}.json")));
+                jobs.push(j);
             }
         }
         // The longest jobs first, so that the last ones running do not leave a core idle.
@@ -239,7 +247,7 @@ pub fn run(args: StudyArgs) -> Result<()> {
                     continue;
                 }
                 let mut c = cmd(&["eval", "--data", &data, "--split", split, "--prefix", "32"]);
-                c.args(["--routers", &p(&layout.routers(series.method(), e))]);
+                c.args(["--routers", &p(&layout.routers(series.method, e))]);
                 c.args(["--experts", &p(&layout.models(steps, &series))]);
                 c.args(["--out", &p(&out)]);
                 evals.push(job(
@@ -252,7 +260,12 @@ pub fn run(args: StudyArgs) -> Result<()> {
         runner.phase(&format!("evaluation, {steps} expert steps"), evals)?;
     }
     // Routers only for the purity study (other router counts than E), last: no model needs them.
-    let others: Vec<usize> = args.purity_experts.iter().copied().filter(|&n| n != e).collect();
+    let others: Vec<usize> = args
+        .purity_experts
+        .iter()
+        .copied()
+        .filter(|&n| n != e)
+        .collect();
     let mut jobs = Vec::new();
     for &n in &others {
         jobs.push(routers_job("em", n)?);
@@ -335,9 +348,9 @@ fn plan_costs(args: &StudyArgs, shape: &collect::StudyShape) -> f64 {
         .map(|&n| 4.0 * shape.routing_cost(n))
         .sum::<f64>();
     for &steps in &args.steps {
-        // Per budget: 5 mixtures of E experts, 3 dense models of E× the tokens, 12 evaluations.
+        // Per budget: 5 mixtures of E experts, 3 dense models of E× the tokens, 10 evaluations.
         total += 5.0 * e as f64 * shape.train_cost(steps, 1) + 3.0 * shape.train_cost(steps, e);
-        total += 6.0 * (shape.eval_cost("validation") + shape.eval_cost("test"));
+        total += 5.0 * (shape.eval_cost("validation") + shape.eval_cost("test"));
     }
     total
 }

@@ -7,8 +7,8 @@
 //! - `routers/<method>-e<E>/`, `partitions/<method>/`: routing methods (E = 4 and 8 routers;
 //!   partitions and experts at E = 4)
 //! - `configs/steps-<S>-seed-<k>-<protocol>.toml`: the effective config of each model
-//! - `models/steps-<S>/<series>/`: `expert-NN/` and `dense/` of each series (symlinks where a
-//!   series borrows the other side from another: see [`Series`])
+//! - `models/steps-<S>/<series>/`: `expert-NN/` and `dense/` of each series (a link to seed
+//!   0's EM `dense/` for the other methods), and in `em-s0/` also `dense-steps/`
 //! - `evals/steps-<S>/<series>-<split>.json`, `routing/<method>-e<E>-<split>.json`
 
 use std::path::{Path, PathBuf};
@@ -16,31 +16,28 @@ use std::path::{Path, PathBuf};
 /// The methods that partition the corpus and route, as `[routers] method` names them.
 pub const METHODS: [&str; 4] = ["em", "tfidf", "random", "domain"];
 
-/// One line of the study's plots at a budget.
+/// One mixture of a budget: E experts on the partition of `method`, trained with `seed`.
+/// Its folder's `dense/` is the paper's dense (E× batch) of the same seed for EM, a link to
+/// seed 0's otherwise; EM seed 0's folder also holds the E×-steps dense (`dense-steps/`), so
+/// its evaluation reports the mixture against both protocols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Series {
-    /// E experts on the partition of `method`, trained with `seed`; its folder's `dense/` is
-    /// the paper's dense (E× batch) of the same seed for EM, a link to seed 0's otherwise.
-    Mixture {
-        /// Routing method.
-        method: &'static str,
-        /// Seed of the experts' (and, for EM, the paper dense's) initialisation and data order.
-        seed: u64,
-    },
-    /// The dense baseline with E× the steps at the experts' batch; its folder links the EM
-    /// experts of seed 0, so evaluating it gives the mixture against this protocol.
-    DenseSteps,
+pub struct Series {
+    /// Routing method.
+    pub method: &'static str,
+    /// Seed of the experts' (and, for EM, the dense models') initialisation and data order.
+    pub seed: u64,
 }
 
 impl Series {
-    /// Every series of one budget, in training order.
+    /// Every series of one budget, in training order: EM with seeds 0 and 1, then the other
+    /// methods with seed 0.
     pub fn all() -> Vec<Series> {
         let mut all = vec![
-            Series::Mixture {
+            Series {
                 method: "em",
                 seed: 0,
             },
-            Series::Mixture {
+            Series {
                 method: "em",
                 seed: 1,
             },
@@ -48,26 +45,14 @@ impl Series {
         all.extend(
             METHODS[1..]
                 .iter()
-                .map(|&method| Series::Mixture { method, seed: 0 }),
+                .map(|&method| Series { method, seed: 0 }),
         );
-        all.push(Series::DenseSteps);
         all
     }
 
     /// Folder name under `models/steps-<S>/`.
     pub fn name(&self) -> String {
-        match self {
-            Series::Mixture { method, seed } => format!("{method}-s{seed}"),
-            Series::DenseSteps => "dense-steps".into(),
-        }
-    }
-
-    /// The routing method of the mixture this series' evaluation routes with.
-    pub fn method(&self) -> &'static str {
-        match self {
-            Series::Mixture { method, .. } => method,
-            Series::DenseSteps => "em",
-        }
+        format!("{}-s{}", self.method, self.seed)
     }
 }
 
