@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use serde_json::json;
 use smalltalk_expert::{
     expert_index, train_dense, train_expert, DenseScaling, ExpertJob, RunOutcome, StepBudget,
 };
@@ -143,16 +142,11 @@ pub fn run_dense(cmd: DenseCommand, backend: BackendKind, out: &Output) -> Resul
 }
 
 fn report(label: &str, backend: &str, o: &RunOutcome, out: &Output) -> Result<()> {
-    let s = &o.summary;
-    crate::stop_check(s.stopped, label, &o.dir)?;
-    let skipped = o.skipped();
-    out.result(
-        &json!({
-            "stage": label, "backend": backend, "dir": o.dir, "skipped": skipped,
-            "start_step": s.start_step, "end_step": s.end_step,
-            "finished": s.finished, "last_loss": s.last_loss, "params": s.params,
-        }),
-        || o.describe(label),
-    );
+    crate::stop_check(o.summary.stopped, label, &o.dir)?;
+    let mut value = serde_json::to_value(o)?;
+    value["stage"] = label.into();
+    value["backend"] = backend.into();
+    value["skipped"] = o.skipped().into();
+    out.result(&value, || o.describe(label));
     Ok(())
 }

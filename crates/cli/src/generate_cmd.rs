@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use serde_json::json;
 use smalltalk_eval::{generate_text, GenerateOptions};
 use smalltalk_lm::backend::BackendKind;
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
@@ -75,27 +74,13 @@ pub fn run(args: GenerateArgs, backend: BackendKind, out: &Output) -> Result<()>
         generate_text::<B>(&args.routers, &args.experts, &args.prompt, &options,
                            &Default::default(), stream)?
     });
-    let r = &generation.routed;
-    let why = format!(
-        "expert {} answered (routed on {} prompt tokens; router log-likelihoods {})",
-        r.expert,
-        r.prefix_tokens,
-        r.scores
-            .iter()
-            .map(|s| format!("{s:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
     if json {
-        out.result(
-            &json!({"expert": r.expert, "prefix_tokens": r.prefix_tokens,
-                    "router_scores": r.scores, "prompt": args.prompt,
-                    "completion": generation.completion, "tokens": generation.tokens}),
-            String::new,
-        );
+        let mut value = serde_json::to_value(&generation)?;
+        value["prompt"] = args.prompt.into();
+        out.result(&value, String::new);
     } else {
         println!();
-        eprintln!("{why}");
+        eprintln!("{} answered", generation.routed.describe());
     }
     Ok(())
 }

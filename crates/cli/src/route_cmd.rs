@@ -60,13 +60,11 @@ pub fn run(args: RouteArgs, backend: BackendKind, out: &Output) -> Result<()> {
             .with_context(|| format!("routers in {}", args.routers.display()))?;
         for (i, text) in texts.iter().enumerate() {
             match router.route(text, args.prefix) {
-                Ok(r) => out.result(&json!({"index": i, "prefix_tokens": r.prefix_tokens,
-                                            "expert": r.expert, "scores": r.scores}), || {
-                    let list: Vec<String> = r.scores.iter().enumerate()
-                        .map(|(e, s)| format!("router {e}: {s:.2}")).collect();
-                    format!("text {i} ({} prefix tokens) -> expert {}   [{}]",
-                            r.prefix_tokens, r.expert, list.join(", "))
-                }),
+                Ok(r) => {
+                    let mut value = serde_json::to_value(&r)?;
+                    value["index"] = i.into();
+                    out.result(&value, || format!("text {i} -> {}", r.describe()));
+                }
                 Err(smalltalk_eval::EvalError::Routing(
                     e @ smalltalk_routing::RoutingError::TooShort { .. },
                 )) => out.result(&json!({"index": i, "expert": null, "reason": e.to_string()}),

@@ -41,12 +41,13 @@ pub enum StepBudget {
     Extend,
 }
 
-/// What a stage call did.
-#[derive(Debug, Clone)]
+/// What a stage call did (serialised flat: `dir`, `skipped` and the summary's keys).
+#[derive(Debug, Clone, Serialize)]
 pub struct RunOutcome {
     /// The run folder.
     pub dir: PathBuf,
     /// The trainer's summary.
+    #[serde(flatten)]
     pub summary: TrainSummary,
 }
 

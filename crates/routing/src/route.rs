@@ -18,6 +18,19 @@ pub struct Routed {
     pub scores: Vec<f32>,
 }
 
+impl Routed {
+    /// `expert 1 (routed on 8 tokens; router log-likelihoods -12.30, -9.10)`.
+    pub fn describe(&self) -> String {
+        let scores: Vec<String> = self.scores.iter().map(|s| format!("{s:.2}")).collect();
+        format!(
+            "expert {} (routed on {} tokens; router log-likelihoods {})",
+            self.expert,
+            self.prefix_tokens,
+            scores.join(", ")
+        )
+    }
+}
+
 /// Route one tokenized text by its first `prefix` tokens (all of them when it is shorter).
 /// Needs `prefix ≥ 2` and a text of at least 2 tokens (the first token is not scored).
 pub fn route(scorer: &dyn PrefixScorer, tokens: &[u32], prefix: usize) -> Result<Routed> {

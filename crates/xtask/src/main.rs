@@ -9,17 +9,21 @@
 //!   package in the same run.
 //! - `cargo xtask bench lm`: decoder-LM training/scoring throughput next to PyTorch
 //!   (`bench/lm_torch.py`) in the same run.
+//! - `cargo xtask study`: the regime study (mixtures under every routing method and both dense
+//!   protocols over budgets; `results/study-cpu/`).
 //! - `cargo xtask bench partition`: the balanced greedy assignment on a 10M × 32 score matrix
 //!   (in process, one thread) and its gap to the exact optimum.
 //!
-//! Depends only on `anyhow`, `clap`, `serde_json`, `flate2`, `libc`, `tempfile`,
-//! `smalltalk-partition` (for the in-process partition benchmark) and `smalltalk-tests` (the
-//! crash test's tiny fixtures); otherwise it drives the CLI as a user would.
+//! Depends only on `anyhow`, `clap`, `serde_json`, `toml`, `flate2`, `libc`, `tempfile`,
+//! `smalltalk-partition` (for the in-process partition benchmark), `smalltalk-report` (the
+//! study's typed results and plots) and `smalltalk-tests` (the crash test's tiny fixtures);
+//! otherwise it drives the CLI as a user would.
 
 mod bench;
 mod bench_lm;
 mod bench_partition;
 mod crash_test;
+mod jobs;
 mod pipeline;
 mod study;
 mod tree_compare;
@@ -38,7 +42,8 @@ struct Xtask {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Run the pipeline on the embedded corpus (today: tokenizer + data stage).
+    /// Run the pipeline on the embedded corpus: every stage, both dense protocols, evaluation on
+    /// validation and test, the report.
     Pipeline(pipeline::PipelineArgs),
     /// Kill every long stage at seeded instants, rerun it, compare with an uninterrupted run.
     ///

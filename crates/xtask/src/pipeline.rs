@@ -12,6 +12,7 @@ use clap::Args;
 use smalltalk_stage::layout::StageSeconds;
 use smalltalk_stage::RunLayout;
 
+use crate::jobs::{Job, Runner};
 use crate::util::{build_cli, run_shown, workspace_root};
 
 /// Pipeline options.
@@ -36,6 +37,9 @@ pub struct PipelineArgs {
     /// Number of routers / experts E.
     #[arg(long, default_value_t = 4)]
     experts: usize,
+    /// Training jobs run at once (experts and dense baselines; they share the 2 cores).
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
 }
 
 /// Run the pipeline.
@@ -105,36 +109,36 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         stage: "tokenizer + data".into(),
         seconds: t.elapsed().as_secs_f64(),
     }];
-    let mut stage =
-        |name: &'static str, n: usize, what: &str, build: &dyn Fn(&mut Command)| -> Result<()> {
-            let started = Instant::now();
-            println!("[{n}/10] {name}: {what}");
-            let mut cmd = Command::new(&bin);
-            common(&mut cmd);
-            build(&mut cmd);
-            run_shown(&mut cmd)?;
-            let secs = started.elapsed().as_secs_f64();
-            println!("      {name} took {secs:.1}s");
-            times.push(StageSeconds {
-                stage: name.into(),
-                seconds: secs,
-            });
-            Ok(())
-        };
+    let stage_cmd = |build: &dyn Fn(&mut Command)| {
+        let mut cmd = Command::new(&bin);
+        common(&mut cmd);
+        build(&mut cmd);
+        cmd
+    };
     let e = args.experts.to_string();
-    stage("routers", 3, "E routers by hard EM", &|cmd| {
-        cmd.args(["routers", "train", "--data"])
-            .arg(&data_dir)
-            .arg("--config")
-            .arg(&config);
-        cmd.args(["--experts", &e, "--out"]).arg(&routers_dir);
-    })?;
+    let stage = |times: &mut Vec<StageSeconds>, name: &str, n: usize, what: &str, cmd: Command| {
+        run_stage(times, name, &format!("[{n}/10] {name}: {what}"), cmd)
+    };
+    stage(
+        &mut times,
+        "routers",
+        3,
+        "E routers by hard EM",
+        stage_cmd(&|cmd| {
+            cmd.args(["routers", "train", "--data"])
+                .arg(&data_dir)
+                .arg("--config")
+                .arg(&config);
+            cmd.args(["--experts", &e, "--out"]).arg(&routers_dir);
+        }),
+    )?;
     let partition_dir = run.partition();
     stage(
+        &mut times,
         "partition",
         4,
         "the training rows into E equal expert parts",
-        &|cmd| {
+        stage_cmd(&|cmd| {
             cmd.args(["partition", "--data"])
                 .arg(&data_dir)
                 .arg("--routers")
@@ -143,66 +147,86 @@ pub fn run(args: PipelineArgs) -> Result<()> {
                 .arg(&config)
                 .arg("--out")
                 .arg(&partition_dir);
-        },
+        }),
     )?;
+    // The experts and both dense baselines are independent jobs: two at a time, one core
+    // each (faster than one at a time on two cores for small models), logs in OUT/logs/.
     let experts_dir = run.experts();
+    let started = Instant::now();
+    println!(
+        "[5/10] experts and dense baselines, {} at a time (logs in {}):",
+        args.jobs,
+        args.out.join("logs").display()
+    );
+    let mut jobs = Vec::new();
+    let train = |args: &[&str]| {
+        let mut cmd = Command::new(&bin);
+        common(&mut cmd);
+        cmd.arg("--json").args(args).arg("--data").arg(&data_dir);
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("--out")
+            .arg(&experts_dir);
+        cmd
+    };
     for i in 0..args.experts {
-        let index = i.to_string();
-        stage(
-            "expert",
-            5,
-            &format!("expert {i} on its shard (an independent job)"),
-            &|cmd| {
-                cmd.args(["expert", "train", "--data"])
-                    .arg(&data_dir)
-                    .arg("--partition")
-                    .arg(&partition_dir);
-                cmd.arg("--config")
-                    .arg(&config)
-                    .arg("--out")
-                    .arg(&experts_dir)
-                    .args(["--expert", &index]);
-            },
-        )?;
+        let mut cmd = train(&["expert", "train", "--expert", &i.to_string()]);
+        cmd.arg("--partition").arg(&partition_dir);
+        jobs.push(Job {
+            label: format!("expert-{i:02}"),
+            cmd,
+            cost: 1.0,
+            capture: None,
+        });
     }
-    stage(
-        "dense",
-        6,
-        "the dense baseline with the mixture's total tokens",
-        &|cmd| {
-            cmd.args(["dense", "train", "--data"])
-                .arg(&data_dir)
-                .arg("--config")
-                .arg(&config);
-            cmd.arg("--out").arg(&experts_dir).args(["--experts", &e]);
-        },
+    for (label, scaling) in [("dense", "batch"), ("dense-steps", "steps")] {
+        let cmd = train(&["dense", "train", "--experts", &e, "--scaling", scaling]);
+        let cost = args.experts as f64;
+        jobs.push(Job {
+            label: label.into(),
+            cmd,
+            cost,
+            capture: None,
+        });
+    }
+    jobs.sort_by(|a, b| b.cost.total_cmp(&a.cost));
+    let total = jobs.iter().map(|j| j.cost).sum();
+    let mut runner = Runner::new(args.jobs, 2, args.out.join("logs"), total)?;
+    runner.phase(
+        "experts (one independent job each) and dense baselines (E× batch, E× steps)",
+        jobs,
     )?;
-    let eval_json = run.eval_json();
-    if eval_json.exists() {
-        println!(
-            "[7/10] eval: {} exists, skipped (delete it to evaluate again)",
-            eval_json.display()
-        );
-    } else {
+    times.push(StageSeconds {
+        stage: "experts + dense".into(),
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    for (n, split, eval_json) in [
+        (8, "validation", run.eval_json()),
+        (9, "test", run.eval_test_json()),
+    ] {
+        if eval_json.exists() {
+            println!(
+                "[{n}/10] eval: {} exists, skipped (delete it to evaluate again)",
+                eval_json.display()
+            );
+            continue;
+        }
+        let what = format!("routed evaluation on the {split} split");
+        let name = if split == "test" { "eval-test" } else { "eval" };
         stage(
-            "eval",
-            7,
-            "routed evaluation on the validation split",
-            &|cmd| {
+            &mut times,
+            name,
+            n,
+            &what,
+            stage_cmd(&|cmd| {
                 cmd.args(["eval", "--data"]).arg(&data_dir);
                 cmd.arg("--routers")
                     .arg(&routers_dir)
                     .arg("--experts")
                     .arg(&experts_dir);
-                cmd.args([
-                    "--prefix",
-                    "32",
-                    "--prefix-sweep",
-                    "8,16,64,128,256",
-                    "--out",
-                ]);
-                cmd.arg(&eval_json);
-            },
+                cmd.args(["--split", split, "--prefix", "32", "--prefix-sweep"]);
+                cmd.args(["8,16,64,128,256", "--out"]).arg(&eval_json);
+            }),
         )?;
     }
     smalltalk_stage::atomic::write_file(
@@ -221,5 +245,24 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         t.elapsed().as_secs_f64(),
         run.report_md().display()
     );
+    Ok(())
+}
+
+/// Run one stage's command with its output shown, print and record its wall time.
+fn run_stage(
+    times: &mut Vec<StageSeconds>,
+    name: &str,
+    headline: &str,
+    mut cmd: Command,
+) -> Result<()> {
+    let started = Instant::now();
+    println!("{headline}");
+    run_shown(&mut cmd)?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!("      {name} took {seconds:.1}s");
+    times.push(StageSeconds {
+        stage: name.into(),
+        seconds,
+    });
     Ok(())
 }

@@ -38,7 +38,7 @@ use crate::train::sampler::{Sampler, SamplerPosition};
 use crate::train::source::SequenceSource;
 
 /// How a call to [`Trainer::run`] / [`Trainer::run_until`] ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TrainSummary {
     /// Step the call started at.
     pub start_step: usize,

@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 
 use smalltalk_data::Split;
 use smalltalk_eval::{eval_run, generate_text, EvalData, EvalOptions, GenerateOptions, TextRouter};
-use smalltalk_expert::{train_dense, train_expert, ExpertJob, StepBudget};
+use smalltalk_expert::{
+    train_dense, train_expert, DenseScaling, ExpertConfig, ExpertJob, StepBudget,
+};
 use smalltalk_lm::{generate, SamplingOptions};
 use smalltalk_router::{train_routers, RouterSet};
 use smalltalk_routing::{partition_stage, PartitionManifest};
@@ -75,6 +77,22 @@ pub fn train_tiny_run(layout: &RunLayout) {
         &mut NoProgress,
     )
     .unwrap();
+    // The other dense protocol (E× steps at the experts' batch) goes beside it.
+    let steps = ExpertConfig {
+        dense_scaling: DenseScaling::Steps,
+        ..s.experts.clone()
+    };
+    let out = train_dense::<AB>(
+        &layout.data(),
+        &layout.experts(),
+        &steps,
+        2,
+        StepBudget::Fixed,
+        &Default::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert_eq!(out.dir, layout.dense_steps());
 }
 
 /// The shared finished run.
@@ -155,9 +173,19 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
         serde_json::to_string_pretty(&report).unwrap(),
     )
     .unwrap();
+    assert!(report.dense_steps_ppl.is_some_and(|p| p.is_finite() && p > 1.0));
     let written = smalltalk_report::write_report(layout, None).unwrap();
     smalltalk_report::check_finite(&written).unwrap();
     assert!(layout.report_md().exists());
+    // The training budget of every model, from its checkpoint: the two dense protocols see
+    // the same tokens, one with E× the batch, the other with E× the steps.
+    let names: Vec<&str> = written.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["expert-00", "expert-01", "dense", "dense-steps"]);
+    let (dense, steps) = (&written.models[2], &written.models[3]);
+    assert_eq!((dense.steps * 2, dense.batch_size), (steps.steps, steps.batch_size * 2));
+    assert!(dense.tokens > 0 && dense.params == steps.params);
+    let md = std::fs::read_to_string(layout.report_md()).unwrap();
+    assert!(md.contains("## Training budget") && md.contains("against the E×-steps dense"));
 
     // Route: a text of each domain goes to the expert that holds that domain; the chosen
     // expert has the highest score.

@@ -12,7 +12,6 @@
 
 mod collect;
 mod plan;
-mod runner;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -20,9 +19,9 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::jobs::{minutes, Job, Runner};
 use crate::util::{build_cli, workspace_root};
 use plan::{model_config, routers_config, Series, StudyLayout, METHODS};
-use runner::{minutes, Job, Runner};
 
 /// Study options.
 #[derive(Debug, Args)]

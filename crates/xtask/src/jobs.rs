@@ -1,5 +1,6 @@
-//! Run the study's commands a few at a time, each with its share of the cores, its output in
-//! a log file, and an ETA over the whole study from the work done so far.
+//! Run independent commands a few at a time (the study's models, the pipeline's experts and
+//! dense baselines), each with its share of the cores, its output in a log file, and an ETA
+//! over all phases from the work done so far.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -9,7 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::util::last_json;
 
-/// One command of the study.
+/// One command.
 pub struct Job {
     /// Short name, also the log file's name.
     pub label: String,
@@ -124,7 +125,7 @@ impl Runner {
             f64::NAN
         };
         println!(
-            "   {:<40} {:>7.1}s   {:>5.1}% of the study, elapsed {}, ETA {}",
+            "   {:<40} {:>7.1}s   {:>5.1}% done, elapsed {}, ETA {}",
             job.label,
             took.as_secs_f64(),
             100.0 * self.done / self.total.max(1.0),
