@@ -41,6 +41,12 @@ impl Config {
     }
 }
 
+/// Parse a flag value by the serde name of a library enum (`bf16`, `train`, ...); the error
+/// lists the names it accepts.
+pub fn from_name<T: serde::de::DeserializeOwned>(s: &str) -> std::result::Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.into())).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,10 +69,4 @@ mod tests {
         let err = toml::from_str::<Config>("[routers]\nexperts = 2\nbogus = 1\n").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
     }
-}
-
-/// Parse a flag value by the serde name of a library enum (`bf16`, `train`, ...); the error
-/// lists the names it accepts.
-pub fn from_name<T: serde::de::DeserializeOwned>(s: &str) -> std::result::Result<T, String> {
-    serde_json::from_value(serde_json::Value::String(s.into())).map_err(|e| e.to_string())
 }

@@ -173,7 +173,9 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
         serde_json::to_string_pretty(&report).unwrap(),
     )
     .unwrap();
-    assert!(report.dense_steps_ppl.is_some_and(|p| p.is_finite() && p > 1.0));
+    assert!(report
+        .dense_steps_ppl
+        .is_some_and(|p| p.is_finite() && p > 1.0));
     let written = smalltalk_report::write_report(layout, None).unwrap();
     smalltalk_report::check_finite(&written).unwrap();
     assert!(layout.report_md().exists());
@@ -182,7 +184,10 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
     let names: Vec<&str> = written.models.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["expert-00", "expert-01", "dense", "dense-steps"]);
     let (dense, steps) = (&written.models[2], &written.models[3]);
-    assert_eq!((dense.steps * 2, dense.batch_size), (steps.steps, steps.batch_size * 2));
+    assert_eq!(
+        (dense.steps * 2, dense.batch_size),
+        (steps.steps, steps.batch_size * 2)
+    );
     assert!(dense.tokens > 0 && dense.params == steps.params);
     let md = std::fs::read_to_string(layout.report_md()).unwrap();
     assert!(md.contains("## Training budget") && md.contains("against the E×-steps dense"));
