@@ -126,7 +126,7 @@ pub struct EvalReport {
     pub segments: Vec<Segment>,
     /// Every prefix evaluated (the headline first).
     pub prefix_sweep: Vec<PrefixResult>,
-    /// Per labelled domain, in label order (empty when rows carry no labels).
+    /// Per labelled domain with rows here, in label order (empty when rows carry no labels).
     #[serde(default)]
     pub domains: Vec<DomainResult>,
 }
@@ -243,15 +243,16 @@ pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
         Some((labels, names)) => names
             .iter()
             .enumerate()
-            .map(|(d, name)| {
+            .filter_map(|(d, name)| {
                 let mine: Vec<usize> = (0..rows).filter(|&r| labels[r] as usize == d).collect();
-                DomainResult {
+                // A domain without rows in this split has no perplexity: left out.
+                (!mine.is_empty()).then(|| DomainResult {
                     domain: name.clone(),
                     sequences: mine.len(),
                     mixture_ppl: routed_ppl(inp, &|r| Some(headline_routes[r]), &mine, 0),
                     dense_ppl: routed_ppl(inp, &|_| None, &mine, 0),
                     dense_steps_ppl: steps_ppl(&mine),
-                }
+                })
             })
             .collect(),
         None => Vec::new(),
@@ -450,7 +451,8 @@ mod tests {
                 (2, vec![-1.0, -3.0, -4.0, -2.0]),
                 (3, vec![-3.0, -1.0, -4.0, -2.0]),
             ],
-            domains: Some((vec![0, 1], vec!["x".into(), "y".into()])),
+            // Domain z has no rows here: it gets no per-domain line (no NaN).
+            domains: Some((vec![0, 1], vec!["x".into(), "y".into(), "z".into()])),
         };
         let r = aggregate(&inputs, 1).unwrap();
         let close = |x: f64, want: f64| assert!((x - want).abs() < 1e-9, "{x} vs {want}");
