@@ -137,6 +137,6 @@ pub(crate) fn epochs_table(w: &mut String, study: &Study) {
     }
     let _ = writeln!(
         w,
-        "\nA mixture's number is its most repeated expert (the largest epochs over the E parts)."
+        "\nA mixture's number is its most repeated expert (the largest epochs over the E parts).\n"
     );
 }
