@@ -164,23 +164,28 @@ fn routed_ppl(
     rows: &[usize],
     from: usize,
 ) -> f64 {
-    let mut total = (0.0, 0usize);
-    for &r in rows {
-        let lp = match choice(r) {
+    rows_ppl(
+        inp,
+        &|r| match choice(r) {
             Some(e) => &inp.expert_logprobs[e],
             None => &inp.dense_logprobs,
-        };
-        let (s, n) = row_nll(lp, &inp.valid, inp.targets, r, from);
-        total = (total.0 + s, total.1 + n);
-    }
-    ppl(total)
+        },
+        rows,
+        from,
+    )
 }
 
-/// Perplexity of one model's log-probs `lp` over rows `rows`.
-fn model_ppl(inp: &EvalInputs, lp: &[f32], rows: &[usize]) -> f64 {
+/// Perplexity over rows `rows`, from target `from` on, with row `r` scored by the log-probs
+/// `lp_of(r)`.
+fn rows_ppl<'a>(
+    inp: &EvalInputs,
+    lp_of: &dyn Fn(usize) -> &'a [f32],
+    rows: &[usize],
+    from: usize,
+) -> f64 {
     let mut total = (0.0, 0usize);
     for &r in rows {
-        let (s, n) = row_nll(lp, &inp.valid, inp.targets, r, 0);
+        let (s, n) = row_nll(lp_of(r), &inp.valid, inp.targets, r, from);
         total = (total.0 + s, total.1 + n);
     }
     ppl(total)
@@ -237,7 +242,7 @@ pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
     let steps_ppl = |rows: &[usize]| {
         inp.dense_steps_logprobs
             .as_ref()
-            .map(|lp| model_ppl(inp, lp, rows))
+            .map(|lp| rows_ppl(inp, &|_| lp.as_slice(), rows, 0))
     };
     let domains = match &inp.domains {
         Some((labels, names)) => names

@@ -98,10 +98,9 @@ impl StudyShape {
     }
 }
 
+/// `path` as untyped JSON (errors name the file, line and key).
 fn read_json(path: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    Ok(smalltalk_report::inputs::read_json(path)?)
 }
 
 /// Real tokens a run trained on (its metrics' last `tokens_seen`).
