@@ -7,14 +7,12 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use smalltalk_data::{
-    data_stage, train_tokenizer, BuildOutcome, DataSettings, Dataset, PackingMode, TokenizerSource,
-    Verify,
+    data_stage, train_tokenizer, DataSettings, Dataset, PackingMode, TokenizerSource, Verify,
 };
-use smalltalk_stage::stats::peak_rss_bytes;
 
-use crate::config::Config;
 use crate::progress::{BarProgress, BarStyle};
 use crate::report::Output;
+use smalltalk_report::RunConfig;
 
 /// The data stage.
 #[derive(Debug, Subcommand)]
@@ -55,7 +53,7 @@ pub struct CorpusArgs {
 impl CorpusArgs {
     /// The `[data]` settings of the config file (or the defaults) with the flags applied.
     fn settings(&self) -> Result<DataSettings> {
-        let mut data = Config::load_or_default(self.config.as_deref())?.data;
+        let mut data = RunConfig::load_or_default(self.config.as_deref())?.data;
         data.format.text_field = self.text_field.clone().unwrap_or(data.format.text_field);
         data.tokenizer.vocab_size = self.vocab_size.unwrap_or(data.tokenizer.vocab_size);
         Ok(data)
@@ -110,26 +108,27 @@ pub fn run(cmd: DataCommand, out: &Output) -> Result<()> {
     let start = Instant::now();
     match cmd {
         DataCommand::Tokenizer(args) => {
-            let settings = args.corpus.settings()?;
-            let tok = train_tokenizer(&args.corpus.corpus, &settings, &mut progress)?;
+            let tok =
+                train_tokenizer(&args.corpus.corpus, &args.corpus.settings()?, &mut progress)?;
             tok.save(&args.out)?;
             let seconds = start.elapsed().as_secs_f64();
-            out.result(
-                &json!({"event": "tokenizer", "path": args.out, "vocab_size": tok.vocab_size(),
-                    "eos_id": tok.eos_id, "pad_id": tok.pad_id, "hash": tok.hash()?, "seconds": seconds}),
-                || format!("wrote {} (vocabulary {}) in {seconds:.1}s", args.out.display(), tok.vocab_size()),
-            );
+            out.result(&tok.summary_json(&args.out, seconds)?, || {
+                format!(
+                    "wrote {} (vocabulary {}) in {seconds:.1}s",
+                    args.out.display(),
+                    tok.vocab_size()
+                )
+            });
         }
         DataCommand::Build(args) => {
             let mut settings = args.corpus.settings()?;
             settings.seq_len = args.seq_len.unwrap_or(settings.seq_len);
             settings.packing = args.packing.unwrap_or(settings.packing);
-            let eos_token = args.eos_token;
             let tokenizer =
                 args.tokenizer
                     .map_or(TokenizerSource::Train, |path| TokenizerSource::File {
                         path,
-                        eos_token,
+                        eos_token: args.eos_token,
                     });
             let outcome = data_stage(
                 &args.corpus.corpus,
@@ -139,20 +138,10 @@ pub fn run(cmd: DataCommand, out: &Output) -> Result<()> {
                 &mut progress,
             )?;
             drop(progress);
-            let (m, skipped) = (
-                outcome.manifest(),
-                matches!(outcome, BuildOutcome::Skipped(_)),
-            );
             let seconds = start.elapsed().as_secs_f64();
-            let input_bytes: u64 = m.build.inputs.iter().map(|(_, n)| n).sum();
-            out.result(
-                &json!({"event": "data", "dir": args.out, "skipped": skipped, "seconds": seconds,
-                    "input_bytes": input_bytes, "peak_rss_bytes": peak_rss_bytes(), "manifest": m.summary_json()}),
-                || {
-                    let verb = if skipped { "already complete, skipped" } else { "built" };
-                    format!("{} {verb} in {seconds:.1}s\n{}", args.out.display(), m.describe())
-                },
-            );
+            out.result(&outcome.to_json(&args.out, seconds), || {
+                outcome.describe(&args.out, seconds)
+            });
         }
         DataCommand::Inspect(args) => {
             let dataset = Dataset::open(&args.dir)?;

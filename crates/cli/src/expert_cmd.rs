@@ -11,9 +11,10 @@ use smalltalk_lm::backend::BackendKind;
 use smalltalk_routing::PartitionManifest;
 
 use crate::backends::on_backend;
-use crate::config::{from_name, Config};
+use crate::config::from_name;
 use crate::progress::{BarProgress, BarStyle};
 use crate::report::Output;
+use smalltalk_report::RunConfig;
 
 /// The expert stage.
 #[derive(Debug, Subcommand)]
@@ -90,7 +91,7 @@ pub struct DenseArgs {
 
 impl CommonArgs {
     fn config(&self) -> Result<smalltalk_expert::ExpertConfig> {
-        let mut config = Config::load_or_default(self.config.as_deref())?.experts;
+        let mut config = RunConfig::load_or_default(self.config.as_deref())?.experts;
         config.train.total_steps = self.steps.unwrap_or(config.train.total_steps);
         Ok(config)
     }
@@ -142,7 +143,7 @@ pub fn run_dense(cmd: DenseCommand, backend: BackendKind, out: &Output) -> Resul
 }
 
 fn report(label: &str, backend: &str, o: &RunOutcome, out: &Output) -> Result<()> {
-    crate::stop_check(o.summary.stopped, label, &o.dir)?;
+    smalltalk_stage::stop::check(o.summary.stopped, label, &o.dir)?;
     let mut value = serde_json::to_value(o)?;
     value["stage"] = label.into();
     value["backend"] = backend.into();

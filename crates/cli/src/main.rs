@@ -112,11 +112,6 @@ impl Command {
     }
 }
 
-/// An error when a stage `stopped` on request (so the process exits with status 143).
-pub fn stop_check(stopped: bool, stage: &str, dir: &std::path::Path) -> Result<()> {
-    Ok(smalltalk_stage::stop::check(stopped, stage, dir)?)
-}
-
 fn run(cli: Cli) -> Result<()> {
     let backend = BackendKind::select(&cli.backend)?;
     let out = report::Output::new(cli.json);
@@ -132,18 +127,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Expert(cmd) => expert_cmd::run_expert(cmd, backend, &out),
         Command::Dense(cmd) => expert_cmd::run_dense(cmd, backend, &out),
         Command::Backends => {
-            let compiled: Vec<&str> = BackendKind::compiled()
-                .into_iter()
-                .map(BackendKind::name)
-                .collect();
-            let all: Vec<&str> = BackendKind::ALL
-                .into_iter()
-                .map(BackendKind::name)
-                .collect();
-            out.result(
-                &serde_json::json!({"selected": backend.name(), "compiled": compiled, "known": all}),
-                || format!("compiled backends: {} (selected: {backend})", compiled.join(", ")),
-            );
+            out.result(&BackendKind::listing_json(backend), || {
+                format!(
+                    "compiled backends: {} (selected: {backend})",
+                    BackendKind::compiled_names()
+                )
+            });
             Ok(())
         }
     }

@@ -4,16 +4,15 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use serde_json::json;
 use smalltalk_lm::backend::BackendKind;
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
 use smalltalk_router::load_scorer;
 use smalltalk_routing::partition_stage;
 
 use crate::backends::on_backend;
-use crate::config::Config;
 use crate::progress::{BarProgress, BarStyle};
 use crate::report::Output;
+use smalltalk_report::RunConfig;
 
 /// `partition` flags.
 #[derive(Debug, Args)]
@@ -40,7 +39,7 @@ pub struct PartitionArgs {
 
 /// Run `smalltalk partition`.
 pub fn run(args: PartitionArgs, backend: BackendKind, out: &Output) -> Result<()> {
-    let mut config = Config::load_or_default(args.config.as_deref())?;
+    let mut config = RunConfig::load_or_default(args.config.as_deref())?;
     let settings = &mut config.partition;
     settings.chunk_sequences = args.chunk.unwrap_or(settings.chunk_sequences);
     settings.prefix_len = args.prefix.unwrap_or(settings.prefix_len);
@@ -52,19 +51,11 @@ pub fn run(args: PartitionArgs, backend: BackendKind, out: &Output) -> Result<()
         (partition_stage(routers.as_ref(), &args.data, &args.out, settings, &mut progress), name)
     });
     if let Err(smalltalk_routing::RoutingError::Stopped) = outcome {
-        return crate::stop_check(true, "partition", &args.out);
+        return Ok(smalltalk_stage::stop::check(true, "partition", &args.out)?);
     }
     let outcome = outcome.with_context(|| format!("partitioning into {}", args.out.display()))?;
-    let (m, skipped) = (&outcome.manifest, outcome.skipped);
-    let sizes: Vec<usize> = m.expert_rows.iter().map(|s| s.sequences).collect();
-    out.result(
-        &json!({
-            "stage": "partition", "backend": name, "dir": args.out, "skipped": skipped,
-            "experts": m.experts, "rows": m.rows, "expert_rows": sizes,
-            "argmax_load": m.argmax_load, "purity": m.purity, "domains": m.domains,
-            "domain_mix": m.domain_mix,
-        }),
-        || outcome.describe(&args.out),
-    );
+    let mut value = outcome.to_json(&args.out);
+    value["backend"] = name.into();
+    out.result(&value, || outcome.describe(&args.out));
     Ok(())
 }

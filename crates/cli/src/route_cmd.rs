@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde_json::json;
-use smalltalk_data::{CorpusFormat, CorpusReader};
+use smalltalk_data::CorpusReader;
 use smalltalk_eval::TextRouter;
 use smalltalk_lm::backend::BackendKind;
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
@@ -42,16 +41,7 @@ pub fn run(args: RouteArgs, backend: BackendKind, out: &Output) -> Result<()> {
     }
     let texts = match (&args.text, &args.file) {
         (Some(t), _) => vec![t.clone()],
-        (None, Some(path)) => {
-            let mut texts = Vec::new();
-            for doc in CorpusReader::open(std::slice::from_ref(path), CorpusFormat::default())? {
-                texts.push(doc?.text);
-            }
-            if texts.is_empty() {
-                bail!("{}: no texts to route", path.display());
-            }
-            texts
-        }
+        (None, Some(path)) => CorpusReader::texts(path)?,
         (None, None) => bail!("give --text or --file"),
     };
     on_backend!(backend, AB, _name => {
@@ -59,18 +49,8 @@ pub fn run(args: RouteArgs, backend: BackendKind, out: &Output) -> Result<()> {
         let router = TextRouter::load::<B>(&args.routers, &Default::default())
             .with_context(|| format!("routers in {}", args.routers.display()))?;
         for (i, text) in texts.iter().enumerate() {
-            match router.route(text, args.prefix) {
-                Ok(r) => {
-                    let mut value = serde_json::to_value(&r)?;
-                    value["index"] = i.into();
-                    out.result(&value, || format!("text {i} -> {}", r.describe()));
-                }
-                Err(smalltalk_eval::EvalError::Routing(
-                    e @ smalltalk_routing::RoutingError::TooShort { .. },
-                )) => out.result(&json!({"index": i, "expert": null, "reason": e.to_string()}),
-                                 || format!("text {i}: {e}")),
-                Err(e) => return Err(e.into()),
-            }
+            let (value, line) = router.route_line(i, text, args.prefix)?;
+            out.result(&value, || line);
         }
     });
     Ok(())

@@ -4,13 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use serde_json::json;
 use smalltalk_lm::backend::BackendKind;
 
 use crate::backends::on_backend;
-use crate::config::Config;
 use crate::progress::{BarProgress, BarStyle};
 use crate::report::Output;
+use smalltalk_report::RunConfig;
 
 /// The router stage.
 #[derive(Debug, Subcommand)]
@@ -61,7 +60,7 @@ pub struct TrainArgs {
 /// Run a `routers` command.
 pub fn run(cmd: RoutersCommand, backend: BackendKind, out: &Output) -> Result<()> {
     let RoutersCommand::Train(args) = cmd;
-    let mut config = Config::load_or_default(args.config.as_deref())?;
+    let mut config = RunConfig::load_or_default(args.config.as_deref())?;
     let cfg = &mut config.routers;
     cfg.experts = args.experts.unwrap_or(cfg.experts);
     cfg.iterations = args.iterations.unwrap_or(cfg.iterations);
@@ -69,26 +68,16 @@ pub fn run(cmd: RoutersCommand, backend: BackendKind, out: &Output) -> Result<()
     cfg.prefix_len = args.prefix.unwrap_or(cfg.prefix_len);
     cfg.method = args.method.unwrap_or(cfg.method);
     let mut progress = BarProgress::new(out.is_json(), BarStyle::Steps);
-    let summary = on_backend!(backend, AB, name => {
+    let (summary, name) = on_backend!(backend, AB, name => {
         let s = smalltalk_router::train_routers::<AB>(
             &args.data, &args.out, cfg, &Default::default(), &mut progress,
         );
         (s, name)
     });
-    let (summary, name) = summary;
     let summary = summary.with_context(|| format!("training routers in {}", args.out.display()))?;
-    crate::stop_check(summary.stopped, "routers", &args.out)?;
-    let skipped = summary.resumed_from >= cfg.iterations;
-    let last = summary.metrics.last();
-    out.result(
-        &json!({
-            "stage": "routers", "backend": name, "dir": args.out,
-            "experts": cfg.experts, "iterations": summary.iterations_done,
-            "resumed_from": summary.resumed_from, "skipped": skipped,
-            "purity": last.and_then(|m| m.purity),
-            "mean_best_nll": last.map(|m| m.mean_best_nll),
-        }),
-        || summary.describe(&args.out),
-    );
+    smalltalk_stage::stop::check(summary.stopped, "routers", &args.out)?;
+    let mut value = summary.to_json(&args.out, cfg);
+    value["backend"] = name.into();
+    out.result(&value, || summary.describe(&args.out));
     Ok(())
 }

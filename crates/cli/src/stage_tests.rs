@@ -237,7 +237,11 @@ fn data_routers_partition_and_route_from_the_command_line() {
     let empty = p("empty.jsonl");
     std::fs::write(&empty, "").unwrap();
     let err = smalltalk(&["route", "--routers", &routers, "--file", &empty]).unwrap_err();
-    assert!(format!("{err:#}").contains("no texts"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("empty corpus: no document with text in")
+            && format!("{err:#}").contains("empty.jsonl"),
+        "{err:#}"
+    );
 
     let no_index = [
         "expert",

@@ -113,6 +113,28 @@ impl BuildOutcome {
             BuildOutcome::Built(m) | BuildOutcome::Skipped(m) => m,
         }
     }
+
+    /// The outcome for scripts: the folder, whether it was skipped, the seconds taken, the
+    /// corpus bytes, the process's peak memory and the manifest's summary.
+    pub fn to_json(&self, dir: &Path, seconds: f64) -> serde_json::Value {
+        let m = self.manifest();
+        serde_json::json!({
+            "event": "data", "dir": dir, "skipped": matches!(self, BuildOutcome::Skipped(_)),
+            "seconds": seconds, "input_bytes": m.build.inputs.iter().map(|(_, n)| n).sum::<u64>(),
+            "peak_rss_bytes": smalltalk_stage::stats::peak_rss_bytes(),
+            "manifest": m.summary_json(),
+        })
+    }
+
+    /// The outcome for people.
+    pub fn describe(&self, dir: &Path, seconds: f64) -> String {
+        let verb = match self {
+            BuildOutcome::Built(_) => "built",
+            BuildOutcome::Skipped(_) => "already complete, skipped",
+        };
+        let m = self.manifest().describe();
+        format!("{} {verb} in {seconds:.1}s\n{m}", dir.display())
+    }
 }
 
 /// Train a byte-level BPE on the training split of a corpus (held-out documents never shape the

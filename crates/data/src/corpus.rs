@@ -165,6 +165,21 @@ impl CorpusReader {
         })
     }
 
+    /// The texts of every document of `path` (JSON lines with `text`, or one plain-text
+    /// document); an empty corpus is an error naming the file.
+    pub fn texts(path: &Path) -> Result<Vec<String>> {
+        let reader = Self::open(&[path.to_path_buf()], CorpusFormat::default())?;
+        let texts = reader
+            .map(|d| d.map(|d| d.text))
+            .collect::<Result<Vec<_>>>()?;
+        if texts.is_empty() {
+            return Err(DataError::EmptyCorpus {
+                paths: vec![path.to_path_buf()],
+            });
+        }
+        Ok(texts)
+    }
+
     /// Raw (possibly compressed) bytes read from disk so far: a progress measure whose total is
     /// the sum of the input files' sizes.
     pub fn bytes_consumed(&self) -> u64 {

@@ -233,6 +233,14 @@ impl TextTokenizer {
         Ok(())
     }
 
+    /// What `smalltalk data tokenizer` reports for scripts after saving to `path`.
+    pub fn summary_json(&self, path: &Path, seconds: f64) -> Result<serde_json::Value> {
+        Ok(serde_json::json!({
+            "event": "tokenizer", "path": path, "vocab_size": self.vocab_size(),
+            "eos_id": self.eos_id, "pad_id": self.pad_id, "hash": self.hash()?, "seconds": seconds,
+        }))
+    }
+
     /// The wrapped `tokenizers` tokenizer.
     pub fn inner(&self) -> &Tokenizer {
         &self.inner

@@ -6,7 +6,7 @@ use smalltalk_data::TextTokenizer;
 use smalltalk_lm::burn::tensor::backend::Backend;
 use smalltalk_router::load_scorer;
 use smalltalk_router::manifest::TOKENIZER_FILE;
-use smalltalk_routing::{route, PrefixScorer, Routed};
+use smalltalk_routing::{route, PrefixScorer, Routed, RoutingError};
 
 use crate::error::Result;
 
@@ -38,6 +38,28 @@ impl TextRouter {
     pub fn route(&self, text: &str, prefix: usize) -> Result<Routed> {
         let ids = self.tokenizer.encode(text)?;
         Ok(route(self.scorer.as_ref(), &ids, prefix)?)
+    }
+
+    /// [`TextRouter::route`] for text `index` of many, as (JSON for scripts, a line for
+    /// people): a text too short to route gives `"expert": null` and the reason, not an error.
+    pub fn route_line(
+        &self,
+        index: usize,
+        text: &str,
+        prefix: usize,
+    ) -> Result<(serde_json::Value, String)> {
+        match self.route(text, prefix) {
+            Ok(r) => {
+                let mut value = serde_json::to_value(&r).expect("routing serialises");
+                value["index"] = index.into();
+                Ok((value, format!("text {index} -> {}", r.describe())))
+            }
+            Err(crate::EvalError::Routing(e @ RoutingError::TooShort { .. })) => Ok((
+                serde_json::json!({"index": index, "expert": null, "reason": e.to_string()}),
+                format!("text {index}: {e}"),
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// The routers' tokenizer checksum.

@@ -66,22 +66,35 @@ impl BackendKind {
         Self::ALL.into_iter().filter(|k| k.is_compiled()).collect()
     }
 
+    /// The compiled-in backends' names, comma-separated (`none` when there is none).
+    pub fn compiled_names() -> String {
+        let compiled: Vec<&str> = Self::compiled().into_iter().map(Self::name).collect();
+        if compiled.is_empty() {
+            "none".into()
+        } else {
+            compiled.join(", ")
+        }
+    }
+
+    /// What `smalltalk backends` reports for scripts: the selected, compiled and known backends.
+    pub fn listing_json(selected: BackendKind) -> serde_json::Value {
+        let names =
+            |kinds: Vec<BackendKind>| -> Vec<&str> { kinds.into_iter().map(Self::name).collect() };
+        serde_json::json!({
+            "selected": selected.name(),
+            "compiled": names(Self::compiled()),
+            "known": names(Self::ALL.to_vec()),
+        })
+    }
+
     /// `Ok(self)` when compiled in, else an error naming the feature to enable.
     pub fn ensure_compiled(self) -> Result<Self, BackendError> {
         if self.is_compiled() {
             return Ok(self);
         }
-        let compiled: Vec<&str> = Self::compiled()
-            .into_iter()
-            .map(BackendKind::name)
-            .collect();
         Err(BackendError::NotCompiled {
             kind: self,
-            compiled: if compiled.is_empty() {
-                "none".into()
-            } else {
-                compiled.join(", ")
-            },
+            compiled: Self::compiled_names(),
         })
     }
 

@@ -23,6 +23,7 @@ mod config;
 mod finite;
 mod markdown;
 mod plots;
+pub mod run_config;
 pub mod study;
 mod study_plots;
 mod study_tables;
@@ -34,6 +35,7 @@ pub use smalltalk_stage::RunLayout;
 
 pub use error::{ReportError, Result};
 use inputs::{EvalReport, Inputs, IterationMetrics, StageSeconds};
+pub use run_config::RunConfig;
 
 /// What `report.json` holds: the evaluation's keys (as in `eval.json`) and the run's stage
 /// wall times, router EM records and shard sizes.

@@ -123,6 +123,16 @@ pub struct Study {
     pub params: usize,
     /// Experts per mixture.
     pub experts: usize,
+    /// Rows per optimizer step of each expert (the paper's dense takes E× this, the E×-steps
+    /// dense this). 0 in studies written before it was recorded.
+    #[serde(default)]
+    pub batch: usize,
+    /// Tokens per row.
+    #[serde(default)]
+    pub seq_len: usize,
+    /// EM router training: iterations × steps per iteration.
+    #[serde(default)]
+    pub router_em: [usize; 2],
     /// The dataset: documents, rows and tokens per split.
     pub data: serde_json::Value,
     /// Each budget, smallest first.
@@ -242,6 +252,20 @@ impl Study {
              groups documents by `source`). Perplexities are per token of a {}-token vocabulary.\n",
             self.experts, self.params, self.data["vocab_size"]
         );
+        if self.batch > 0 {
+            let _ = writeln!(
+                w,
+                "Each expert takes optimizer steps of {b} × {l} tokens; the paper's dense model \
+                 takes the same steps at {e}× the batch ({eb} × {l}), the E×-steps dense {e}× \
+                 the steps at the experts' batch. EM routers: {} iterations × {} steps.\n",
+                self.router_em[0],
+                self.router_em[1],
+                b = self.batch,
+                l = self.seq_len,
+                e = self.experts,
+                eb = self.batch * self.experts,
+            );
+        }
         let _ = writeln!(w, "Data: `{}`\n", self.data);
         let _ = writeln!(w, "## Crossover\n");
         for split in ["validation", "test"] {

@@ -67,6 +67,19 @@ pub struct EmSummary {
 }
 
 impl EmSummary {
+    /// The outcome for scripts: the folder, iterations done and planned, whether the run was
+    /// already finished (skipped), and the last iteration's purity and mean best NLL.
+    pub fn to_json(&self, dir: &Path, cfg: &EmConfig) -> serde_json::Value {
+        let last = self.metrics.last();
+        serde_json::json!({
+            "stage": "routers", "dir": dir, "experts": cfg.experts,
+            "iterations": self.iterations_done, "resumed_from": self.resumed_from,
+            "skipped": self.resumed_from >= cfg.iterations,
+            "purity": last.and_then(|m| m.purity),
+            "mean_best_nll": last.map(|m| m.mean_best_nll),
+        })
+    }
+
     /// The outcome for people.
     pub fn describe(&self, dir: &Path) -> String {
         if let Some(m) = self.manifest.as_ref().filter(|m| !m.method.is_em()) {

@@ -75,6 +75,19 @@ pub struct PartitionOutcome {
 }
 
 impl PartitionOutcome {
+    /// The outcome for scripts: the folder, whether it was skipped, rows per expert, argmax
+    /// load, purity and each expert's domain mix.
+    pub fn to_json(&self, dir: &Path) -> serde_json::Value {
+        let m = &self.manifest;
+        let sizes: Vec<usize> = m.expert_rows.iter().map(|s| s.sequences).collect();
+        serde_json::json!({
+            "stage": "partition", "dir": dir, "skipped": self.skipped,
+            "experts": m.experts, "rows": m.rows, "expert_rows": sizes,
+            "argmax_load": m.argmax_load, "purity": m.purity, "domains": m.domains,
+            "domain_mix": m.domain_mix,
+        })
+    }
+
     /// The outcome for people: sizes, purity and each expert's domain mix.
     pub fn describe(&self, dir: &Path) -> String {
         let m = &self.manifest;

@@ -58,6 +58,34 @@ pub struct StudyArgs {
     rate: f64,
 }
 
+impl StudyArgs {
+    /// The command that makes this study, as written into its report.
+    fn command_line(&self) -> String {
+        let list = |v: &[usize]| {
+            v.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let corpus = self
+            .corpus
+            .as_ref()
+            .map_or("../shared/corpus/mix-large.jsonl.gz".into(), |c| {
+                c.display().to_string()
+            });
+        format!(
+            "cargo xtask study --corpus {corpus} --config {} --out {} --results {} --steps {} \
+             --experts {} --purity-experts {}",
+            self.config.display(),
+            self.out.display(),
+            self.results.display(),
+            list(&self.steps),
+            self.experts,
+            list(&self.purity_experts),
+        )
+    }
+}
+
 /// Prefix lengths of the purity study.
 const PURITY_PREFIXES: &str = "16,32,64,128,256";
 /// The evaluated splits: validation (the training's own files) and test (unseen files).
@@ -180,8 +208,27 @@ pub fn run(args: StudyArgs) -> Result<()> {
     jobs.extend(routing_jobs(&[e]));
     runner.phase("partitions and routing purity", jobs)?;
 
-    for &steps in &args.steps {
-        let mut jobs = Vec::new();
+    // Routers only for the purity study (router counts other than E): trained alongside the
+    // largest budget's models, so that a long EM run does not hold one core while the other
+    // idles.
+    let others: Vec<usize> = args
+        .purity_experts
+        .iter()
+        .copied()
+        .filter(|&n| n != e)
+        .collect();
+    let mut purity_routers = Vec::new();
+    for &n in &others {
+        purity_routers.push(routers_job("em", n)?);
+        purity_routers.push(routers_job("tfidf", n)?);
+    }
+    for (b, &steps) in args.steps.iter().enumerate() {
+        let last = b + 1 == args.steps.len();
+        let mut jobs = if last {
+            std::mem::take(&mut purity_routers)
+        } else {
+            Vec::new()
+        };
         for series in Series::all() {
             let Series { method, seed } = series;
             let dir = layout.models(steps, &series);
@@ -256,35 +303,15 @@ pub fn run(args: StudyArgs) -> Result<()> {
                 ));
             }
         }
+        if last {
+            evals.extend(routing_jobs(&others));
+        }
         runner.phase(&format!("evaluation, {steps} expert steps"), evals)?;
     }
-    // Routers only for the purity study (other router counts than E), last: no model needs them.
-    let others: Vec<usize> = args
-        .purity_experts
-        .iter()
-        .copied()
-        .filter(|&n| n != e)
-        .collect();
-    let mut jobs = Vec::new();
-    for &n in &others {
-        jobs.push(routers_job("em", n)?);
-        jobs.push(routers_job("tfidf", n)?);
-    }
-    runner.phase("routers for the purity study", jobs)?;
+    // When no budget took them: the purity study's routers and their routing.
+    runner.phase("routers for the purity study", purity_routers)?;
     runner.phase("routing purity", routing_jobs(&others))?;
-    let command = format!(
-        "cargo xtask study --corpus {} --steps {}",
-        args.corpus
-            .as_ref()
-            .map_or("../shared/corpus/mix-large.jsonl.gz".into(), |c| c
-                .display()
-                .to_string()),
-        args.steps
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let command = args.command_line();
     let study = collect::collect(
         &layout,
         &args.steps,
