@@ -11,6 +11,7 @@ mod data_cmd;
 mod eval_cmd;
 mod expert_cmd;
 mod generate_cmd;
+mod launch_cmd;
 mod lm_cmd;
 mod partition_cmd;
 mod progress;
@@ -82,6 +83,13 @@ enum Command {
     /// Write the run report (report.md with tables and SVG plots, report.json) from the files
     /// the stages wrote into a run folder, and print the headline table.
     Report(run_report::ReportArgs),
+    /// Run on a cluster: the stages as Slurm batch scripts (experts as a job array) or
+    /// Kubernetes Jobs (experts as an Indexed Job).
+    #[command(subcommand)]
+    Launch(launch_cmd::LaunchCommand),
+    /// Where a run stands: every stage and expert done, started (step, ETA), failed (last
+    /// error) or missing, from the run folder's files plus Slurm's queue.
+    Status(launch_cmd::StatusArgs),
     /// List the compute backends compiled into this binary.
     Backends,
 }
@@ -123,6 +131,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Route(args) => route_cmd::run(args, backend, &out),
         Command::Generate(args) => generate_cmd::run(args, backend, &out),
         Command::Report(args) => run_report::run(args, &out),
+        Command::Launch(cmd) => launch_cmd::run(cmd, backend.name(), &out),
+        Command::Status(args) => launch_cmd::status(args, &out),
         Command::Eval(args) => eval_cmd::run(args, backend, &out),
         Command::Expert(cmd) => expert_cmd::run_expert(cmd, backend, &out),
         Command::Dense(cmd) => expert_cmd::run_dense(cmd, backend, &out),

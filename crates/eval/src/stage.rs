@@ -32,7 +32,9 @@ pub enum EvalData<'a> {
 /// How to evaluate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalOptions {
-    /// Routing prefixes M̂ in tokens; the first is the headline, the rest form the sweep.
+    /// Routing prefixes M̂ in tokens; the first is the headline, the rest form the sweep
+    /// (sweep prefixes longer than the rows are left out: a short-row dataset takes the
+    /// standard sweep).
     pub prefixes: Vec<usize>,
     /// Seed of the random-routing baseline.
     pub seed: u64,
@@ -81,6 +83,13 @@ pub fn eval_run<B: Backend>(
     prefixes.dedup();
     let file_row_len = || trained_row_len(&expert_dir(experts_dir, 0));
     let (rows, domains) = eval_rows(&router, data, file_row_len)?;
+    let row_len = rows.row_len();
+    let prefixes: Vec<usize> = prefixes
+        .iter()
+        .enumerate()
+        .filter(|&(i, &m)| i == 0 || m <= row_len)
+        .map(|(_, &m)| m)
+        .collect();
     evaluate(
         router.scorer.as_ref(),
         &Models {

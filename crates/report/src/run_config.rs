@@ -24,6 +24,9 @@ pub struct RunConfig {
     pub partition: PartitionSettings,
     /// Experts and the dense baseline (`[experts]`, `[experts.model]`, `[experts.train]`).
     pub experts: ExpertConfig,
+    /// What each stage asks a cluster scheduler for (`[cluster]`), read by
+    /// `smalltalk-launch`; no stage reads it.
+    pub cluster: toml::Table,
 }
 
 impl RunConfig {

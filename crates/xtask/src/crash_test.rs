@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::tree_compare::compare;
-use crate::util::workspace_root;
+use crate::util::build_debug_cli;
 
 /// Crash-test options.
 #[derive(Debug, Args)]
@@ -264,19 +264,6 @@ impl SplitMix {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
     }
-}
-
-/// Build the dev-profile `smalltalk` binary (the test builds' artifacts) and return its path.
-fn build_debug_cli() -> Result<PathBuf> {
-    let root = workspace_root();
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(&root)
-        .args(["build", "-p", "smalltalk-cli", "--bin", "smalltalk"]);
-    if !cmd.status().context("running cargo build")?.success() {
-        bail!("cargo build of smalltalk-cli failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
-    Ok(target.join("debug/smalltalk"))
 }
 
 /// Run `cmd` with its output in `log`; with `signal = Some((sig, at))`, send `sig` `at` after

@@ -9,19 +9,23 @@
 //!   package in the same run.
 //! - `cargo xtask bench lm`: decoder-LM training/scoring throughput next to PyTorch
 //!   (`bench/lm_torch.py`) in the same run.
+//! - `cargo xtask cluster-check`: `smalltalk launch slurm` against a live Slurm (TERM, requeue,
+//!   resume, resubmit) and the Kubernetes expert Job's command, compared with the pipeline.
 //! - `cargo xtask study`: the regime study (mixtures under every routing method and both dense
 //!   protocols over budgets; `results/study-cpu/`).
 //! - `cargo xtask bench partition`: the balanced greedy assignment on a 10M × 32 score matrix
 //!   (in process, one thread) and its gap to the exact optimum.
 //!
 //! Depends only on `anyhow`, `clap`, `serde_json`, `toml`, `flate2`, `libc`, `tempfile`,
-//! `smalltalk-partition` (for the in-process partition benchmark), `smalltalk-report` (the
+//! `smalltalk-partition` (for the in-process partition benchmark), `smalltalk-launch` (the run's
+//! stages and commands, the cluster check), `smalltalk-report` (the
 //! study's typed results and plots) and `smalltalk-tests` (the crash test's tiny fixtures);
 //! otherwise it drives the CLI as a user would.
 
 mod bench;
 mod bench_lm;
 mod bench_partition;
+mod cluster_check;
 mod crash_test;
 mod jobs;
 mod pipeline;
@@ -60,6 +64,11 @@ enum Task {
     /// is a difference. Prints a table and a summary; fails naming the first differing file
     /// and line. Uses the dev-profile `smalltalk` binary; about 30 s on 2 cores after the build.
     CrashTest(crash_test::CrashTestArgs),
+    /// The launchers against real schedulers on the tiny config: the Kubernetes expert Job's
+    /// command with JOB_COMPLETION_INDEX set, and a live Slurm (start one with
+    /// .ci/slurm-up.sh): submit, TERM an expert task mid-training, requeue and resume, compare
+    /// with `cargo xtask pipeline`, resubmit. Fails when Slurm is not running.
+    ClusterCheck(cluster_check::ClusterCheckArgs),
     /// The regime study: mixtures under every routing method and both dense protocols over
     /// budgets, on a labelled corpus; writes study.json, report.md and plots (see
     /// configs/study-cpu.toml; about 1.5 hours on 2 cores).
@@ -74,6 +83,7 @@ fn main() -> Result<()> {
         Task::Pipeline(args) => pipeline::run(args),
         Task::CrashTest(args) => crash_test::run(args),
         Task::Study(args) => study::run(args),
+        Task::ClusterCheck(args) => cluster_check::run(args),
         Task::Bench(task) => bench::run(task),
     }
 }

@@ -3,14 +3,14 @@
 //! Each stage writes into the run folder and is skipped when its output is complete, so an
 //! interrupted pipeline resumes where it stopped.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
+use smalltalk_launch::{RunSpec, StageName};
 use smalltalk_stage::layout::StageSeconds;
-use smalltalk_stage::RunLayout;
 
 use crate::jobs::{Job, Runner};
 use crate::util::{build_cli, run_shown, workspace_root};
@@ -40,6 +40,26 @@ pub struct PipelineArgs {
     /// Training jobs run at once (experts and dense baselines; they share the 2 cores).
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    /// A `smalltalk` binary to run instead of building the release one (the cluster check's).
+    #[arg(skip)]
+    bin: Option<PathBuf>,
+}
+
+impl PipelineArgs {
+    /// The pipeline of `corpus` with `config` and `experts` experts into `out` (2 jobs, flex),
+    /// run by `bin`.
+    pub fn new(out: &Path, corpus: &Path, config: &Path, experts: usize, bin: &Path) -> Self {
+        Self {
+            out: out.into(),
+            corpus: Some(corpus.into()),
+            config: Some(config.into()),
+            preset: "cpu".into(),
+            backend: "flex".into(),
+            experts,
+            jobs: 2,
+            bin: Some(bin.into()),
+        }
+    }
 }
 
 /// Run the pipeline.
@@ -68,90 +88,56 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         "stages: tokenizer, data, routers (EM), partition, experts, dense baselines (E× batch, E× steps), eval (validation, test), report"
     );
     println!("expected time on 2 cores with the default config, after the build: about 7 minutes (data 0.1, routers 2, partition 0.6, experts + dense 2, eval 2.5)");
-    let bin = build_cli(&features)?;
-    std::fs::create_dir_all(&args.out)?;
-    let run = RunLayout::new(&args.out);
-    let data_dir = run.data();
-    let tokenizer = run.tokenizer();
-    let common = |cmd: &mut Command| {
-        cmd.arg("--backend").arg(&args.backend);
+    let bin = match &args.bin {
+        Some(bin) => bin.clone(),
+        None => build_cli(&features)?,
     };
-
+    std::fs::create_dir_all(&args.out)?;
+    // The same stages and commands as `smalltalk launch slurm` / `k8s`: one run folder layout.
+    let spec = RunSpec {
+        run: args.out.clone(),
+        corpus: vec![corpus],
+        config: config.clone(),
+        experts: args.experts,
+        backend: args.backend.clone(),
+    };
+    let run = spec.layout();
+    let command = |argv: &[String]| {
+        let mut cmd = Command::new(&bin);
+        cmd.args(argv);
+        cmd
+    };
     let t = Instant::now();
-    if tokenizer.exists() {
-        println!("[1/10] tokenizer: {} exists, skipped", tokenizer.display());
+    let data = spec.stage(StageName::Data).commands;
+    if run.tokenizer().exists() {
+        println!(
+            "[1/10] tokenizer: {} exists, skipped",
+            run.tokenizer().display()
+        );
     } else {
         println!("[1/10] tokenizer: training byte-level BPE");
-        let mut cmd = Command::new(&bin);
-        common(&mut cmd);
-        cmd.args(["data", "tokenizer", "--corpus"])
-            .arg(&corpus)
-            .arg("--config")
-            .arg(&config)
-            .arg("--out")
-            .arg(&tokenizer);
-        run_shown(&mut cmd)?;
+        run_shown(&mut command(&data[0]))?;
     }
     println!("[2/10] data: tokenize, pack and shard");
-    let mut cmd = Command::new(&bin);
-    common(&mut cmd);
-    cmd.args(["data", "build", "--corpus"])
-        .arg(&corpus)
-        .arg("--config")
-        .arg(&config);
-    cmd.arg("--tokenizer")
-        .arg(&tokenizer)
-        .arg("--out")
-        .arg(&data_dir);
-    run_shown(&mut cmd)?;
-    let routers_dir = run.routers();
+    run_shown(&mut command(&data[1]))?;
     let mut times = vec![StageSeconds {
         stage: "tokenizer + data".into(),
         seconds: t.elapsed().as_secs_f64(),
     }];
-    let stage_cmd = |build: &dyn Fn(&mut Command)| {
-        let mut cmd = Command::new(&bin);
-        common(&mut cmd);
-        build(&mut cmd);
-        cmd
-    };
-    let e = args.experts.to_string();
-    let stage = |times: &mut Vec<StageSeconds>, name: &str, n: usize, what: &str, cmd: Command| {
-        run_stage(times, name, &format!("[{n}/10] {name}: {what}"), cmd)
-    };
-    stage(
-        &mut times,
-        "routers",
-        3,
-        "E routers by hard EM",
-        stage_cmd(&|cmd| {
-            cmd.args(["routers", "train", "--data"])
-                .arg(&data_dir)
-                .arg("--config")
-                .arg(&config);
-            cmd.args(["--experts", &e, "--out"]).arg(&routers_dir);
-        }),
-    )?;
-    let partition_dir = run.partition();
-    stage(
-        &mut times,
-        "partition",
-        4,
-        "the training rows into E equal expert parts",
-        stage_cmd(&|cmd| {
-            cmd.args(["partition", "--data"])
-                .arg(&data_dir)
-                .arg("--routers")
-                .arg(&routers_dir);
-            cmd.arg("--config")
-                .arg(&config)
-                .arg("--out")
-                .arg(&partition_dir);
-        }),
-    )?;
+    for (n, name, what) in [
+        (3, StageName::Routers, "E routers by hard EM"),
+        (
+            4,
+            StageName::Partition,
+            "the training rows into E equal expert parts",
+        ),
+    ] {
+        let headline = format!("[{n}/10] {name}: {what}");
+        let cmd = command(&spec.stage(name).commands[0]);
+        run_stage(&mut times, name.as_str(), &headline, cmd)?;
+    }
     // The experts and both dense baselines are independent jobs: two at a time, one core
     // each (faster than one at a time on two cores for small models), logs in OUT/logs/.
-    let experts_dir = run.experts();
     let started = Instant::now();
     println!(
         "[5/10] experts and dense baselines, {} at a time (logs in {}):",
@@ -159,35 +145,24 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         args.out.join("logs").display()
     );
     let mut jobs = Vec::new();
-    let train = |args: &[&str]| {
-        let mut cmd = Command::new(&bin);
-        common(&mut cmd);
-        cmd.arg("--json").args(args).arg("--data").arg(&data_dir);
-        cmd.arg("--config")
-            .arg(&config)
-            .arg("--out")
-            .arg(&experts_dir);
-        cmd
-    };
-    for i in 0..args.experts {
-        let mut cmd = train(&["expert", "train", "--expert", &i.to_string()]);
-        cmd.arg("--partition").arg(&partition_dir);
-        jobs.push(Job {
-            label: format!("expert-{i:02}"),
-            cmd,
-            cost: 1.0,
-            capture: None,
-        });
-    }
-    for (label, scaling) in [("dense", "batch"), ("dense-steps", "steps")] {
-        let cmd = train(&["dense", "train", "--experts", &e, "--scaling", scaling]);
-        let cost = args.experts as f64;
-        jobs.push(Job {
-            label: label.into(),
+    let job = |label: String, mut cmd: Command, cost: f64| {
+        cmd.arg("--json");
+        Job {
+            label,
             cmd,
             cost,
             capture: None,
-        });
+        }
+    };
+    let expert = &spec.stage(StageName::Experts).commands[0];
+    for i in 0..args.experts {
+        let mut cmd = command(expert);
+        cmd.args(["--expert", &i.to_string()]);
+        jobs.push(job(format!("expert-{i:02}"), cmd, 1.0));
+    }
+    for name in [StageName::Dense, StageName::DenseSteps] {
+        let cmd = command(&spec.stage(name).commands[0]);
+        jobs.push(job(name.as_str().into(), cmd, args.experts as f64));
     }
     jobs.sort_by(|a, b| b.cost.total_cmp(&a.cost));
     let total = jobs.iter().map(|j| j.cost).sum();
@@ -200,10 +175,14 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         stage: "experts + dense".into(),
         seconds: started.elapsed().as_secs_f64(),
     });
-    for (n, split, eval_json) in [
-        (8, "validation", run.eval_json()),
-        (9, "test", run.eval_test_json()),
-    ] {
+    let evals = spec.stage(StageName::Eval).commands;
+    for ((n, name, split, eval_json), argv) in [
+        (8, "eval", "validation", run.eval_json()),
+        (9, "eval-test", "test", run.eval_test_json()),
+    ]
+    .into_iter()
+    .zip(&evals)
+    {
         if eval_json.exists() {
             println!(
                 "[{n}/10] eval: {} exists, skipped (delete it to evaluate again)",
@@ -211,35 +190,15 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             );
             continue;
         }
-        let what = format!("routed evaluation on the {split} split");
-        let name = if split == "test" { "eval-test" } else { "eval" };
-        stage(
-            &mut times,
-            name,
-            n,
-            &what,
-            stage_cmd(&|cmd| {
-                cmd.args(["eval", "--data"]).arg(&data_dir);
-                cmd.arg("--routers")
-                    .arg(&routers_dir)
-                    .arg("--experts")
-                    .arg(&experts_dir);
-                cmd.args(["--split", split, "--prefix", "32", "--prefix-sweep"]);
-                cmd.args(["8,16,64,128,256", "--out"]).arg(&eval_json);
-            }),
-        )?;
+        let headline = format!("[{n}/10] {name}: routed evaluation on the {split} split");
+        run_stage(&mut times, name, &headline, command(argv))?;
     }
     smalltalk_stage::atomic::write_file(
         &run.stage_seconds(),
         serde_json::to_string_pretty(&times)?.as_bytes(),
     )?;
     println!("[10/10] report");
-    let mut cmd = Command::new(&bin);
-    cmd.args(["report", "--run"])
-        .arg(&args.out)
-        .arg("--config")
-        .arg(&config);
-    run_shown(&mut cmd)?;
+    run_shown(&mut command(&spec.stage(StageName::Report).commands[0]))?;
     println!(
         "pipeline done in {:.1}s; report in {}",
         t.elapsed().as_secs_f64(),

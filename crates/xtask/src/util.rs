@@ -33,6 +33,19 @@ pub fn build_cli(features: &[&str]) -> Result<PathBuf> {
     Ok(target.join("release").join("smalltalk"))
 }
 
+/// Build the dev-profile `smalltalk` binary (the test builds' artifacts) and return its path.
+pub fn build_debug_cli() -> Result<PathBuf> {
+    let root = workspace_root();
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(&root)
+        .args(["build", "-p", "smalltalk-cli", "--bin", "smalltalk"]);
+    if !cmd.status().context("running cargo build")?.success() {
+        bail!("cargo build of smalltalk-cli failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), PathBuf::from);
+    Ok(target.join("debug/smalltalk"))
+}
+
 /// Run a command, fail with its stderr when it fails, and return its stdout.
 pub fn run_capture(cmd: &mut Command) -> Result<String> {
     let output = cmd.output().with_context(|| format!("running {cmd:?}"))?;
