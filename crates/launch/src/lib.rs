@@ -16,10 +16,12 @@
 pub mod cluster;
 pub mod error;
 pub mod k8s;
+mod launch;
 pub mod plan;
 pub mod slurm;
 pub mod status;
 
 pub use cluster::{ClusterConfig, Resources};
 pub use error::{LaunchError, Result};
+pub use launch::{run_status, LaunchRequest};
 pub use plan::{RunSpec, Stage, StageName};

@@ -41,6 +41,27 @@ pub struct Submitted {
     pub command: String,
 }
 
+impl Submitted {
+    /// The submission for people: the stage, job id and script (with `dry_run`, the script
+    /// and the `sbatch` line).
+    pub fn describe(&self, script: &BatchScript, dry_run: bool) -> String {
+        match dry_run {
+            true => format!(
+                "# {}\n{}\n{}",
+                script.path.display(),
+                script.text,
+                self.command
+            ),
+            false => format!(
+                "{:<12} job {:<10} {}",
+                self.stage,
+                self.job_id,
+                script.path.display()
+            ),
+        }
+    }
+}
+
 /// The scripts of the stages of `spec` that are not done yet, with the `smalltalk` binary
 /// at `bin`. An expert array holds only the unfinished experts.
 pub fn batch_scripts(spec: &RunSpec, cluster: &ClusterConfig, bin: &Path) -> Vec<BatchScript> {

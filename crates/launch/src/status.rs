@@ -116,7 +116,10 @@ fn unit_state(run: &RunLayout, stage: StageName, task: Option<usize>) -> State {
     match stage {
         StageName::Data => state_of(done(&[run.data_manifest()]), None),
         StageName::Routers => {
-            let em = progress(&run.em_metrics(), "iteration", None);
+            let mut em = progress(&run.em_metrics(), "iteration", None);
+            if let Some(State::Started { total, .. }) = &mut em {
+                *total = planned_iterations(&run.routers()).unwrap_or(0);
+            }
             state_of(done(&[run.routers().join("routers.json")]), em)
         }
         StageName::Partition => state_of(done(&[run.partition_manifest()]), None),
@@ -131,6 +134,13 @@ fn unit_state(run: &RunLayout, stage: StageName, task: Option<usize>) -> State {
         StageName::Eval => state_of(done(&[run.eval_json(), run.eval_test_json()]), None),
         StageName::Report => state_of(done(&[run.report_md()]), None),
     }
+}
+
+/// The EM iterations the routers stage plans (`[routers] iterations` of its `config.toml`).
+fn planned_iterations(routers: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(smalltalk_stage::layout::stage_config(routers)).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    table.get("routers")?.get("iterations")?.as_integer().map(|i| i as u64)
 }
 
 fn state_of(done: bool, started: Option<State>) -> State {
@@ -246,4 +256,57 @@ pub fn describe(rows: &[UnitStatus]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_task_shows_the_last_error_of_its_newest_log_and_a_done_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        let logs = run.join("slurm/logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::write(
+            logs.join("routers-7.out"),
+            "iteration 1\nerror: routers: out of memory\n",
+        )
+        .unwrap();
+        std::fs::write(logs.join("experts-1-9.out"), "error: expert 1: disk full\n").unwrap();
+        std::fs::write(logs.join("experts-10-9.out"), "error: not expert 1's\n").unwrap();
+        let rows = run_status(run, 2);
+        let find = |stage: &str, task| {
+            rows.iter()
+                .find(|r| r.stage == stage && r.task == task)
+                .unwrap()
+        };
+        assert_eq!(
+            find("routers", None).state,
+            State::Failed {
+                error: "error: routers: out of memory".into()
+            }
+        );
+        assert_eq!(
+            find("experts", Some(1)).state,
+            State::Failed {
+                error: "error: expert 1: disk full".into()
+            }
+        );
+        assert_eq!(find("experts", Some(0)).state, State::Missing);
+        // Once its output is complete, an old failure no longer shows.
+        std::fs::create_dir_all(run.join("routers")).unwrap();
+        std::fs::write(run.join("routers/routers.json"), "{\"experts\": 2}").unwrap();
+        let rows = run_status(run, 2);
+        assert_eq!(
+            rows.iter().find(|r| r.stage == "routers").unwrap().state,
+            State::Done
+        );
+        assert_eq!(experts_of(run), Some(2));
+        let table = describe(&rows);
+        assert!(
+            table.contains("failed: error: expert 1: disk full"),
+            "{table}"
+        );
+    }
 }
