@@ -22,6 +22,9 @@ pub enum LmCommand {
     /// (no autodiff) on `--score-batch` rows of `--score-prefix` tokens, `--score-reps` times
     /// after one warm-up. One result per case (`--json`: one object per line).
     Bench(BenchArgs),
+    /// The next-token logits of a weights file at every position of a text or token ids
+    /// (for checking another implementation, e.g. transformers on an exported model).
+    Logits(crate::hf_cmd::LogitsArgs),
 }
 
 /// `lm bench` flags.
@@ -62,7 +65,10 @@ pub struct BenchArgs {
 
 /// Run an `lm` command on `backend`.
 pub fn run(cmd: LmCommand, backend: BackendKind, out: &Output) -> Result<()> {
-    let LmCommand::Bench(args) = cmd;
+    let args = match cmd {
+        LmCommand::Bench(args) => args,
+        LmCommand::Logits(args) => return crate::hf_cmd::logits(args, backend, out),
+    };
     let opts = BenchOptions {
         cases: args.cases,
         precision: args.precision,
@@ -126,7 +132,9 @@ mod tests {
 
     #[test]
     fn flags_default_to_the_library_defaults() {
-        let LmCommand::Bench(args) = Cli::parse_from(["lm", "bench"]).lm;
+        let LmCommand::Bench(args) = Cli::parse_from(["lm", "bench"]).lm else {
+            panic!("lm bench parses as Bench")
+        };
         let d = BenchOptions::default();
         assert_eq!(
             (args.preset, args.batch, args.seq, args.steps),

@@ -11,6 +11,7 @@ mod data_cmd;
 mod eval_cmd;
 mod expert_cmd;
 mod generate_cmd;
+mod hf_cmd;
 mod launch_cmd;
 mod lm_cmd;
 mod partition_cmd;
@@ -90,6 +91,12 @@ enum Command {
     /// Where a run stands: every stage and expert done, started (step, ETA), failed (last
     /// error) or missing, from the run folder's files plus Slurm's queue.
     Status(launch_cmd::StatusArgs),
+    /// Export a run's models as Hugging Face Llama checkpoints.
+    #[command(subcommand)]
+    Export(hf_cmd::ExportCommand),
+    /// Import a Hugging Face Llama checkpoint as one of our weights files.
+    #[command(subcommand)]
+    Import(hf_cmd::ImportCommand),
     /// List the compute backends compiled into this binary.
     Backends,
 }
@@ -133,6 +140,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Report(args) => run_report::run(args, &out),
         Command::Launch(cmd) => launch_cmd::run(cmd, backend.name(), &out),
         Command::Status(args) => launch_cmd::status(args, &out),
+        Command::Export(cmd) => hf_cmd::export(cmd, &out),
+        Command::Import(cmd) => hf_cmd::import(cmd, &out),
         Command::Eval(args) => eval_cmd::run(args, backend, &out),
         Command::Expert(cmd) => expert_cmd::run_expert(cmd, backend, &out),
         Command::Dense(cmd) => expert_cmd::run_dense(cmd, backend, &out),

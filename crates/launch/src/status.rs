@@ -140,7 +140,11 @@ fn unit_state(run: &RunLayout, stage: StageName, task: Option<usize>) -> State {
 fn planned_iterations(routers: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(smalltalk_stage::layout::stage_config(routers)).ok()?;
     let table: toml::Table = toml::from_str(&text).ok()?;
-    table.get("routers")?.get("iterations")?.as_integer().map(|i| i as u64)
+    table
+        .get("routers")?
+        .get("iterations")?
+        .as_integer()
+        .map(|i| i as u64)
 }
 
 fn state_of(done: bool, started: Option<State>) -> State {

@@ -49,6 +49,7 @@ pub mod config;
 pub mod embedding;
 pub mod error;
 pub mod fused;
+pub mod hf;
 pub mod init;
 pub mod linear;
 pub mod loss;
