@@ -54,7 +54,7 @@ def check_export(run, corpus, work):
     out = os.path.join(work, "export")
     card = st("export", "hf", run, out)[0]
     tok = AutoTokenizer.from_pretrained(os.path.join(out, card["routers"][0]))
-    load = lambda name: AutoModelForCausalLM.from_pretrained(os.path.join(out, name), torch_dtype=torch.float32).eval()
+    load = lambda name: AutoModelForCausalLM.from_pretrained(os.path.join(out, name), dtype=torch.float32).eval()
     routers = [load(n) for n in card["routers"]]
     experts = [load(n) for n in card["expert_models"]]
     ours = {n: latest(os.path.join(run, n.replace("routers/", "routers/").replace("experts/", "experts/")))

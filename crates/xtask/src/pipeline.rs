@@ -40,8 +40,9 @@ pub struct PipelineArgs {
     /// Training jobs run at once (experts and dense baselines; they share the 2 cores).
     #[arg(long, default_value_t = 2)]
     jobs: usize,
-    /// A `smalltalk` binary to run instead of building the release one (the cluster check's).
-    #[arg(skip)]
+    /// A `smalltalk` binary to run instead of building the release one (CI passes the test
+    /// build's).
+    #[arg(long)]
     bin: Option<PathBuf>,
 }
 
