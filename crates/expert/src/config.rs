@@ -31,6 +31,13 @@ pub struct ExpertConfig {
     pub train: TrainConfig,
     /// How the dense baseline matches the mixture's total tokens.
     pub dense_scaling: DenseScaling,
+    /// Branch-train (as BTM and c-BTM do): start every expert and the dense baseline from
+    /// these pretrained weights (one of our weights files: a checkpoint's `model.safetensors`,
+    /// or `smalltalk import hf`'s output) instead of a random init. The model shape is the
+    /// file's (`preset` and `[experts.model]` are not used); its vocabulary must be the
+    /// dataset's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<std::path::PathBuf>,
 }
 
 impl Default for ExpertConfig {
@@ -40,6 +47,7 @@ impl Default for ExpertConfig {
             model: toml::Table::new(),
             train: TrainConfig::expert_paper(),
             dense_scaling: DenseScaling::Batch,
+            init: None,
         }
     }
 }

@@ -19,7 +19,7 @@ use serde::Serialize;
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
 use smalltalk_lm::train::TrainSummary;
 use smalltalk_lm::{
-    LmConfig, ProgressObserver, SequenceSource, SubsetSource, TrainConfig, Trainer,
+    Checkpoint, Lm, LmConfig, ProgressObserver, SequenceSource, SubsetSource, TrainConfig, Trainer,
 };
 use smalltalk_routing::{PartitionManifest, TrainingRows};
 use smalltalk_stage::atomic::write_file;
@@ -132,7 +132,7 @@ pub fn train_expert<AB: AutodiffBackend>(
             partition.experts, partition.experts
         )));
     }
-    let model = cfg.model_config(rows.vocab_size())?;
+    let (model, init) = model_and_init::<AB>(cfg, rows.vocab_size())?;
     cfg.train.validate()?;
     check_fits(&model, rows.reader.row_len())?;
     let part = partition.read_rows(partition_dir, expert)?;
@@ -151,6 +151,7 @@ pub fn train_expert<AB: AutodiffBackend>(
     .input("dataset", rows.identity())
     .input("tokenizer", rows.tokenizer_hash())
     .input("partition", partition.fingerprint());
+    let identity = with_init(identity, &init);
     let dir = expert_dir(experts_dir, expert);
     let folder = claim(&dir, &identity, budget)?;
     write_config(folder.dir(), cfg)?;
@@ -160,7 +161,7 @@ pub fn train_expert<AB: AutodiffBackend>(
         cfg.train.clone(),
         &folder,
         &source,
-        budget,
+        (budget, cfg.init.as_deref()),
         device,
         progress,
     )?;
@@ -181,7 +182,7 @@ pub fn train_dense<AB: AutodiffBackend>(
     progress: &mut dyn Progress,
 ) -> Result<RunOutcome> {
     let rows = TrainingRows::open(data_dir)?;
-    let model = cfg.model_config(rows.vocab_size())?;
+    let (model, init) = model_and_init::<AB>(cfg, rows.vocab_size())?;
     let train = cfg.dense_train(experts)?;
     train.validate()?;
     check_fits(&model, rows.reader.row_len())?;
@@ -197,6 +198,7 @@ pub fn train_dense<AB: AutodiffBackend>(
     let identity = Identity::new("dense", &settings)
         .input("dataset", rows.identity())
         .input("tokenizer", rows.tokenizer_hash());
+    let identity = with_init(identity, &init);
     let dir = match cfg.dense_scaling {
         DenseScaling::Batch => dense_dir(experts_dir),
         DenseScaling::Steps => dense_steps_dir(experts_dir),
@@ -208,11 +210,48 @@ pub fn train_dense<AB: AutodiffBackend>(
         train,
         &folder,
         &rows.reader,
-        budget,
+        (budget, cfg.init.as_deref()),
         device,
         progress,
     )?;
     Ok(RunOutcome { dir, summary })
+}
+
+/// The model of every run: the preset with its overrides, or, when branch-training, the shape
+/// of the `init` weights file (whose vocabulary must be the dataset's) and that file's checksum.
+fn model_and_init<AB: AutodiffBackend>(
+    cfg: &ExpertConfig,
+    vocab_size: usize,
+) -> Result<(LmConfig, Option<String>)> {
+    let Some(path) = &cfg.init else {
+        return Ok((cfg.model_config(vocab_size)?, None));
+    };
+    if path.is_dir() {
+        return Err(ExpertError::Config(format!(
+            "[experts] init {}: a folder; give a weights file (for a Hugging Face folder, `smalltalk import hf {} FILE` first)",
+            path.display(),
+            path.display()
+        )));
+    }
+    let model = Lm::<AB>::config_of_file(path)?;
+    if model.vocab_size != vocab_size {
+        return Err(ExpertError::Config(format!(
+            "[experts] init {}: its vocabulary has {} tokens, the dataset's {}; branch from a model trained with the dataset's tokenizer",
+            path.display(),
+            model.vocab_size,
+            vocab_size
+        )));
+    }
+    let hash = smalltalk_stage::checksum::hash_file(path)?;
+    Ok((model, Some(hash)))
+}
+
+/// `identity` with the init weights' checksum as an input, when branch-training.
+fn with_init(identity: Identity, init: &Option<String>) -> Identity {
+    match init {
+        Some(hash) => identity.input("init", hash.clone()),
+        None => identity,
+    }
 }
 
 /// Refuse a model that cannot hold a training row (before anything is written).
@@ -256,13 +295,18 @@ fn train_run<AB: AutodiffBackend>(
     train: TrainConfig,
     folder: &StageFolder,
     source: &dyn SequenceSource,
-    budget: StepBudget,
+    (budget, init): (StepBudget, Option<&Path>),
     device: &AB::Device,
     progress: &mut dyn Progress,
 ) -> Result<TrainSummary> {
-    let mut trainer = match budget {
-        StepBudget::Fixed => Trainer::<AB>::new(model, train, folder.dir(), device)?,
-        StepBudget::Extend => Trainer::<AB>::new_extended(model, train, folder.dir(), device)?,
+    let fresh = Checkpoint::latest(&folder.dir().join("checkpoints"))?.is_none();
+    let mut trainer = match (init, budget) {
+        (Some(init), _) if fresh => {
+            let start = Lm::<AB>::from_safetensors(model, init, device)?;
+            Trainer::<AB>::from_model(start, train, folder.dir())?
+        }
+        (_, StepBudget::Fixed) => Trainer::<AB>::new(model, train, folder.dir(), device)?,
+        (_, StepBudget::Extend) => Trainer::<AB>::new_extended(model, train, folder.dir(), device)?,
     };
     let mut observer = ProgressObserver::new(progress);
     Ok(trainer.run(source, &mut observer)?)

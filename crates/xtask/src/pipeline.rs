@@ -27,7 +27,7 @@ pub struct PipelineArgs {
     /// TOML config holding every stage's settings (default: the --preset's file).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Settings preset: `cpu` (configs/pipeline-cpu.toml, about 7 minutes on 2 cores) or
+    /// Settings preset: `cpu` (configs/pipeline-cpu.toml, about 10 minutes on 2 cores) or
     /// `paper` (configs/pipeline-paper-gpu.toml: the paper's shapes and steps, for GPUs).
     #[arg(long, default_value = "cpu")]
     preset: String,
@@ -88,7 +88,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     println!(
         "stages: tokenizer, data, routers (EM), partition, experts, dense baselines (E× batch, E× steps), eval (validation, test), report"
     );
-    println!("expected time on 2 cores with the default config, after the build: about 7 minutes (data 0.1, routers 2, partition 0.6, experts + dense 2, eval 2.5)");
+    println!("expected time on 2 cores with the default config, after the build: about 10 minutes (data 0.2, routers 4.7, partition 0.8, experts + dense 2, eval 2.5)");
     let bin = match &args.bin {
         Some(bin) => bin.clone(),
         None => build_cli(&features)?,

@@ -1,3 +1,4 @@
+mod branch_train;
 mod data_to_lm;
 mod lm_attention;
 mod lm_checkpoint;
