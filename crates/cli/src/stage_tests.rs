@@ -202,10 +202,25 @@ fn data_routers_partition_and_route_from_the_command_line() {
     let mut on_file = eval.to_vec();
     on_file[2] = held_out.to_str().unwrap(); // --data FILE: a held-out file instead of a dataset
     smalltalk(&on_file).unwrap();
+    // A headline prefix longer than the rows is an error; a sweep prefix is left out.
     let mut too_long = eval.to_vec();
-    too_long.extend(["--prefix-sweep", "99"]);
+    too_long[8] = "99";
     let err = smalltalk(&too_long).unwrap_err();
     assert!(format!("{err:#}").contains("routing prefix 99"), "{err:#}");
+    let mut sweep = eval.to_vec();
+    sweep[10] = "2,99";
+    let swept = p("swept.json");
+    sweep.extend(["--out", &swept]);
+    smalltalk(&sweep).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&swept).unwrap()).unwrap();
+    let prefixes: Vec<u64> = report["prefix_sweep"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["prefix_tokens"].as_u64().unwrap())
+        .collect();
+    assert_eq!(prefixes, [4, 2], "{report}");
 
     let generate = [
         "generate",

@@ -114,17 +114,7 @@ fn check_k8s(bin: &Path, dir: &Path, reference: &Path, corpus: &Path, config: &P
                 .arg(&run),
         )?;
     }
-    run_capture(
-        Command::new(bin)
-            .args(["launch", "k8s"])
-            .arg(&run)
-            .arg("--config")
-            .arg(config)
-            .arg("--corpus")
-            .arg(corpus)
-            .arg("--bin")
-            .arg(bin),
-    )?;
+    run_capture(&mut launch_command(bin, "k8s", &run, config, corpus))?;
     let text = std::fs::read_to_string(run.join("k8s/03-experts.json"))?;
     let job: k8s::Job = serde_json::from_str(&text).context("03-experts.json")?;
     let script = k8s::container_script(&job).context("the experts Job has no command")?;
@@ -160,17 +150,7 @@ fn check_slurm(
 ) -> Result<()> {
     let run = dir.join("slurm-run");
     let launch = || -> Result<Vec<serde_json::Value>> {
-        let out = run_capture(
-            Command::new(bin)
-                .args(["--json", "launch", "slurm"])
-                .arg(&run)
-                .arg("--config")
-                .arg(config)
-                .arg("--corpus")
-                .arg(corpus)
-                .arg("--bin")
-                .arg(bin),
-        )?;
+        let out = run_capture(launch_command(bin, "slurm", &run, config, corpus).arg("--json"))?;
         Ok(out
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
@@ -257,6 +237,17 @@ fn check_slurm(
     compare_runs(reference, &run)?;
     println!("   resubmitting submitted only eval and report; results equal again");
     Ok(())
+}
+
+/// `smalltalk launch <kind> RUN --config … --corpus … --bin <bin>`.
+fn launch_command(bin: &Path, kind: &str, run: &Path, config: &Path, corpus: &Path) -> Command {
+    let mut c = Command::new(bin);
+    c.args(["launch", kind])
+        .arg(run)
+        .arg("--config")
+        .arg(config);
+    c.arg("--corpus").arg(corpus).arg("--bin").arg(bin);
+    c
 }
 
 fn last_step(metrics: &Path) -> u64 {

@@ -107,32 +107,25 @@ fn experts_and_dense_branch_from_an_imported_checkpoint_and_a_wrong_vocabulary_i
         .save_safetensors(&wrong)
         .unwrap();
     cfg.init = Some(wrong);
-    let err = train_dense::<AB>(
-        &run.data(),
-        &tmp.path().join("x"),
-        &cfg,
-        2,
-        StepBudget::Fixed,
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap_err()
-    .to_string();
+    let refused = |cfg: &ExpertConfig, out: &str| {
+        train_dense::<AB>(
+            &run.data(),
+            &tmp.path().join(out),
+            cfg,
+            2,
+            StepBudget::Fixed,
+            &Default::default(),
+            &mut NoProgress,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let err = refused(&cfg, "x");
     assert!(
         err.contains("vocabulary") && err.contains(&other.vocab_size.to_string()),
         "{err}"
     );
     cfg.init = Some(tmp.path().join("hf/dense"));
-    let err = train_dense::<AB>(
-        &run.data(),
-        &tmp.path().join("y"),
-        &cfg,
-        2,
-        StepBudget::Fixed,
-        &Default::default(),
-        &mut NoProgress,
-    )
-    .unwrap_err()
-    .to_string();
+    let err = refused(&cfg, "y");
     assert!(err.contains("smalltalk import hf"), "{err}");
 }
