@@ -29,7 +29,7 @@ pub struct ClusterCheckArgs {
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Steps of each expert: enough for a TERM to land mid-training.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 150)]
     expert_steps: i64,
     /// Give up waiting for the queue after this many seconds.
     #[arg(long, default_value_t = 900)]
