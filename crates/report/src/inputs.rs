@@ -51,6 +51,8 @@ pub struct Inputs {
     pub eval: EvalFile,
     /// `eval-test.json`, when the run evaluated its test split too.
     pub eval_test: Option<EvalFile>,
+    /// `eval-branched.json`, when the run also branch-trained a mixture.
+    pub eval_branched: Option<EvalFile>,
     /// `data/manifest.json`.
     pub manifest: Manifest,
     /// `partition/partition.json`.
@@ -77,6 +79,10 @@ impl Inputs {
             eval: EvalFile::read(&layout.eval_json())?,
             eval_test: match layout.eval_test_json().exists() {
                 true => Some(EvalFile::read(&layout.eval_test_json())?),
+                false => None,
+            },
+            eval_branched: match layout.eval_branched_json().exists() {
+                true => Some(EvalFile::read(&layout.eval_branched_json())?),
                 false => None,
             },
             manifest: read_json(&layout.data_manifest())?,

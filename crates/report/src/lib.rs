@@ -63,6 +63,10 @@ pub struct Report {
     /// The evaluation of the test split (`eval-test.json`), when the run made one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<EvalReport>,
+    /// The branch-trained mixture and dense model on validation (`eval-branched.json`), when
+    /// the run trained them next to the from-scratch ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branched: Option<EvalReport>,
 }
 
 impl Report {
@@ -88,6 +92,8 @@ impl Report {
             models: Vec<budget::ModelBudget>,
             #[serde(default)]
             test: Option<EvalReport>,
+            #[serde(default)]
+            branched: Option<EvalReport>,
         }
         let text = inputs::read_text(path)?;
         let eval = inputs::parse_json(path, 1, &text)?;
@@ -100,6 +106,7 @@ impl Report {
             shard_sizes: rest.shard_sizes,
             models: rest.models,
             test: rest.test,
+            branched: rest.branched,
         })
     }
 }
@@ -147,6 +154,7 @@ pub fn write_report(layout: &RunLayout, config_file: Option<&Path>) -> Result<Re
             .collect(),
         models: budget::read_models(layout, &inputs.partition, &inputs.manifest)?,
         test: inputs.eval_test.as_ref().map(|e| e.report.clone()),
+        branched: inputs.eval_branched.as_ref().map(|e| e.report.clone()),
     };
     let write = smalltalk_stage::atomic::write_file;
     write(&layout.config(), effective.text.as_bytes())?;

@@ -118,6 +118,28 @@ pub(crate) fn render(
             margins(test)
         );
     }
+    if let Some(b) = &r.branched {
+        let change = |x: f64, y: f64| format!("{:+.1}%", 100.0 * (x / y - 1.0));
+        let _ = writeln!(
+            md,
+            "## Branch-trained: experts and dense from the same pretrained weights\n\n\
+             The run also trained every expert and the paper's dense model from `[experts] \
+             init` (`experts-branched/`, as BTM and c-BTM do), with the same routers, data and \
+             steps. On validation:\n\n\
+             | model | from scratch | branch-trained | change |\n|---|---|---|---|\n\
+             | mixture (router argmax on {m} tokens) | {} | {} | {} |\n\
+             | dense, E× the experts' batch (the paper's) | {} | {} | {} |\n\n\
+             The branch-trained mixture against its dense model: {}.\n",
+            num(ev.mixture_ppl),
+            num(b.mixture_ppl),
+            change(b.mixture_ppl, ev.mixture_ppl),
+            num(ev.dense_ppl),
+            num(b.dense_ppl),
+            change(b.dense_ppl, ev.dense_ppl),
+            change(b.mixture_ppl, b.dense_ppl),
+            m = b.prefix_tokens,
+        );
+    }
     crate::budget::section(&mut md, &r.models);
 
     md.push_str(

@@ -22,8 +22,21 @@ fn a_full_report_from_typed_inputs() {
     };
     let text = serde_json::to_string(&test).unwrap();
     std::fs::write(layout.eval_test_json(), text).unwrap();
+    // A branch-trained mixture and dense model next to the from-scratch ones.
+    let branched = EvalReport {
+        mixture_ppl: 6.0,
+        dense_ppl: 8.0,
+        ..fixture::eval()
+    };
+    std::fs::write(
+        layout.eval_branched_json(),
+        serde_json::to_string(&branched).unwrap(),
+    )
+    .unwrap();
     let report = write_report(&layout, Some(&given)).unwrap();
     assert_eq!(report.test.as_ref(), Some(&test));
+    assert_eq!(report.branched.as_ref(), Some(&branched));
+    assert_eq!(Report::load(&layout.report_json()).unwrap(), report);
     check_finite(&report).unwrap();
     assert_eq!(report.eval, fixture::eval());
     assert_eq!(report.backend.as_deref(), Some("flex"));
@@ -38,6 +51,10 @@ fn a_full_report_from_typed_inputs() {
         "## Perplexity",
         "- against the paper's dense (E× batch): -11.1% (the mixture's perplexity is **lower**)",
         "## Test split: text from files the training never saw",
+        "## Branch-trained: experts and dense from the same pretrained weights",
+        "| mixture (router argmax on 32 tokens) | 12.000 | 6.000 | -50.0% |",
+        "| dense, E× the experts' batch (the paper's) | 13.500 | 8.000 | -40.7% |",
+        "The branch-trained mixture against its dense model: -25.0%.",
         "| dense, E× the steps at the experts' batch (same total tokens) | 11.000 | |",
         "- against the E×-steps dense: +9.1% (the mixture's perplexity is **NOT lower**)",
         "## Per-expert segments",

@@ -53,6 +53,15 @@ impl RunLayout {
     pub fn dense_steps(&self) -> PathBuf {
         dense_steps_dir(&self.experts())
     }
+    /// The branch-trained experts and dense model (`experts-branched/`), next to the
+    /// from-scratch ones when a run compares the two (`[experts] init`).
+    pub fn experts_branched(&self) -> PathBuf {
+        self.root.join("experts-branched")
+    }
+    /// The evaluation of the branch-trained mixture on validation (`eval-branched.json`).
+    pub fn eval_branched_json(&self) -> PathBuf {
+        self.root.join("eval-branched.json")
+    }
     /// The evaluation of the test split (`eval-test.json`; text from files the training
     /// never saw when the dataset's test split holds out whole files).
     pub fn eval_test_json(&self) -> PathBuf {

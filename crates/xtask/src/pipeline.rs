@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use smalltalk_launch::{RunSpec, StageName};
 use smalltalk_stage::layout::StageSeconds;
@@ -40,6 +40,12 @@ pub struct PipelineArgs {
     /// Training jobs run at once (experts and dense baselines; they share the 2 cores).
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    /// Also branch-train (BTM, c-BTM): the same experts and the paper's dense model started
+    /// from this weights file (`[experts] init`; e.g. `smalltalk import hf`'s output) into
+    /// OUT/experts-branched/, evaluated on validation into OUT/eval-branched.json; the report
+    /// shows them next to the from-scratch ones.
+    #[arg(long)]
+    branch_from: Option<PathBuf>,
     /// A `smalltalk` binary to run instead of building the release one (CI passes the test
     /// build's).
     #[arg(long)]
@@ -58,6 +64,7 @@ impl PipelineArgs {
             backend: "flex".into(),
             experts,
             jobs: 2,
+            branch_from: None,
             bin: Some(bin.into()),
         }
     }
@@ -176,6 +183,14 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         stage: "experts + dense".into(),
         seconds: started.elapsed().as_secs_f64(),
     });
+    if let Some(init) = &args.branch_from {
+        let started = Instant::now();
+        branch_train(&spec, &bin, init, &mut runner)?;
+        times.push(StageSeconds {
+            stage: "branch-trained experts + dense, eval".into(),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
     let evals = spec.stage(StageName::Eval).commands;
     for ((n, name, split, eval_json), argv) in [
         (8, "eval", "validation", run.eval_json()),
@@ -205,6 +220,71 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         t.elapsed().as_secs_f64(),
         run.report_md().display()
     );
+    Ok(())
+}
+
+/// The experts and the paper's dense model again, started from `init`, into
+/// `experts-branched/` with a config that says so (`config-branched.toml`), and their
+/// evaluation on validation (`eval-branched.json`).
+fn branch_train(spec: &RunSpec, bin: &Path, init: &Path, runner: &mut Runner) -> Result<()> {
+    let run = spec.layout();
+    let mut cfg: toml::Table = toml::from_str(&std::fs::read_to_string(&spec.config)?)?;
+    let experts = cfg
+        .entry("experts")
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    let init = std::path::absolute(init)?;
+    experts
+        .as_table_mut()
+        .context("[experts] must be a table")?
+        .insert("init".into(), init.display().to_string().into());
+    let config = run.root().join("config-branched.toml");
+    smalltalk_stage::atomic::write_file(&config, toml::to_string(&cfg)?.as_bytes())?;
+    let branched = RunSpec {
+        config,
+        ..spec.clone()
+    };
+    // The stage commands with their experts folder moved to experts-branched/.
+    let moved = |argv: Vec<String>| -> Command {
+        let from = run.experts().display().to_string();
+        let to = run.experts_branched().display().to_string();
+        let mut cmd = Command::new(bin);
+        cmd.args(
+            argv.into_iter()
+                .map(|a| if a == from { to.clone() } else { a }),
+        );
+        cmd
+    };
+    let mut jobs = Vec::new();
+    for i in 0..spec.experts {
+        let mut cmd = moved(branched.stage(StageName::Experts).commands.remove(0));
+        cmd.args(["--expert", &i.to_string(), "--json"]);
+        jobs.push(Job {
+            label: format!("branched-expert-{i:02}"),
+            cmd,
+            cost: 1.0,
+            capture: None,
+        });
+    }
+    let mut cmd = moved(branched.stage(StageName::Dense).commands.remove(0));
+    cmd.arg("--json");
+    jobs.push(Job {
+        label: "branched-dense".into(),
+        cmd,
+        cost: spec.experts as f64,
+        capture: None,
+    });
+    jobs.sort_by(|a, b| b.cost.total_cmp(&a.cost));
+    runner.phase(
+        "branch-trained experts and dense (from [experts] init)",
+        jobs,
+    )?;
+    if !run.eval_branched_json().exists() {
+        let mut eval = branched.stage(StageName::Eval).commands.remove(0);
+        let out = eval.len() - 1;
+        eval[out] = run.eval_branched_json().display().to_string();
+        println!("      routed evaluation of the branch-trained mixture on validation");
+        run_shown(&mut moved(eval))?;
+    }
     Ok(())
 }
 
