@@ -50,42 +50,29 @@ pub struct EvalArgs {
 
 /// Run `smalltalk eval`.
 pub fn run(args: EvalArgs, backend: BackendKind, out: &Output) -> Result<()> {
-    let data = if args.data.is_file() {
-        EvalData::File(&args.data)
-    } else {
-        EvalData::Split {
-            dataset: &args.data,
-            split: args.split,
-        }
-    };
-    let mut prefixes = vec![args.prefix];
-    prefixes.extend(args.prefix_sweep.iter().filter(|&&m| m != args.prefix));
-    let experts = match (&args.experts, args.routing_only) {
-        (Some(experts), false) => experts,
-        _ => {
-            let quality = on_backend!(backend, AB, _name => {
-                type B = <AB as AutodiffBackend>::InnerBackend;
-                routing_quality::<B>(&args.routers, &data, &prefixes, &Default::default())
-            })
-            .context("routing held-out rows")?;
-            out.result(&quality, || quality.describe());
-            return Ok(());
-        }
-    };
-    let options = EvalOptions {
-        prefixes,
-        seed: args.seed,
+    let data = EvalData::at(&args.data, args.split);
+    let options = EvalOptions::new(args.prefix, &args.prefix_sweep, args.seed);
+    let Some(experts) = args.experts.as_ref().filter(|_| !args.routing_only) else {
+        let quality = on_backend!(backend, AB, _name => {
+            type B = <AB as AutodiffBackend>::InnerBackend;
+            routing_quality::<B>(&args.routers, &data, &options.prefixes, &Default::default())
+        })
+        .context("routing held-out rows")?;
+        out.result(&quality, || quality.describe());
+        return Ok(());
     };
     let (report, name) = on_backend!(backend, AB, name => {
         type B = <AB as AutodiffBackend>::InnerBackend;
         (eval_run::<B>(&args.routers, experts, &data, &options, &Default::default()), name)
     });
     let report = report.context("evaluating the mixture")?;
-    let mut value = serde_json::to_value(&report).expect("report serialises");
+    let mut value = serde_json::to_value(&report)?;
     value["backend"] = name.into();
     if let Some(path) = &args.out {
-        let text = serde_json::to_string_pretty(&value).expect("report serialises");
-        smalltalk_stage::atomic::write_file(path, text.as_bytes())?;
+        smalltalk_stage::atomic::write_file(
+            path,
+            serde_json::to_string_pretty(&value)?.as_bytes(),
+        )?;
     }
     out.result(&value, || report.describe());
     Ok(())

@@ -29,6 +29,28 @@ pub enum EvalData<'a> {
     File(&'a Path),
 }
 
+impl<'a> EvalData<'a> {
+    /// `path` as a dataset folder's `split`, or as a held-out file when it is a file.
+    pub fn at(path: &'a Path, split: Split) -> Self {
+        match path.is_file() {
+            true => EvalData::File(path),
+            false => EvalData::Split {
+                dataset: path,
+                split,
+            },
+        }
+    }
+}
+
+impl EvalOptions {
+    /// The headline prefix `prefix` followed by the sweep's other prefixes.
+    pub fn new(prefix: usize, sweep: &[usize], seed: u64) -> Self {
+        let mut prefixes = vec![prefix];
+        prefixes.extend(sweep.iter().filter(|&&m| m != prefix));
+        EvalOptions { prefixes, seed }
+    }
+}
+
 /// How to evaluate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvalOptions {
