@@ -3,12 +3,11 @@
 //! `bench/gpu.sh` drive next to PyTorch).
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use smalltalk_lm::backend::BackendKind;
-use smalltalk_lm::{BenchCase, BenchOptions, Precision};
+use smalltalk_lm::BenchOptions;
 
 use crate::backends::on_backend;
-use crate::config::from_name;
 use crate::progress::{BarProgress, BarStyle};
 use crate::report::Output;
 
@@ -21,65 +20,17 @@ pub enum LmCommand {
     /// `--steps` steps after one warm-up step that is not counted; scoring runs `score_prefix`
     /// (no autodiff) on `--score-batch` rows of `--score-prefix` tokens, `--score-reps` times
     /// after one warm-up. One result per case (`--json`: one object per line).
-    Bench(BenchArgs),
+    Bench(BenchOptions),
     /// The next-token logits of a weights file at every position of a text or token ids
     /// (for checking another implementation, e.g. transformers on an exported model).
     Logits(crate::hf_cmd::LogitsArgs),
 }
 
-/// `lm bench` flags.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Model preset (tiny, cpu-small, router-4.4m, router-110m, expert-335m, expert-1.3b).
-    #[arg(long, default_value = "router-4.4m")]
-    preset: String,
-    /// Override the preset's vocabulary size.
-    #[arg(long)]
-    vocab: Option<usize>,
-    /// Training sequences per step.
-    #[arg(long, default_value_t = 32)]
-    batch: usize,
-    /// Training sequence length (predicted positions per row).
-    #[arg(long, default_value_t = 256)]
-    seq: usize,
-    /// Measured training steps (one more warm-up step runs first).
-    #[arg(long, default_value_t = 3)]
-    steps: usize,
-    /// Rows scored per `score_prefix` call.
-    #[arg(long, default_value_t = 1024)]
-    score_batch: usize,
-    /// Tokens per scored row (the routing prefix M).
-    #[arg(long, default_value_t = 32)]
-    score_prefix: usize,
-    /// Measured scoring calls (one more warm-up call runs first).
-    #[arg(long, default_value_t = 3)]
-    score_reps: usize,
-    /// Cases to run: train (training targets per second), score (scored sequences per second).
-    #[arg(long, value_parser = from_name::<BenchCase>, value_delimiter = ',', default_value = "train,score")]
-    cases: Vec<BenchCase>,
-    /// Compute precision: full (f32), or bf16 (bf16 matrix products and attention over f32
-    /// master weights; for GPU backends, runs on flex too, slowly, through f32 conversions).
-    #[arg(long, value_parser = from_name::<Precision>, default_value = "full")]
-    precision: Precision,
-}
-
 /// Run an `lm` command on `backend`.
 pub fn run(cmd: LmCommand, backend: BackendKind, out: &Output) -> Result<()> {
-    let args = match cmd {
-        LmCommand::Bench(args) => args,
+    let opts = match cmd {
+        LmCommand::Bench(opts) => opts,
         LmCommand::Logits(args) => return crate::hf_cmd::logits(args, backend, out),
-    };
-    let opts = BenchOptions {
-        cases: args.cases,
-        precision: args.precision,
-        preset: args.preset,
-        vocab: args.vocab,
-        batch: args.batch,
-        seq: args.seq,
-        steps: args.steps,
-        score_batch: args.score_batch,
-        score_prefix: args.score_prefix,
-        score_reps: args.score_reps,
     };
     let mut progress = BarProgress::new(out.is_json(), BarStyle::Steps);
     let (results, name) = on_backend!(backend, AB, name => {
@@ -132,19 +83,16 @@ mod tests {
 
     #[test]
     fn flags_default_to_the_library_defaults() {
-        let LmCommand::Bench(args) = Cli::parse_from(["lm", "bench"]).lm else {
+        let LmCommand::Bench(opts) = Cli::parse_from(["lm", "bench"]).lm else {
             panic!("lm bench parses as Bench")
         };
-        let d = BenchOptions::default();
-        assert_eq!(
-            (args.preset, args.batch, args.seq, args.steps),
-            (d.preset, d.batch, d.seq, d.steps)
-        );
-        assert_eq!(
-            (args.score_batch, args.score_prefix, args.score_reps),
-            (d.score_batch, d.score_prefix, d.score_reps)
-        );
-        assert_eq!(args.cases, [BenchCase::Train, BenchCase::Score]);
-        assert_eq!(args.precision, Precision::Full);
+        assert_eq!(opts, BenchOptions::default());
+        let LmCommand::Bench(opts) =
+            Cli::parse_from(["lm", "bench", "--cases", "score", "--precision", "f32"]).lm
+        else {
+            panic!("lm bench parses as Bench")
+        };
+        assert_eq!(opts.cases, [smalltalk_lm::BenchCase::Score]);
+        assert_eq!(opts.precision, smalltalk_lm::Precision::Full);
     }
 }

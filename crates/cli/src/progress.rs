@@ -5,11 +5,6 @@
 //! - People: one bar per phase with elapsed time, position/length, rate and ETA (a spinner when
 //!   the length is unknown); `note()` lines print above the bar; `record()` values are not shown.
 //! - Scripts (`--json`): no bar and no notes; every `record()` value is one JSON line on stdout.
-//!
-//! ```ignore
-//! let mut progress = BarProgress::new(out.is_json(), BarStyle::Steps);
-//! train(&settings, &mut progress)?; // takes `&mut dyn smalltalk_stage::Progress`
-//! ```
 
 use std::io::Write;
 use std::time::Duration;

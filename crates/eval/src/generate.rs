@@ -13,15 +13,19 @@ use crate::error::{EvalError, Result};
 use crate::models::{check_tokenizer, latest_model};
 use crate::text_router::TextRouter;
 
-/// How to generate.
+/// How to generate; with the `clap` feature, also the flags of `smalltalk generate`.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct GenerateOptions {
-    /// Routing prefix M̂: the prompt's first M̂ tokens pick the expert (fewer when the prompt
-    /// is shorter); at least 2.
+    /// Routing prefix M̂, at least 2: the prompt's first M̂ tokens pick the expert (fewer when
+    /// the prompt is shorter).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 32))]
     pub prefix: usize,
     /// Tokens to generate at most (stops early at the end-of-document token).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 64))]
     pub max_tokens: usize,
     /// Temperature (> 0, or exactly 0 for greedy), top-k, top-p (in (0, 1]) and seed.
+    #[cfg_attr(feature = "clap", command(flatten))]
     pub sampling: SamplingOptions,
 }
 

@@ -23,6 +23,7 @@ use crate::train::{StepMetrics, TrainConfig, TrainObserver, Trainer, VecSource};
 
 /// A measurement [`bench_cases`] can make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum BenchCase {
     /// Training throughput (targets per second), [`bench_train`].
@@ -31,28 +32,44 @@ pub enum BenchCase {
     Score,
 }
 
-/// What to benchmark and how long.
+/// What to benchmark and how long; with the `clap` feature, also the flags of
+/// `smalltalk lm bench` (defaults as in [`Default`]).
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct BenchOptions {
-    /// Model preset ([`LmConfig::preset`]).
+    /// Model preset (tiny, cpu-small, router-4.4m, router-110m, expert-335m, expert-1.3b).
+    #[cfg_attr(feature = "clap", arg(long, default_value = "router-4.4m"))]
     pub preset: String,
     /// Override of the preset's vocabulary size.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub vocab: Option<usize>,
     /// Training sequences per step.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 32))]
     pub batch: usize,
     /// Training sequence length (predicted positions per row).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 256))]
     pub seq: usize,
     /// Timed training steps (one more warm-up step runs first).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 3))]
     pub steps: usize,
-    /// Rows scored per [`score_prefix`] call.
+    /// Rows scored per `score_prefix` call.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 1024))]
     pub score_batch: usize,
     /// Tokens per scored row (the routing prefix M).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 32))]
     pub score_prefix: usize,
     /// Timed scoring calls (one more warm-up call runs first).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 3))]
     pub score_reps: usize,
-    /// The measurements, in order.
+    /// Cases to run: train (training targets per second), score (scored sequences per second).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_enum, value_delimiter = ',', default_value = "train,score")
+    )]
     pub cases: Vec<BenchCase>,
-    /// Compute precision (parameters and optimizer state are f32 either way).
+    /// Compute precision: full (f32), or bf16 (bf16 matrix products and attention over f32
+    /// master weights; for GPU backends, runs on flex too, slowly, through f32 conversions).
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value = "full"))]
     pub precision: Precision,
 }
 

@@ -12,11 +12,13 @@ use serde::{Deserialize, Serialize};
 
 /// The compute dtype of the matrix products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Compute in the parameters' dtype (f32 on CPU; f64 in the gradient checks).
     #[default]
     #[serde(alias = "f32")]
+    #[cfg_attr(feature = "clap", value(alias = "f32"))]
     Full,
     /// bf16 matrix products and attention over f32 parameters (GPU training).
     Bf16,

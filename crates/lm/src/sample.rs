@@ -7,16 +7,29 @@ use crate::error::{LmError, Result};
 use crate::model::Lm;
 use crate::rng::SplitMix64;
 
-/// How the next token is drawn.
+/// How the next token is drawn; with the `clap` feature, also command-line flags (defaults as
+/// in [`Default`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct SamplingOptions {
-    /// Softmax temperature; 0 means greedy (argmax).
+    /// Softmax temperature: > 0, or 0 for greedy decoding (argmax).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, default_value_t = 0.8, allow_negative_numbers = true)
+    )]
     pub temperature: f64,
     /// Keep only the `top_k` most likely tokens (0: all).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 50))]
     pub top_k: usize,
-    /// Keep the smallest set of most likely tokens whose probability reaches `top_p` (1: all).
+    /// Nucleus sampling: keep the smallest set of most likely tokens whose probability reaches
+    /// `top_p`, in (0, 1] (1: all).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, default_value_t = 0.95, allow_negative_numbers = true)
+    )]
     pub top_p: f64,
     /// Seed of the draws.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
     pub seed: u64,
 }
 
