@@ -23,6 +23,7 @@ macro_rules! on_backend {
             }
             #[cfg(feature = "wgpu")]
             BackendKind::Wgpu => {
+                smalltalk_lm::backend::probe_wgpu()?;
                 type $AB =
                     smalltalk_lm::burn::backend::Autodiff<smalltalk_lm::burn::backend::Wgpu>;
                 let $name: &'static str = "wgpu";

@@ -37,6 +37,13 @@ pub enum BackendError {
         /// Comma-separated list of the backends that are available.
         compiled: String,
     },
+    /// The wgpu backend is compiled in but finds no device to run on.
+    #[error(
+        "backend `wgpu` found no usable GPU adapter ({0}): install a Vulkan driver for this \
+         machine's GPU, or on a machine without one Mesa's lavapipe (Debian: \
+         `apt-get install mesa-vulkan-drivers libvulkan1`), or use `--backend flex`"
+    )]
+    NoWgpuAdapter(String),
 }
 
 impl BackendKind {
@@ -102,6 +109,27 @@ impl BackendKind {
     pub fn select(name: &str) -> Result<Self, BackendError> {
         name.parse::<Self>()?.ensure_compiled()
     }
+}
+
+/// Check that the wgpu backend can open its default device, turning cubecl's panic when no
+/// adapter exists ("No possible adapter available") into [`BackendError::NoWgpuAdapter`].
+/// Call it once before the first wgpu tensor; the device is then ready for use.
+#[cfg(feature = "wgpu")]
+pub fn probe_wgpu() -> Result<(), BackendError> {
+    use burn::tensor::Tensor;
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = std::panic::catch_unwind(|| {
+        let device = burn::backend::wgpu::WgpuDevice::default();
+        Tensor::<burn::backend::Wgpu, 1>::zeros([1], &device).into_data()
+    });
+    std::panic::set_hook(quiet);
+    opened.map(drop).map_err(|panic| {
+        let message = (panic.downcast_ref::<String>().map(String::as_str))
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("cubecl panicked while opening the device");
+        BackendError::NoWgpuAdapter(message.trim().to_string())
+    })
 }
 
 impl FromStr for BackendKind {

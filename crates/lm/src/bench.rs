@@ -15,6 +15,7 @@ use smalltalk_stage::Progress;
 
 use crate::config::LmConfig;
 use crate::error::{LmError, Result};
+use crate::fused::Kernel;
 use crate::model::Lm;
 use crate::precision::Precision;
 use crate::rng::SplitMix64;
@@ -71,6 +72,10 @@ pub struct BenchOptions {
     /// master weights; for GPU backends, runs on flex too, slowly, through f32 conversions).
     #[cfg_attr(feature = "clap", arg(long, value_enum, default_value = "full"))]
     pub precision: Precision,
+    /// Training ops: auto (the backend's LmBackend ops: fused CPU kernels on flex, the tiled
+    /// ops on wgpu and cuda) or reference (burn's ops: full logits, `[seq, seq]` scores).
+    #[cfg_attr(feature = "clap", arg(long, value_enum, default_value = "auto"))]
+    pub kernel: Kernel,
 }
 
 impl Default for BenchOptions {
@@ -86,6 +91,7 @@ impl Default for BenchOptions {
             score_reps: 3,
             cases: vec![BenchCase::Train, BenchCase::Score],
             precision: Precision::Full,
+            kernel: Kernel::Auto,
         }
     }
 }
@@ -113,6 +119,8 @@ pub struct BenchModel {
     pub preset: String,
     /// Compute precision.
     pub precision: Precision,
+    /// Training ops (auto or reference).
+    pub kernel: Kernel,
     /// Vocabulary size.
     pub vocab: usize,
     /// Parameter count.
@@ -132,6 +140,7 @@ impl BenchModel {
         BenchModel {
             preset: opts.preset.clone(),
             precision: opts.precision,
+            kernel: opts.kernel,
             vocab: cfg.vocab_size,
             params: cfg.num_params(),
             d_model: cfg.d_model,
@@ -334,8 +343,10 @@ pub fn bench_train<AB: AutodiffBackend>(
         tokens: 0,
         loss: f64::NAN,
     };
-    let run = Trainer::<AB>::new(cfg, train, &dir, device)
-        .and_then(|mut trainer| trainer.run(&source, &mut timer));
+    let run = Trainer::<AB>::new(cfg, train, &dir, device).and_then(|mut trainer| {
+        trainer.set_kernel(opts.kernel);
+        trainer.run(&source, &mut timer)
+    });
     progress.finish();
     let _ = std::fs::remove_dir_all(&dir);
     run?;

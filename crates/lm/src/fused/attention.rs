@@ -5,13 +5,14 @@
 //! produce them, and the RoPE tables `cos`, `sin: [seq, head_dim]`. The op rotates `q` and
 //! `k`, attends causally with scale `1/√head_dim` and returns `[batch·seq, heads·head_dim]`,
 //! ready for `o_proj`. Keeping the flat layout at the op's boundary means no permuted copies
-//! in the model; the fused kernel also never builds a `[batch, heads, seq, seq]` tensor.
+//! in the model; the fused CPU kernel and the [`super::tiled`] op also never build a
+//! `[batch, heads, seq, seq]` tensor.
 
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{backend::Backend, Bool, Tensor, TensorData};
 
-use super::Kernel;
+use super::{float, on_lm_backend, prim, Kernel, LmBackend};
 use crate::rope::rotate_half;
 
 /// The geometry of one attention call (`q`, `k`, `v` are `[batch·seq, heads·head_dim]`).
@@ -48,18 +49,18 @@ impl AttentionShape {
 pub type RopeTables<B> = (Tensor<B, 2>, Tensor<B, 2>);
 
 /// `[N, d] → [batch, heads, seq, head_dim]`.
-fn to_heads<B: Backend>(x: Tensor<B, 2>, s: AttentionShape) -> Tensor<B, 4> {
+pub(crate) fn to_heads<B: Backend>(x: Tensor<B, 2>, s: AttentionShape) -> Tensor<B, 4> {
     x.reshape([s.batch, s.seq, s.heads, s.head_dim])
         .swap_dims(1, 2)
 }
 
 /// `[batch, heads, seq, head_dim] → [N, d]`.
-fn from_heads<B: Backend>(x: Tensor<B, 4>, s: AttentionShape) -> Tensor<B, 2> {
+pub(crate) fn from_heads<B: Backend>(x: Tensor<B, 4>, s: AttentionShape) -> Tensor<B, 2> {
     x.swap_dims(1, 2).reshape([s.rows(), s.width()])
 }
 
 /// Rotate `[N, d]` projections by RoPE and split them into heads.
-fn rotated_heads<B: Backend>(
+pub(crate) fn rotated_heads<B: Backend>(
     x: Tensor<B, 2>,
     (cos, sin): RopeTables<B>,
     s: AttentionShape,
@@ -129,15 +130,17 @@ pub fn reference_attention_lse<B: Backend>(
 /// rotations undone (RoPE is orthogonal: its transpose is the rotation by `−angle`).
 pub fn reference_attention_grads<B: Backend>(
     [q, k, v]: [Tensor<B, 2>; 3],
-    (cos, sin): RopeTables<B>,
+    rope: RopeTables<B>,
     out: Tensor<B, 2>,
     lse: Tensor<B, 1>,
     dout: Tensor<B, 2>,
     shape: AttentionShape,
 ) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
     let s = shape;
-    let rope = (cos.clone(), sin.clone());
-    let (q, k) = (rotated_heads(q, rope.clone(), s), rotated_heads(k, rope, s));
+    let (q, k) = (
+        rotated_heads(q, rope.clone(), s),
+        rotated_heads(k, rope.clone(), s),
+    );
     let v = to_heads(v, s);
     let lse = lse.reshape([s.batch, s.heads, s.seq, 1]);
     let p = (masked_scores(q.clone(), k.clone(), s) - lse).exp();
@@ -148,15 +151,24 @@ pub fn reference_attention_grads<B: Backend>(
     let ds = p * (dp - rowsum);
     let dq = ds.clone().matmul(k).mul_scalar(s.scale());
     let dk = ds.swap_dims(2, 3).matmul(q).mul_scalar(s.scale());
-    let unrotate = |g: Tensor<B, 4>| {
-        let g = rotate_half(g.swap_dims(1, 2), cos.clone(), sin.clone().neg());
-        g.reshape([s.rows(), s.width()])
-    };
-    (unrotate(dq), unrotate(dk), from_heads(dv, s))
+    (
+        unrotate(dq, rope.clone(), s),
+        unrotate(dk, rope, s),
+        from_heads(dv, s),
+    )
+}
+
+/// The gradient of [`rotated_heads`]: `[batch, heads, seq, head_dim]` back to `[N, d]`, rotated
+/// by `−angle` (RoPE is orthogonal: its transpose is the inverse rotation).
+pub(crate) fn unrotate<B: Backend>(
+    g: Tensor<B, 4>,
+    (cos, sin): RopeTables<B>,
+    s: AttentionShape,
+) -> Tensor<B, 2> {
+    rotate_half(g.swap_dims(1, 2), cos, sin.neg()).reshape([s.rows(), s.width()])
 }
 
 /// `(q, k, v, cos, sin)`.
-#[cfg(feature = "flex")]
 type Args<B> = (
     Tensor<B, 2>,
     Tensor<B, 2>,
@@ -165,8 +177,8 @@ type Args<B> = (
     Tensor<B, 2>,
 );
 
-/// Causal self-attention with RoPE (see the module docs), through the fused kernel where
-/// [`Kernel::Auto`] finds one (`Flex`, `Autodiff<Flex>`), else [`reference_attention`].
+/// Causal self-attention with RoPE (see the module docs), through the backend's
+/// [`LmBackend`] op where [`Kernel::Auto`] finds one, else [`reference_attention`].
 pub fn causal_attention<B: Backend>(
     q: Tensor<B, 2>,
     k: Tensor<B, 2>,
@@ -178,32 +190,17 @@ pub fn causal_attention<B: Backend>(
     if kernel == Kernel::Reference {
         return reference_attention(q, k, v, rope, shape);
     }
-    #[cfg(feature = "flex")]
-    {
-        use super::{float, prim, same_type, LmBackend};
-        use burn::backend::{Autodiff, Flex};
-        fn fused<L: LmBackend>((q, k, v, c, s): Args<L>, shape: AttentionShape) -> Tensor<L, 2> {
-            float(L::causal_attention(
-                prim(q),
-                prim(k),
-                prim(v),
-                prim(c),
-                prim(s),
-                shape,
-            ))
-        }
-        let args = (q, k, v, rope.0, rope.1);
-        let args = match same_type::<Args<B>, Args<Flex>>(args) {
-            Ok(a) => return same_type(fused(a, shape)).expect("same backend"),
-            Err(a) => a,
-        };
-        let args = match same_type::<Args<B>, Args<Autodiff<Flex>>>(args) {
-            Ok(a) => return same_type(fused(a, shape)).expect("same backend"),
-            Err(a) => a,
-        };
-        let (q, k, v, c, s) = args;
-        reference_attention(q, k, v, (c, s), shape)
-    }
-    #[cfg(not(feature = "flex"))]
-    reference_attention(q, k, v, rope, shape)
+    let args = on_lm_backend!(B, (q, k, v, rope.0, rope.1), Args, |a: L| {
+        let (q, k, v, c, s) = a;
+        float::<L, 2>(L::causal_attention(
+            prim(q),
+            prim(k),
+            prim(v),
+            prim(c),
+            prim(s),
+            shape,
+        ))
+    });
+    let (q, k, v, c, s) = args;
+    reference_attention(q, k, v, (c, s), shape)
 }

@@ -6,7 +6,7 @@
 //! - Attention: the forward pass keeps `q`, `k`, `v`, the output and the per-row log-sum-exp
 //!   (all `O(N·d)`), and the backward step calls `B`'s attention gradients.
 //!
-//! Scoring (`lm_head_logprobs`) keeps the default reference ops: use the inner backend there.
+//! Scoring (`lm_head_logprobs`) keeps the default [`super::tiled`] op, differentiated by burn.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;

@@ -1,15 +1,17 @@
-//! Fused ops for the hot spots of training and scoring on CPU: the LM head +
-//! cross-entropy without an `[N, vocab]` tensor, and causal self-attention with RoPE without
-//! `[batch, heads, seq, seq]` tensors.
+//! Fused ops for the hot spots of training and scoring: the LM head + cross-entropy without an
+//! `[N, vocab]` tensor, and causal self-attention with RoPE without `[batch, heads, seq, seq]`
+//! tensors.
 //!
 //! - [`LmBackend`]: a backend extension with one method per op. The default bodies are the
-//!   reference burn tensor ops, so any backend implements it with an empty `impl`. `Flex`
-//!   overrides them with raw f32 kernels ([`head_kernel`], [`attention_kernel`]);
-//!   `Autodiff<B>` wraps `B`'s forward and backward kernels in custom backward steps.
+//!   [`tiled`] ops (burn tensor ops over vocabulary chunks and query blocks), written once for
+//!   every backend: `Wgpu` and cuda implement the trait with an empty `impl`. `Flex` overrides
+//!   them with raw f32 kernels ([`head_kernel`], [`attention_kernel`]); `Autodiff<B>` wraps
+//!   `B`'s forward and backward ops in custom backward steps.
 //! - [`head_nll`] / [`head_logprobs`] / [`causal_attention`]: the entry points the model uses,
 //!   generic over any `B: Backend` so no caller needs an extra bound. With [`Kernel::Auto`]
-//!   they route `Flex` and `Autodiff<Flex>` (checked by `TypeId`) to the fused ops and every
-//!   other backend to the reference ops, which are exactly the unfused computation.
+//!   they route the backends with an [`LmBackend`] impl (`Flex`, `Wgpu`, cuda, with or without
+//!   autodiff; checked by `TypeId`, see [`on_lm_backend`]) to its ops, and every other backend,
+//!   or [`Kernel::Reference`], to the reference ops: exactly the unfused computation.
 
 pub mod attention;
 #[cfg(feature = "flex")]
@@ -21,8 +23,8 @@ mod head;
 #[cfg(feature = "flex")]
 pub mod head_kernel;
 pub mod rows;
+pub mod tiled;
 
-#[cfg(feature = "flex")]
 use std::any::Any;
 
 use burn::tensor::ops::{FloatTensor, IntTensor};
@@ -35,7 +37,9 @@ pub use attention::{
 pub use head::{head_logprobs, head_nll, reference_nll, reference_nll_grads};
 
 /// Which implementation computes the fused ops (LM head + loss, attention).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
 pub enum Kernel {
     /// The fused kernels where they exist (CPU `flex`, with or without autodiff), else the
     /// reference ops.
@@ -61,12 +65,14 @@ pub trait LmBackend: Backend {
         weights: FloatTensor<Self>,
         denom: f64,
     ) -> FloatTensor<Self> {
-        prim(reference_nll::<Self>(
-            float(h),
-            float(e),
-            int(targets),
-            float(weights),
+        let (h, e, t, w) = (float(h), float(e), int(targets), float(weights));
+        prim(tiled::chunked_nll::<Self>(
+            h,
+            e,
+            t,
+            w,
             denom,
+            tiled::VOCAB_CHUNK,
         ))
     }
 
@@ -79,8 +85,9 @@ pub trait LmBackend: Backend {
         weights: FloatTensor<Self>,
         denom: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (h, e, t, w) = (float(h), float(e), int(targets), float(weights));
         let (loss, dh, de) =
-            reference_nll_grads::<Self>(float(h), float(e), int(targets), float(weights), denom);
+            tiled::chunked_nll_grads::<Self>(h, e, t, w, denom, tiled::VOCAB_CHUNK);
         (prim(loss), prim(dh), prim(de))
     }
 
@@ -90,8 +97,8 @@ pub trait LmBackend: Backend {
         e: FloatTensor<Self>,
         targets: IntTensor<Self>,
     ) -> FloatTensor<Self> {
-        let logits = float::<Self, 2>(h).matmul(float::<Self, 2>(e).transpose());
-        prim(crate::loss::target_logprobs(logits, int(targets)))
+        let (h, e, t) = (float(h), float(e), int(targets));
+        prim(tiled::chunked_logprobs::<Self>(h, e, t, tiled::VOCAB_CHUNK))
     }
 
     /// Causal self-attention with RoPE on `q` and `k`, softmax scale `1/√head_dim`:
@@ -104,14 +111,7 @@ pub trait LmBackend: Backend {
         sin: FloatTensor<Self>,
         shape: AttentionShape,
     ) -> FloatTensor<Self> {
-        let rope = (float(cos), float(sin));
-        prim(reference_attention::<Self>(
-            float(q),
-            float(k),
-            float(v),
-            rope,
-            shape,
-        ))
+        Self::causal_attention_lse(q, k, v, cos, sin, shape).0
     }
 
     /// [`LmBackend::causal_attention`] and the log-sum-exp of each softmax row,
@@ -124,8 +124,9 @@ pub trait LmBackend: Backend {
         sin: FloatTensor<Self>,
         shape: AttentionShape,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let rope = (float(cos), float(sin));
-        let (out, lse) = reference_attention_lse::<Self>(float(q), float(k), float(v), rope, shape);
+        let (q, k, v, rope) = (float(q), float(k), float(v), (float(cos), float(sin)));
+        let (out, lse) =
+            tiled::blocked_attention_lse::<Self>(q, k, v, rope, shape, tiled::QUERY_BLOCK);
         (prim(out), prim(lse))
     }
 
@@ -143,18 +144,26 @@ pub trait LmBackend: Backend {
         dout: FloatTensor<Self>,
         shape: AttentionShape,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let rope = (float(cos), float(sin));
-        let (dq, dk, dv) = reference_attention_grads::<Self>(
+        let (dq, dk, dv) = tiled::blocked_attention_grads::<Self>(
             [float(q), float(k), float(v)],
-            rope,
+            (float(cos), float(sin)),
             float(out),
             float(lse),
             float(dout),
             shape,
+            tiled::QUERY_BLOCK,
         );
         (prim(dq), prim(dk), prim(dv))
     }
 }
+
+/// wgpu (Vulkan, Metal, DX12) runs the [`tiled`] ops.
+#[cfg(feature = "wgpu")]
+impl LmBackend for burn::backend::Wgpu {}
+
+/// CUDA runs the [`tiled`] ops.
+#[cfg(feature = "cuda")]
+impl LmBackend for crate::CudaF32 {}
 
 pub(crate) fn float<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(p))
@@ -169,7 +178,6 @@ pub(crate) fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B
 }
 
 /// Moves `a` into a `T` when both are the same type (a `TypeId` check), else hands it back.
-#[cfg(feature = "flex")]
 pub(crate) fn same_type<A: 'static, T: 'static>(a: A) -> Result<T, A> {
     let mut slot = Some(a);
     match (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
@@ -178,18 +186,48 @@ pub(crate) fn same_type<A: 'static, T: 'static>(a: A) -> Result<T, A> {
     }
 }
 
-/// Whether [`Kernel::Auto`] has a fused kernel for backend `B` (`Flex`, `Autodiff<Flex>`).
+/// Dispatch to the [`LmBackend`] ops of the compiled-in backend that `$B` is: for each of
+/// `Flex`, `Wgpu`, cuda (each also under `Autodiff`), when `$args: $Args<$B>` is an
+/// `$Args<L>`, binds it to `$a`, the type to `$L`, and returns `$body` (a `$B` value)
+/// from the enclosing function; otherwise evaluates to `$args`, handed back.
+macro_rules! on_lm_backend {
+    ($B:ty, $args:expr, $Args:ident, |$a:ident: $L:ident| $body:expr) => {{
+        let args = $args;
+        #[cfg(feature = "flex")]
+        let args = on_lm_backend!(@try $B, args, $Args, burn::backend::Flex, $a, $L, $body);
+        #[cfg(feature = "flex")]
+        let args = on_lm_backend!(@try $B, args, $Args,
+            burn::backend::Autodiff<burn::backend::Flex>, $a, $L, $body);
+        #[cfg(feature = "wgpu")]
+        let args = on_lm_backend!(@try $B, args, $Args, burn::backend::Wgpu, $a, $L, $body);
+        #[cfg(feature = "wgpu")]
+        let args = on_lm_backend!(@try $B, args, $Args,
+            burn::backend::Autodiff<burn::backend::Wgpu>, $a, $L, $body);
+        #[cfg(feature = "cuda")]
+        let args = on_lm_backend!(@try $B, args, $Args, crate::CudaF32, $a, $L, $body);
+        #[cfg(feature = "cuda")]
+        let args = on_lm_backend!(@try $B, args, $Args,
+            burn::backend::Autodiff<crate::CudaF32>, $a, $L, $body);
+        args
+    }};
+    (@try $B:ty, $args:expr, $Args:ident, $T:ty, $a:ident, $L:ident, $body:expr) => {
+        match $crate::fused::same_type::<$Args<$B>, $Args<$T>>($args) {
+            Ok($a) => {
+                #[allow(dead_code)]
+                type $L = $T;
+                return $crate::fused::same_type($body).expect("same backend");
+            }
+            Err(args) => args,
+        }
+    };
+}
+pub(crate) use on_lm_backend;
+
+/// Whether [`Kernel::Auto`] runs backend `B` on [`LmBackend`] ops (fused CPU kernels for
+/// `Flex`, the [`tiled`] ops for `Wgpu` and cuda, each with or without autodiff): the list
+/// of [`on_lm_backend`].
 pub fn fused_available<B: Backend>() -> bool {
-    use std::any::TypeId;
-    #[cfg(feature = "flex")]
-    {
-        use burn::backend::{Autodiff, Flex};
-        let id = TypeId::of::<B>();
-        id == TypeId::of::<Flex>() || id == TypeId::of::<Autodiff<Flex>>()
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = TypeId::of::<B>;
-        false
-    }
+    type Id<X> = std::marker::PhantomData<X>;
+    let _ = on_lm_backend!(B, Id::<B>::default(), Id, |_found: L| true);
+    false
 }

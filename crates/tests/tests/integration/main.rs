@@ -7,9 +7,12 @@ mod lm_grad;
 mod lm_model;
 mod lm_precision;
 mod lm_run_control;
+mod lm_tiled;
 mod lm_train;
 mod lm_util;
 mod pipeline_api;
 mod reliability;
 mod router_em;
 mod routing_methods;
+#[cfg(feature = "wgpu")]
+mod wgpu_backend;

@@ -11,6 +11,7 @@ use smalltalk_eval::{eval_run, generate_text, EvalData, EvalOptions, GenerateOpt
 use smalltalk_expert::{
     train_dense, train_expert, DenseScaling, ExpertConfig, ExpertJob, StepBudget,
 };
+use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
 use smalltalk_lm::{generate, SamplingOptions};
 use smalltalk_router::{train_routers, RouterSet};
 use smalltalk_routing::{partition_stage, PartitionManifest};
@@ -36,19 +37,28 @@ pub fn strong_routers() -> smalltalk_router::EmConfig {
 
 /// Build the dataset, train routers, partition, two experts and the dense model in `layout`.
 pub fn train_tiny_run(layout: &RunLayout) {
+    train_tiny_run_on::<AB>(layout, &strong_routers(), &Default::default());
+}
+
+/// [`train_tiny_run`] on the training backend `A` (its device `device`) with routers `em`.
+pub fn train_tiny_run_on<A: AutodiffBackend>(
+    layout: &RunLayout,
+    em: &smalltalk_router::EmConfig,
+    device: &A::Device,
+) {
     let s = tiny_settings();
     let corpus = write_two_domain_corpus(layout.root());
     build_tiny_dataset(&corpus, &layout.data());
-    let em = train_routers::<AB>(
+    let em = train_routers::<A>(
         &layout.data(),
         &layout.routers(),
-        &strong_routers(),
-        &Default::default(),
+        em,
+        device,
         &mut NoProgress,
     )
     .unwrap();
     assert!(!em.stopped && em.manifest.is_some());
-    let routers = RouterSet::<B>::load(&layout.routers(), &Default::default()).unwrap();
+    let routers = RouterSet::<A::InnerBackend>::load(&layout.routers(), device).unwrap();
     partition_stage(
         &routers,
         &layout.data(),
@@ -65,15 +75,15 @@ pub fn train_tiny_run(layout: &RunLayout) {
             expert: e,
             budget: StepBudget::Fixed,
         };
-        train_expert::<AB>(&job, &s.experts, &Default::default(), &mut NoProgress).unwrap();
+        train_expert::<A>(&job, &s.experts, device, &mut NoProgress).unwrap();
     }
-    train_dense::<AB>(
+    train_dense::<A>(
         &layout.data(),
         &layout.experts(),
         &s.experts,
         2,
         StepBudget::Fixed,
-        &Default::default(),
+        device,
         &mut NoProgress,
     )
     .unwrap();
@@ -82,13 +92,13 @@ pub fn train_tiny_run(layout: &RunLayout) {
         dense_scaling: DenseScaling::Steps,
         ..s.experts.clone()
     };
-    let out = train_dense::<AB>(
+    let out = train_dense::<A>(
         &layout.data(),
         &layout.experts(),
         &steps,
         2,
         StepBudget::Fixed,
-        &Default::default(),
+        device,
         &mut NoProgress,
     )
     .unwrap();

@@ -1,0 +1,243 @@
+//! The fused ops written once from burn tensor ops, tiled so that no tensor grows with the
+//! vocabulary or with `seq²`: the ops of the backends without a hand-written kernel (`cuda`,
+//! `wgpu`; see [`super::LmBackend`]). Same statistics and backward formulas as the reference
+//! ops ([`super::reference_nll_grads`], [`super::reference_attention_grads`]), computed tile by
+//! tile:
+//!
+//! - LM head + loss over vocabulary chunks of [`VOCAB_CHUNK`] rows of `e`: an online
+//!   log-sum-exp (running max and rescaled sum) in the forward pass; the backward pass
+//!   recomputes each chunk's logits, so the largest tensor is `[N, VOCAB_CHUNK]`, never
+//!   `[N, vocab]`.
+//! - Causal attention with RoPE over blocks of [`QUERY_BLOCK`] queries against the keys they
+//!   may see: scores `[batch, heads, QUERY_BLOCK, seq]` at most, never `[.., seq, seq]`; the
+//!   forward pass saves each row's log-sum-exp, the backward pass recomputes the block's
+//!   probabilities from it (FlashAttention-2, Dao 2023, Algorithm 2, blocked over queries).
+
+use burn::tensor::{backend::Backend, Bool, IndexingUpdateOp, Int, Tensor, TensorData};
+
+use super::attention::{from_heads, rotated_heads, to_heads, unrotate, AttentionShape, RopeTables};
+use crate::precision::{cast_like, upcast_half};
+
+/// Rows of the output embedding per chunk of the LM head (`[N, 4096]` f32 logits at a time).
+pub const VOCAB_CHUNK: usize = 4096;
+/// Queries per block of the attention.
+pub const QUERY_BLOCK: usize = 64;
+
+/// `[start, end)` ranges of `len` items in steps of `step`.
+fn tiles(len: usize, step: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..len)
+        .step_by(step.max(1))
+        .map(move |s| (s, (s + step).min(len)))
+}
+
+/// The logits of vocabulary rows `[a, b)`, `[N, b − a]`, in f32 (bf16 inputs are upcast).
+fn chunk_logits<B: Backend>(
+    h: &Tensor<B, 2>,
+    e: &Tensor<B, 2>,
+    (a, b): (usize, usize),
+) -> Tensor<B, 2> {
+    let [_, d] = e.dims();
+    upcast_half(h.clone().matmul(e.clone().slice([a..b, 0..d]).transpose()))
+}
+
+/// `logsumexp_v (h·eᵀ)[i, v]` for every row, `[N, 1]`, over chunks of `chunk` rows of `e`
+/// (a running max and a sum rescaled whenever the max grows).
+pub fn chunked_lse<B: Backend>(h: &Tensor<B, 2>, e: &Tensor<B, 2>, chunk: usize) -> Tensor<B, 2> {
+    let [v, _] = e.dims();
+    let mut running: Option<(Tensor<B, 2>, Tensor<B, 2>)> = None;
+    for range in tiles(v, chunk) {
+        let x = chunk_logits(h, e, range);
+        let m_chunk = x.clone().max_dim(1);
+        running = Some(match running {
+            None => {
+                let s = (x - m_chunk.clone()).exp().sum_dim(1);
+                (m_chunk, s)
+            }
+            Some((m, s)) => {
+                let m_new = m.clone().max_pair(m_chunk);
+                let s = s * (m - m_new.clone()).exp() + (x - m_new.clone()).exp().sum_dim(1);
+                (m_new, s)
+            }
+        });
+    }
+    let (m, s) = running.expect("a vocabulary of at least one token");
+    m + s.log()
+}
+
+/// The logit of each row's target, `h_i · e_{t_i}`, `[N, 1]` in f32.
+fn target_logits<B: Backend>(
+    h: &Tensor<B, 2>,
+    e: &Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+) -> Tensor<B, 2> {
+    upcast_half(h.clone() * e.clone().select(0, targets)).sum_dim(1)
+}
+
+/// `log p(t_i | row i)` of `logits = h·eᵀ`, `[N]`, over vocabulary chunks.
+pub fn chunked_logprobs<B: Backend>(
+    h: Tensor<B, 2>,
+    e: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    chunk: usize,
+) -> Tensor<B, 1> {
+    let [n, _] = h.dims();
+    (target_logits(&h, &e, targets) - chunked_lse(&h, &e, chunk)).reshape([n])
+}
+
+/// The loss `Σ w·(lse − x_t) / denom` over vocabulary chunks (one-element tensor).
+pub fn chunked_nll<B: Backend>(
+    h: Tensor<B, 2>,
+    e: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    weights: Tensor<B, 1>,
+    denom: f64,
+    chunk: usize,
+) -> Tensor<B, 1> {
+    let [n, _] = h.dims();
+    let nll = chunked_lse(&h, &e, chunk) - target_logits(&h, &e, targets);
+    (nll * weights.reshape([n, 1])).sum().div_scalar(denom)
+}
+
+/// The loss and its gradients `(loss, ∂/∂h, ∂/∂e)` over vocabulary chunks: with
+/// `G = w·(softmax − onehot)/denom`, `∂h = G·E` and `∂e = Gᵀ·h`, each chunk's softmax part
+/// from its recomputed logits and the saved log-sum-exp, the one-hot part added once.
+pub fn chunked_nll_grads<B: Backend>(
+    h: Tensor<B, 2>,
+    e: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    weights: Tensor<B, 1>,
+    denom: f64,
+    chunk: usize,
+) -> (Tensor<B, 1>, Tensor<B, 2>, Tensor<B, 2>) {
+    let [n, d] = h.dims();
+    let [v, _] = e.dims();
+    let lse = chunked_lse(&h, &e, chunk);
+    let w = weights.reshape([n, 1]).div_scalar(denom);
+    let loss = ((lse.clone() - target_logits(&h, &e, targets.clone())) * w.clone()).sum();
+    let mut dh = Tensor::<B, 2>::zeros([n, d], &h.device());
+    let mut de_chunks = Vec::new();
+    for range in tiles(v, chunk) {
+        let (a, b) = range;
+        let g = cast_like(
+            (chunk_logits(&h, &e, range) - lse.clone()).exp() * w.clone(),
+            &h,
+        );
+        dh = dh + g.clone().matmul(e.clone().slice([a..b, 0..d]));
+        de_chunks.push(g.transpose().matmul(h.clone()));
+    }
+    let w = cast_like(w, &h);
+    let dh = dh - e.clone().select(0, targets.clone()) * w.clone();
+    let de = Tensor::cat(de_chunks, 0).select_assign(0, targets, -(h * w), IndexingUpdateOp::Add);
+    (loss, dh, de)
+}
+
+/// `[1, 1, rows, cols]`, true where key `j` lies in the future of query `first + i`.
+fn block_mask<B: Backend>(
+    first: usize,
+    rows: usize,
+    cols: usize,
+    device: &B::Device,
+) -> Tensor<B, 4, Bool> {
+    let mask: Vec<bool> = (0..rows * cols)
+        .map(|ij| ij % cols > first + ij / cols)
+        .collect();
+    Tensor::from_data(TensorData::new(mask, [1, 1, rows, cols]), device)
+}
+
+/// Rows `[a, b)` of dimension 2 of a `[batch, heads, seq, head_dim]` tensor.
+fn rows<B: Backend>(x: &Tensor<B, 4>, (a, b): (usize, usize)) -> Tensor<B, 4> {
+    let [bs, h, _, d] = x.dims();
+    x.clone().slice([0..bs, 0..h, a..b, 0..d])
+}
+
+/// Scaled, masked scores of queries `[a, b)` against keys `[0, b)`, `[batch, heads, b − a, b]`.
+fn block_scores<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    (a, b): (usize, usize),
+    s: AttentionShape,
+) -> Tensor<B, 4> {
+    let scores = rows(q, (a, b))
+        .matmul(rows(k, (0, b)).swap_dims(2, 3))
+        .mul_scalar(s.scale());
+    let mask = block_mask::<B>(a, b - a, b, &q.device()).expand([s.batch, s.heads, b - a, b]);
+    scores.mask_fill(mask, f64::NEG_INFINITY)
+}
+
+/// Causal attention with RoPE over query blocks: `(out [N, d], lse)`, `lse` as in
+/// [`super::reference_attention_lse`] (`[batch·heads·seq]`).
+pub fn blocked_attention_lse<B: Backend>(
+    q: Tensor<B, 2>,
+    k: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    rope: RopeTables<B>,
+    shape: AttentionShape,
+    block: usize,
+) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    let s = shape;
+    let (q, k) = (rotated_heads(q, rope.clone(), s), rotated_heads(k, rope, s));
+    let v = to_heads(v, s);
+    let (mut outs, mut lses) = (Vec::new(), Vec::new());
+    for range in tiles(s.seq, block) {
+        let scores = block_scores(&q, &k, range, s);
+        let max = scores.clone().max_dim(3);
+        let lse = max.clone() + (scores.clone() - max).exp().sum_dim(3).log();
+        outs.push((scores - lse.clone()).exp().matmul(rows(&v, (0, range.1))));
+        lses.push(lse);
+    }
+    let lse = Tensor::cat(lses, 2).reshape([s.batch * s.heads * s.seq]);
+    (from_heads(Tensor::cat(outs, 2), s), lse)
+}
+
+/// Gradients `(∂q, ∂k, ∂v)` over query blocks, by the formulas of
+/// [`super::reference_attention_grads`] with each block's probabilities recomputed from the
+/// saved log-sum-exp; `∂k` and `∂v` accumulate over the blocks that see each key.
+#[allow(clippy::too_many_arguments)]
+pub fn blocked_attention_grads<B: Backend>(
+    [q, k, v]: [Tensor<B, 2>; 3],
+    rope: RopeTables<B>,
+    out: Tensor<B, 2>,
+    lse: Tensor<B, 1>,
+    dout: Tensor<B, 2>,
+    shape: AttentionShape,
+    block: usize,
+) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
+    let s = shape;
+    let (q, k) = (
+        rotated_heads(q, rope.clone(), s),
+        rotated_heads(k, rope.clone(), s),
+    );
+    let v = to_heads(v, s);
+    let lse = lse.reshape([s.batch, s.heads, s.seq, 1]);
+    let (dout, out) = (to_heads(dout, s), to_heads(out, s));
+    let rowsum = (dout.clone() * out).sum_dim(3);
+    let mut dk = Tensor::<B, 4>::zeros(k.dims(), &k.device());
+    let mut dv = Tensor::<B, 4>::zeros(v.dims(), &v.device());
+    let mut dqs = Vec::new();
+    for range in tiles(s.seq, block) {
+        let b = range.1;
+        let [bs, h, _, hd] = q.dims();
+        let p = (block_scores(&q, &k, range, s) - rows(&lse, range)).exp();
+        let do_b = rows(&dout, range);
+        let dp = do_b.clone().matmul(rows(&v, (0, b)).swap_dims(2, 3));
+        let ds = p.clone() * (dp - rows(&rowsum, range));
+        dqs.push(ds.clone().matmul(rows(&k, (0, b))).mul_scalar(s.scale()));
+        let keys = [0..bs, 0..h, 0..b, 0..hd];
+        let dk_b = ds
+            .swap_dims(2, 3)
+            .matmul(rows(&q, range))
+            .mul_scalar(s.scale());
+        dk = dk
+            .clone()
+            .slice_assign(keys.clone(), rows(&dk, (0, b)) + dk_b);
+        dv = dv
+            .clone()
+            .slice_assign(keys, rows(&dv, (0, b)) + p.swap_dims(2, 3).matmul(do_b));
+    }
+    let dq = Tensor::cat(dqs, 2);
+    (
+        unrotate(dq, rope.clone(), s),
+        unrotate(dk, rope, s),
+        from_heads(dv, s),
+    )
+}
