@@ -8,14 +8,16 @@
 #
 #   bash bench/peak-memory.sh > peak-memory.md     # the table on stdout, progress on stderr
 # Environment: SMALLTALK_BIN (default target/release/smalltalk, built with --features wgpu),
-# BACKEND (default wgpu), BATCH (default 2), SEQS (default "128 256 512 1024"), VOCABS
-# (default "8000 32000"; the sequence sweep runs at the last one, the vocabulary sweep at 256).
+# BACKEND (default wgpu), BATCH (default 1), SEQS (default "128 512"), VOCABS (default
+# "32000 8000"; the sequence sweep runs at the last one, the vocabulary sweep at VOCAB_SEQ,
+# default 128). Each point is a minute or more on lavapipe.
 set -euo pipefail
 BIN=${SMALLTALK_BIN:-target/release/smalltalk}
 BACKEND=${BACKEND:-wgpu}
-BATCH=${BATCH:-2}
-SEQS=${SEQS:-128 256 512 1024}
-VOCABS=${VOCABS:-8000 32000}
+BATCH=${BATCH:-1}
+SEQS=${SEQS:-128 512}
+VOCABS=${VOCABS:-32000 8000}
+VOCAB_SEQ=${VOCAB_SEQ:-128}
 LAST_VOCAB=${VOCABS##* }
 
 # point SEQ VOCAB KERNEL: peak resident MiB of one measured training step (after one warm-up).
@@ -35,5 +37,5 @@ for seq in $SEQS; do
 done
 for vocab in $VOCABS; do
   [ "$vocab" = "$LAST_VOCAB" ] && continue
-  echo "| 256 | $vocab | $(point 256 "$vocab" auto) | $(point 256 "$vocab" reference) |"
+  echo "| $VOCAB_SEQ | $vocab | $(point "$VOCAB_SEQ" "$vocab" auto) | $(point "$VOCAB_SEQ" "$vocab" reference) |"
 done

@@ -39,7 +39,7 @@ pub enum BackendError {
     },
     /// The wgpu backend is compiled in but finds no device to run on.
     #[error(
-        "backend `wgpu` found no usable GPU adapter ({0}): install a Vulkan driver for this \
+        "backend `wgpu` found no usable GPU adapter (cubecl: {0}): install a Vulkan driver for this \
          machine's GPU, or on a machine without one Mesa's lavapipe (Debian: \
          `apt-get install mesa-vulkan-drivers libvulkan1`), or use `--backend flex`"
     )]

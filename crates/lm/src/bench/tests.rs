@@ -52,6 +52,7 @@ fn results_carry_the_keys_of_lm_bench_json() {
         "case",
         "d_ff",
         "d_model",
+        "kernel",
         "n_heads",
         "n_layers",
         "params",
@@ -68,7 +69,10 @@ fn results_carry_the_keys_of_lm_bench_json() {
         "warmup_seconds",
     ];
     assert_eq!(keys, expected);
-    assert_eq!(v["precision"], "full");
+    assert_eq!(
+        (&v["precision"], &v["kernel"]),
+        (&"full".into(), &"auto".into())
+    );
     assert_eq!(v["call_seconds"].as_array().unwrap().len(), 1);
 }
 

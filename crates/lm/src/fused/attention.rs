@@ -129,7 +129,7 @@ pub fn reference_attention_lse<B: Backend>(
 /// `∂P = ∂O·Vᵀ`, `∂S = P∘(∂P − rowsum(∂O∘O))`, `∂Q = ∂S·K/√h`, `∂K = ∂Sᵀ·Q/√h`, and the
 /// rotations undone (RoPE is orthogonal: its transpose is the rotation by `−angle`).
 pub fn reference_attention_grads<B: Backend>(
-    [q, k, v]: [Tensor<B, 2>; 3],
+    qkv: [Tensor<B, 2>; 3],
     rope: RopeTables<B>,
     out: Tensor<B, 2>,
     lse: Tensor<B, 1>,
@@ -137,25 +137,58 @@ pub fn reference_attention_grads<B: Backend>(
     shape: AttentionShape,
 ) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
     let s = shape;
-    let (q, k) = (
-        rotated_heads(q, rope.clone(), s),
-        rotated_heads(k, rope.clone(), s),
-    );
-    let v = to_heads(v, s);
-    let lse = lse.reshape([s.batch, s.heads, s.seq, 1]);
-    let p = (masked_scores(q.clone(), k.clone(), s) - lse).exp();
-    let (dout, out) = (to_heads(dout, s), to_heads(out, s));
-    let dv = p.clone().swap_dims(2, 3).matmul(dout.clone());
-    let dp = dout.clone().matmul(v.swap_dims(2, 3));
-    let rowsum = (dout * out).sum_dim(3);
-    let ds = p * (dp - rowsum);
-    let dq = ds.clone().matmul(k).mul_scalar(s.scale());
-    let dk = ds.swap_dims(2, 3).matmul(q).mul_scalar(s.scale());
+    let g = GradInputs::new(qkv, rope.clone(), out, lse, dout, s);
+    let p = (masked_scores(g.q.clone(), g.k.clone(), s) - g.lse).exp();
+    let dv = p.clone().swap_dims(2, 3).matmul(g.dout.clone());
+    let dp = g.dout.matmul(g.v.swap_dims(2, 3));
+    let ds = p * (dp - g.rowsum);
+    let dq = ds.clone().matmul(g.k).mul_scalar(s.scale());
+    let dk = ds.swap_dims(2, 3).matmul(g.q).mul_scalar(s.scale());
     (
         unrotate(dq, rope.clone(), s),
         unrotate(dk, rope, s),
         from_heads(dv, s),
     )
+}
+
+/// What the attention backward needs, in the `[batch, heads, seq, ·]` layout: the rotated `q`
+/// and `k`, `v`, each row's log-sum-exp `[.., 1]`, the upstream gradient and
+/// `rowsum(∂O∘O)` `[.., 1]`.
+pub(crate) struct GradInputs<B: Backend> {
+    /// Rotated queries.
+    pub q: Tensor<B, 4>,
+    /// Rotated keys.
+    pub k: Tensor<B, 4>,
+    /// Values.
+    pub v: Tensor<B, 4>,
+    /// Log-sum-exp of each score row, `[batch, heads, seq, 1]`.
+    pub lse: Tensor<B, 4>,
+    /// Upstream gradient of the output.
+    pub dout: Tensor<B, 4>,
+    /// `rowsum(∂O∘O)`, `[batch, heads, seq, 1]`.
+    pub rowsum: Tensor<B, 4>,
+}
+
+impl<B: Backend> GradInputs<B> {
+    /// From the op's flat inputs, output, log-sum-exp and upstream gradient.
+    pub fn new(
+        [q, k, v]: [Tensor<B, 2>; 3],
+        rope: RopeTables<B>,
+        out: Tensor<B, 2>,
+        lse: Tensor<B, 1>,
+        dout: Tensor<B, 2>,
+        s: AttentionShape,
+    ) -> Self {
+        let dout = to_heads(dout, s);
+        GradInputs {
+            q: rotated_heads(q, rope.clone(), s),
+            k: rotated_heads(k, rope, s),
+            v: to_heads(v, s),
+            lse: lse.reshape([s.batch, s.heads, s.seq, 1]),
+            rowsum: (dout.clone() * to_heads(out, s)).sum_dim(3),
+            dout,
+        }
+    }
 }
 
 /// The gradient of [`rotated_heads`]: `[batch, heads, seq, head_dim]` back to `[N, d]`, rotated

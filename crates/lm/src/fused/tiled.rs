@@ -15,7 +15,9 @@
 
 use burn::tensor::{backend::Backend, Bool, IndexingUpdateOp, Int, Tensor, TensorData};
 
-use super::attention::{from_heads, rotated_heads, to_heads, unrotate, AttentionShape, RopeTables};
+use super::attention::{
+    from_heads, rotated_heads, to_heads, unrotate, AttentionShape, GradInputs, RopeTables,
+};
 use crate::precision::{cast_like, upcast_half};
 
 /// Rows of the output embedding per chunk of the LM head (`[N, 4096]` f32 logits at a time).
@@ -194,7 +196,7 @@ pub fn blocked_attention_lse<B: Backend>(
 /// saved log-sum-exp; `∂k` and `∂v` accumulate over the blocks that see each key.
 #[allow(clippy::too_many_arguments)]
 pub fn blocked_attention_grads<B: Backend>(
-    [q, k, v]: [Tensor<B, 2>; 3],
+    qkv: [Tensor<B, 2>; 3],
     rope: RopeTables<B>,
     out: Tensor<B, 2>,
     lse: Tensor<B, 1>,
@@ -203,14 +205,14 @@ pub fn blocked_attention_grads<B: Backend>(
     block: usize,
 ) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) {
     let s = shape;
-    let (q, k) = (
-        rotated_heads(q, rope.clone(), s),
-        rotated_heads(k, rope.clone(), s),
-    );
-    let v = to_heads(v, s);
-    let lse = lse.reshape([s.batch, s.heads, s.seq, 1]);
-    let (dout, out) = (to_heads(dout, s), to_heads(out, s));
-    let rowsum = (dout.clone() * out).sum_dim(3);
+    let GradInputs {
+        q,
+        k,
+        v,
+        lse,
+        dout,
+        rowsum,
+    } = GradInputs::new(qkv, rope.clone(), out, lse, dout, s);
     let mut dk = Tensor::<B, 4>::zeros(k.dims(), &k.device());
     let mut dv = Tensor::<B, 4>::zeros(v.dims(), &v.device());
     let mut dqs = Vec::new();

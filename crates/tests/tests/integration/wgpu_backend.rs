@@ -35,7 +35,7 @@ const SCORE_TOL: f64 = 1e-4;
 const WEIGHT_TOL: f32 = 1e-4;
 
 /// The wgpu training backend.
-type WAB = Autodiff<Wgpu>;
+type WgpuTrain = Autodiff<Wgpu>;
 
 /// The default wgpu device, opened through the probe (a clear error without a driver).
 fn wdev() -> WgpuDevice {
@@ -89,7 +89,7 @@ fn max_weight_diff(a: &[(String, HostTensor)], b: &[(String, HostTensor)]) -> f3
 #[test]
 fn wgpu_training_matches_flex_step_by_step() {
     let (flex_losses, flex_weights) = train_on::<AB>(&dev());
-    let (wgpu_losses, wgpu_weights) = train_on::<WAB>(&wdev());
+    let (wgpu_losses, wgpu_weights) = train_on::<WgpuTrain>(&wdev());
     assert_eq!(flex_losses.len(), wgpu_losses.len());
     for (step, (f, w)) in flex_losses.iter().zip(&wgpu_losses).enumerate() {
         assert!(
@@ -101,7 +101,7 @@ fn wgpu_training_matches_flex_step_by_step() {
     let diff = max_weight_diff(&flex_weights, &wgpu_weights);
     assert!(diff <= WEIGHT_TOL, "final weights differ by {diff}");
     // The same run twice on wgpu is bit-identical.
-    let (again_losses, again_weights) = train_on::<WAB>(&wdev());
+    let (again_losses, again_weights) = train_on::<WgpuTrain>(&wdev());
     assert_eq!(again_losses, wgpu_losses);
     assert!(
         again_weights == wgpu_weights,
@@ -148,16 +148,16 @@ fn wgpu_training_resumes_bit_identically() {
     let cfg = tiny(48);
     let device = wdev();
     let straight = tempfile::tempdir().unwrap();
-    let mut t = Trainer::<WAB>::new(&cfg, train_config(), straight.path(), &device).unwrap();
+    let mut t = Trainer::<WgpuTrain>::new(&cfg, train_config(), straight.path(), &device).unwrap();
     t.run(&source(), &mut NoopObserver).unwrap();
     let reference = t.model().named_tensors();
 
     let dir = tempfile::tempdir().unwrap();
-    let mut first = Trainer::<WAB>::new(&cfg, train_config(), dir.path(), &device).unwrap();
+    let mut first = Trainer::<WgpuTrain>::new(&cfg, train_config(), dir.path(), &device).unwrap();
     let s = first.run_until(3, &source(), &mut NoopObserver).unwrap();
     assert_eq!(s.end_step, 3);
     drop(first);
-    let mut second = Trainer::<WAB>::new(&cfg, train_config(), dir.path(), &device).unwrap();
+    let mut second = Trainer::<WgpuTrain>::new(&cfg, train_config(), dir.path(), &device).unwrap();
     assert_eq!(second.resumed_from(), Some(3));
     second.run(&source(), &mut NoopObserver).unwrap();
     assert!(
@@ -176,7 +176,7 @@ fn wgpu_runs_the_tiny_pipeline_and_evaluates_like_flex() {
         RunLayout::new(on_flex.path()),
     );
     let device = wdev();
-    train_tiny_run_on::<WAB>(&wgpu_run, &em, &device);
+    train_tiny_run_on::<WgpuTrain>(&wgpu_run, &em, &device);
     train_tiny_run_on::<AB>(&flex_run, &em, &dev());
     let options = EvalOptions {
         prefixes: vec![4],
