@@ -13,9 +13,7 @@ use smalltalk_lm::burn::tensor::backend::Backend;
 use smalltalk_lm::rng::SplitMix64;
 use smalltalk_lm::{token_logprobs, Lm, ScoreOptions, SequenceSource};
 use smalltalk_routing::route::argmax;
-use smalltalk_routing::{
-    domain_mix, purity, route_batch, DomainGroups, DomainLabels, PrefixScorer,
-};
+use smalltalk_routing::{domain_mix, purity, DomainGroups, DomainLabels, PrefixScorer};
 
 use crate::error::{EvalError, Result};
 
@@ -391,21 +389,24 @@ pub(crate) fn router_scores(
         return label_scores(groups, domains, prefixes);
     }
     let n = tokens.len() / row_len;
-    prefixes
-        .iter()
-        .map(|&m| {
-            let mut scores = Vec::with_capacity(n * routers.experts());
-            for batch in tokens.chunks(ROUTE_BATCH * row_len) {
-                let prefixes: Vec<u32> = batch
-                    .chunks(row_len)
-                    .flat_map(|r| &r[..m])
-                    .copied()
-                    .collect();
-                scores.extend(route_batch(routers, &prefixes, m, pad)?.scores);
-            }
-            Ok((m, scores))
-        })
-        .collect()
+    // Each batch's rows are scored once, at the longest prefix; shorter ones are read from
+    // the same pass (`PrefixScorer::score_lengths`).
+    let longest = prefixes.iter().copied().max().unwrap_or(0);
+    let mut scores = vec![Vec::with_capacity(n * routers.experts()); prefixes.len()];
+    for batch in tokens.chunks(ROUTE_BATCH * row_len) {
+        let rows: Vec<u32> = batch
+            .chunks(row_len)
+            .flat_map(|r| &r[..longest])
+            .copied()
+            .collect();
+        let by_length = routers
+            .score_lengths(&rows, longest, prefixes, pad)
+            .map_err(smalltalk_routing::RoutingError::Scorer)?;
+        for (all, s) in scores.iter_mut().zip(by_length) {
+            all.extend(s);
+        }
+    }
+    Ok(prefixes.iter().copied().zip(scores).collect())
 }
 
 /// The expert of every row (argmax of `scores`, `[row][expert]`), the share of rows each

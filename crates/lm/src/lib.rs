@@ -71,7 +71,7 @@ pub use fused::{Kernel, LmBackend};
 pub use model::{ForwardOptions, Lm};
 pub use precision::Precision;
 pub use sample::{generate, sample_logits, SamplingOptions};
-pub use score::{score_prefix, token_logprobs, ScoreOptions};
+pub use score::{score_prefix, score_prefix_lengths, token_logprobs, ScoreOptions};
 pub use train::{
     Checkpoint, JsonlMetrics, NoopObserver, ProgressObserver, SequenceSource, StepMetrics,
     SubsetSource, TrainConfig, TrainObserver, Trainer, VecSource,

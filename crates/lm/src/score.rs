@@ -62,6 +62,35 @@ pub fn score_prefix<B: Backend>(
     Ok(scores)
 }
 
+/// [`score_prefix`] at several prefix lengths from one forward pass over the longest: for each
+/// `M` in `prefix_lens` (each `≤ row_len`), the per-row sums of the first `M − 1` target
+/// log-probs (the model is causal, so a longer prefix does not change a shorter one's
+/// log-probs). Returns one `Vec` per entry of `prefix_lens`, in its order.
+pub fn score_prefix_lengths<B: Backend>(
+    model: &Lm<B>,
+    tokens: &[u32],
+    row_len: usize,
+    prefix_lens: &[usize],
+    options: &ScoreOptions,
+) -> Result<Vec<Vec<f64>>> {
+    let longest = prefix_lens.iter().copied().max().unwrap_or(0);
+    let rows = check_batch(model, tokens, row_len, longest)?;
+    let mut scores = vec![vec![0f64; rows]; prefix_lens.len()];
+    for_each_row_logprobs(model, tokens, row_len, longest, options, |row, logprobs| {
+        let mut sum = 0f64;
+        let mut cumulative = Vec::with_capacity(logprobs.len() + 1);
+        cumulative.push(0f64);
+        for &l in logprobs {
+            sum += l as f64;
+            cumulative.push(sum);
+        }
+        for (out, &m) in scores.iter_mut().zip(prefix_lens) {
+            out[row] = cumulative[m.saturating_sub(1).min(logprobs.len())];
+        }
+    });
+    Ok(scores)
+}
+
 /// Per-token log-probs of every row: `rows × (row_len − 1)` values, row-major, where entry
 /// `(r, t)` is `log p(x_{t+1} | x_{0..=t})` of row `r`. Pad targets get 0 (count the non-pad
 /// targets yourself for a perplexity).

@@ -12,7 +12,7 @@ use smalltalk_routing::{DomainGroups, PrefixScorer, ScorerError};
 use crate::config::{EmConfig, RouterMethod};
 use crate::em::router_dir;
 use crate::error::{Result, RouterError};
-use crate::scoring::score_prefixes;
+use crate::scoring::{score_prefix_lengths_all, score_prefixes};
 
 /// Version of the manifest layout.
 pub const MANIFEST_FORMAT: &str = "smalltalk-routers/1";
@@ -198,6 +198,23 @@ impl<B: Backend> PrefixScorer for RouterSet<B> {
             &self.model_refs(),
             prefixes,
             prefix_len,
+            pad,
+        )?)
+    }
+
+    fn score_lengths(
+        &self,
+        rows: &[u32],
+        row_len: usize,
+        prefix_lens: &[usize],
+        pad: Option<u32>,
+    ) -> std::result::Result<Vec<Vec<f32>>, ScorerError> {
+        let models = self.model_refs();
+        Ok(score_prefix_lengths_all(
+            &models,
+            rows,
+            row_len,
+            prefix_lens,
             pad,
         )?)
     }

@@ -2,7 +2,7 @@
 //! that the E-step balances.
 
 use smalltalk_lm::burn::tensor::backend::Backend;
-use smalltalk_lm::{score_prefix, Lm, ScoreOptions, SequenceSource};
+use smalltalk_lm::{score_prefix, score_prefix_lengths, Lm, ScoreOptions, SequenceSource};
 
 use crate::error::Result;
 
@@ -60,6 +60,34 @@ pub fn score_prefixes<B: Backend>(
         let s = score_prefix(*model, tokens, prefix_len, prefix_len, &options)?;
         for (i, v) in s.into_iter().enumerate() {
             scores[i * experts + e] = v as f32;
+        }
+    }
+    Ok(scores)
+}
+
+/// [`score_prefixes`] at several prefix lengths of the same rows (`row_len` tokens each in
+/// `tokens`, every length `≤ row_len`), each model run once over the longest: one row-major
+/// `[n, models.len()]` matrix per entry of `prefix_lens`.
+pub fn score_prefix_lengths_all<B: Backend>(
+    models: &[&Lm<B>],
+    tokens: &[u32],
+    row_len: usize,
+    prefix_lens: &[usize],
+    pad: Option<u32>,
+) -> Result<Vec<Vec<f32>>> {
+    let experts = models.len();
+    let n = tokens.len() / row_len.max(1);
+    let options = ScoreOptions {
+        pad_id: pad,
+        ..ScoreOptions::default()
+    };
+    let mut scores = vec![vec![0f32; n * experts]; prefix_lens.len()];
+    for (e, model) in models.iter().enumerate() {
+        let by_length = score_prefix_lengths(*model, tokens, row_len, prefix_lens, &options)?;
+        for (out, s) in scores.iter_mut().zip(by_length) {
+            for (i, v) in s.into_iter().enumerate() {
+                out[i * experts + e] = v as f32;
+            }
         }
     }
     Ok(scores)

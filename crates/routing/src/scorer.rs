@@ -26,6 +26,30 @@ pub trait PrefixScorer {
         pad: Option<u32>,
     ) -> Result<Vec<f32>, ScorerError>;
 
+    /// [`PrefixScorer::score`] at several prefix lengths of the same rows (`row_len` tokens
+    /// each in `rows`, every length `≤ row_len`): one `[n, experts()]` matrix per length, in
+    /// the order of `prefix_lens`. The default scores each length on its own; a causal LM
+    /// scorer reads every length from one pass over the longest.
+    fn score_lengths(
+        &self,
+        rows: &[u32],
+        row_len: usize,
+        prefix_lens: &[usize],
+        pad: Option<u32>,
+    ) -> Result<Vec<Vec<f32>>, ScorerError> {
+        prefix_lens
+            .iter()
+            .map(|&m| {
+                let prefixes: Vec<u32> = rows
+                    .chunks(row_len)
+                    .flat_map(|r| &r[..m])
+                    .copied()
+                    .collect();
+                self.score(&prefixes, m, pad)
+            })
+            .collect()
+    }
+
     /// For the `domain` method, which routes by a row's domain label instead of its text: the
     /// expert of each domain. `None` (the default) for scorers that read the text.
     fn domain_groups(&self) -> Option<&DomainGroups> {

@@ -12,6 +12,8 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{backend::Backend, Bool, Tensor, TensorData};
 
+// `float`, `prim` and `LmBackend` are used by the dispatch arms of the compiled-in backends.
+#[allow(unused_imports)]
 use super::{float, on_lm_backend, prim, Kernel, LmBackend};
 use crate::rope::rotate_half;
 
@@ -202,6 +204,7 @@ pub(crate) fn unrotate<B: Backend>(
 }
 
 /// `(q, k, v, cos, sin)`.
+#[allow(dead_code)] // without a backend feature there is nothing to dispatch to
 type Args<B> = (
     Tensor<B, 2>,
     Tensor<B, 2>,

@@ -3,6 +3,8 @@
 
 use burn::tensor::{activation::softmax, backend::Backend, Int, Tensor};
 
+// `float`, `prim` and `LmBackend` are used by the dispatch arms of the compiled-in backends.
+#[allow(unused_imports)]
 use super::{float, on_lm_backend, prim, Kernel, LmBackend};
 use crate::loss::{nll_sum, target_logprobs};
 use crate::precision::{cast_like, upcast_half};
@@ -42,8 +44,10 @@ pub fn reference_nll_grads<B: Backend>(
 }
 
 /// `(h, e, targets, weights)`.
+#[allow(dead_code)] // without a backend feature there is nothing to dispatch to
 type NllArgs<B> = (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 1, Int>, Tensor<B, 1>);
 /// `(h, e, targets)`.
+#[allow(dead_code)] // without a backend feature there is nothing to dispatch to
 type Args<B> = (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 1, Int>);
 
 /// Training loss `Σ w·(lse − x_t) / denom` of `logits = h·eᵀ` (see [`LmBackend::lm_head_nll`]),

@@ -178,6 +178,7 @@ pub(crate) fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B
 }
 
 /// Moves `a` into a `T` when both are the same type (a `TypeId` check), else hands it back.
+#[allow(dead_code)] // without a backend feature there is nothing to dispatch to
 pub(crate) fn same_type<A: 'static, T: 'static>(a: A) -> Result<T, A> {
     let mut slot = Some(a);
     match (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {

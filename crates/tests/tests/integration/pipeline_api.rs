@@ -292,3 +292,29 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
     .validate()
     .is_err());
 }
+
+#[test]
+fn router_scores_at_several_prefix_lengths_come_from_one_pass() {
+    use smalltalk_routing::PrefixScorer;
+    let routers = RouterSet::<B>::load(&tiny_run().layout.routers(), &Default::default()).unwrap();
+    let (row_len, lens) = (16, [2, 5, 16, 9]);
+    let rows = crate::lm_util::random_tokens(5, 7 * row_len, 300);
+    let by_length = routers
+        .score_lengths(&rows, row_len, &lens, Some(3))
+        .unwrap();
+    for (&m, got) in lens.iter().zip(&by_length) {
+        let prefixes: Vec<u32> = rows
+            .chunks(row_len)
+            .flat_map(|r| &r[..m])
+            .copied()
+            .collect();
+        let want = routers.score(&prefixes, m, Some(3)).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                "M = {m}: {g} vs {w}"
+            );
+        }
+    }
+}
