@@ -90,17 +90,31 @@ pub fn reference_attention<B: Backend>(
     from_heads(attention(q, k, v, None, None, options), shape)
 }
 
-/// `[1, 1, seq, seq]`, true above the diagonal (the positions a query may not see).
-fn future_mask<B: Backend>(seq: usize, device: &B::Device) -> Tensor<B, 4, Bool> {
-    let mask: Vec<bool> = (0..seq * seq).map(|ij| ij % seq > ij / seq).collect();
-    Tensor::from_data(TensorData::new(mask, [1, 1, seq, seq]), device)
+/// `[1, 1, rows, cols]`, true where key `j` lies in the future of query `first + i` (for
+/// `first = 0`, `rows = cols = seq`: true above the diagonal).
+pub(crate) fn future_mask<B: Backend>(
+    first: usize,
+    rows: usize,
+    cols: usize,
+    device: &B::Device,
+) -> Tensor<B, 4, Bool> {
+    let mask: Vec<bool> = (0..rows * cols)
+        .map(|ij| ij % cols > first + ij / cols)
+        .collect();
+    Tensor::from_data(TensorData::new(mask, [1, 1, rows, cols]), device)
+}
+
+/// The log-sum-exp of each row of masked scores `[.., rows, cols]`, as `[.., rows, 1]`.
+pub(crate) fn row_logsumexp<B: Backend>(scores: Tensor<B, 4>) -> Tensor<B, 4> {
+    let max = scores.clone().max_dim(3);
+    max.clone() + (scores - max).exp().sum_dim(3).log()
 }
 
 /// Scaled, masked scores `q·kᵀ/√head_dim`, `[batch, heads, seq, seq]` (−∞ above the diagonal).
 fn masked_scores<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, s: AttentionShape) -> Tensor<B, 4> {
     let device = q.device();
     let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(s.scale());
-    let mask = future_mask::<B>(s.seq, &device).expand([s.batch, s.heads, s.seq, s.seq]);
+    let mask = future_mask::<B>(0, s.seq, s.seq, &device).expand([s.batch, s.heads, s.seq, s.seq]);
     scores.mask_fill(mask, f64::NEG_INFINITY)
 }
 
@@ -119,8 +133,7 @@ pub fn reference_attention_lse<B: Backend>(
         rotated_heads(k, rope, shape),
         shape,
     );
-    let max = scores.clone().max_dim(3);
-    let lse = max.clone() + (scores.clone() - max).exp().sum_dim(3).log();
+    let lse = row_logsumexp(scores.clone());
     let p = (scores - lse.clone()).exp();
     let out = from_heads(p.matmul(to_heads(v, shape)), shape);
     (out, lse.reshape([shape.batch * shape.heads * shape.seq]))

@@ -13,10 +13,11 @@
 //!   forward pass saves each row's log-sum-exp, the backward pass recomputes the block's
 //!   probabilities from it (FlashAttention-2, Dao 2023, Algorithm 2, blocked over queries).
 
-use burn::tensor::{backend::Backend, Bool, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, IndexingUpdateOp, Int, Tensor};
 
 use super::attention::{
-    from_heads, rotated_heads, to_heads, unrotate, AttentionShape, GradInputs, RopeTables,
+    from_heads, future_mask, rotated_heads, row_logsumexp, to_heads, unrotate, AttentionShape,
+    GradInputs, RopeTables,
 };
 use crate::precision::{cast_like, upcast_half};
 
@@ -133,19 +134,6 @@ pub fn chunked_nll_grads<B: Backend>(
     (loss, dh, de)
 }
 
-/// `[1, 1, rows, cols]`, true where key `j` lies in the future of query `first + i`.
-fn block_mask<B: Backend>(
-    first: usize,
-    rows: usize,
-    cols: usize,
-    device: &B::Device,
-) -> Tensor<B, 4, Bool> {
-    let mask: Vec<bool> = (0..rows * cols)
-        .map(|ij| ij % cols > first + ij / cols)
-        .collect();
-    Tensor::from_data(TensorData::new(mask, [1, 1, rows, cols]), device)
-}
-
 /// Rows `[a, b)` of dimension 2 of a `[batch, heads, seq, head_dim]` tensor.
 fn rows<B: Backend>(x: &Tensor<B, 4>, (a, b): (usize, usize)) -> Tensor<B, 4> {
     let [bs, h, _, d] = x.dims();
@@ -162,7 +150,7 @@ fn block_scores<B: Backend>(
     let scores = rows(q, (a, b))
         .matmul(rows(k, (0, b)).swap_dims(2, 3))
         .mul_scalar(s.scale());
-    let mask = block_mask::<B>(a, b - a, b, &q.device()).expand([s.batch, s.heads, b - a, b]);
+    let mask = future_mask::<B>(a, b - a, b, &q.device()).expand([s.batch, s.heads, b - a, b]);
     scores.mask_fill(mask, f64::NEG_INFINITY)
 }
 
@@ -182,8 +170,7 @@ pub fn blocked_attention_lse<B: Backend>(
     let (mut outs, mut lses) = (Vec::new(), Vec::new());
     for range in tiles(s.seq, block) {
         let scores = block_scores(&q, &k, range, s);
-        let max = scores.clone().max_dim(3);
-        let lse = max.clone() + (scores.clone() - max).exp().sum_dim(3).log();
+        let lse = row_logsumexp(scores.clone());
         outs.push((scores - lse.clone()).exp().matmul(rows(&v, (0, range.1))));
         lses.push(lse);
     }
