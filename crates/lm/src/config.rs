@@ -40,9 +40,10 @@ impl Default for LmConfig {
 }
 
 /// Names accepted by [`LmConfig::preset`], in the order they are listed in errors.
-pub const PRESET_NAMES: [&str; 6] = [
+pub const PRESET_NAMES: [&str; 7] = [
     "tiny",
     "cpu-small",
+    "study-small",
     "router-4.4m",
     "router-110m",
     "expert-335m",
@@ -110,7 +111,9 @@ impl LmConfig {
     /// `router-4.4m` (96/12/12), `router-110m` (768/12/12), `expert-335m` (1024/24/16),
     /// `expert-1.3b` (2048/24/16). CPU sizes: `tiny` (d 32, 2 layers, 4 heads, d_ff 64,
     /// vocab 256, sequence 64; for tests) and `cpu-small` (d 128, 4 layers, 4 heads, d_ff 352,
-    /// vocab 32000; for demos). Override `vocab_size` with the tokenizer's size.
+    /// vocab 32000; for demos) and `study-small` (d 96, 4 layers, 4 heads, vocab 4096: the
+    /// size of the regime study's models, for benchmarks). Override `vocab_size` with the
+    /// tokenizer's size.
     pub fn preset(name: &str) -> Result<Self> {
         let cfg = match name {
             "tiny" => LmConfig {
@@ -119,6 +122,7 @@ impl LmConfig {
                 ..Self::base(256, 32, 2, 4)
             },
             "cpu-small" => Self::base(32_000, 128, 4, 4),
+            "study-small" => Self::base(4_096, 96, 4, 4),
             "router-4.4m" => Self::router_4_4m(),
             "router-110m" => Self::base(32_000, 768, 12, 12),
             "expert-335m" => Self::base(32_000, 1024, 24, 16),

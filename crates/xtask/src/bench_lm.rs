@@ -29,6 +29,11 @@ pub enum LmCase {
     ExpertTrain,
     /// Small-expert scoring.
     ExpertScore,
+    /// Training at the regime study's small shape (`study-small`: d 96, 4 layers, vocab 4096),
+    /// where per-op overhead rather than matrix products sets the speed.
+    SmallTrain,
+    /// Scoring at the small shape.
+    SmallScore,
 }
 
 impl LmCase {
@@ -38,11 +43,16 @@ impl LmCase {
             LmCase::RouterScore => "router-score",
             LmCase::ExpertTrain => "expert-train",
             LmCase::ExpertScore => "expert-score",
+            LmCase::SmallTrain => "small-train",
+            LmCase::SmallScore => "small-score",
         }
     }
 
     fn is_train(self) -> bool {
-        matches!(self, LmCase::RouterTrain | LmCase::ExpertTrain)
+        matches!(
+            self,
+            LmCase::RouterTrain | LmCase::ExpertTrain | LmCase::SmallTrain
+        )
     }
 }
 
@@ -57,7 +67,8 @@ pub struct LmBenchArgs {
     steps: usize,
     /// Cases to measure.
     #[arg(long, value_enum, value_delimiter = ',',
-          default_values_t = [LmCase::RouterTrain, LmCase::RouterScore, LmCase::ExpertTrain, LmCase::ExpertScore])]
+          default_values_t = [LmCase::RouterTrain, LmCase::RouterScore, LmCase::ExpertTrain,
+                              LmCase::ExpertScore, LmCase::SmallTrain, LmCase::SmallScore])]
     cases: Vec<LmCase>,
     /// Preset of the expert cases.
     #[arg(long, default_value = "cpu-small")]
@@ -181,6 +192,7 @@ fn preset(args: &LmBenchArgs, case: LmCase) -> &str {
     match case {
         LmCase::RouterTrain | LmCase::RouterScore => "router-4.4m",
         LmCase::ExpertTrain | LmCase::ExpertScore => &args.expert_preset,
+        LmCase::SmallTrain | LmCase::SmallScore => "study-small",
     }
 }
 

@@ -37,7 +37,7 @@ fn analytic_param_count_matches_the_model() {
             assert_eq!(model.num_params(), cfg.num_params(), "{cfg:?}");
         }
     }
-    assert_eq!(PRESET_NAMES.len(), 6);
+    assert_eq!(PRESET_NAMES.len(), 7);
 }
 
 #[test]
