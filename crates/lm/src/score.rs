@@ -76,13 +76,12 @@ pub fn score_prefix_lengths<B: Backend>(
     let longest = prefix_lens.iter().copied().max().unwrap_or(0);
     let rows = check_batch(model, tokens, row_len, longest)?;
     let mut scores = vec![vec![0f64; rows]; prefix_lens.len()];
+    let mut cumulative = Vec::with_capacity(longest);
     for_each_row_logprobs(model, tokens, row_len, longest, options, |row, logprobs| {
-        let mut sum = 0f64;
-        let mut cumulative = Vec::with_capacity(logprobs.len() + 1);
+        cumulative.clear();
         cumulative.push(0f64);
         for &l in logprobs {
-            sum += l as f64;
-            cumulative.push(sum);
+            cumulative.push(cumulative[cumulative.len() - 1] + l as f64);
         }
         for (out, &m) in scores.iter_mut().zip(prefix_lens) {
             out[row] = cumulative[m.saturating_sub(1).min(logprobs.len())];

@@ -85,13 +85,12 @@ pub fn head_logprobs<B: Backend>(
     targets: Tensor<B, 1, Int>,
     kernel: Kernel,
 ) -> Tensor<B, 1> {
-    if kernel == Kernel::Auto {
-        let args = on_lm_backend!(B, (h, e, targets), Args, |a: L| {
-            let (h, e, t) = a;
-            float::<L, 1>(L::lm_head_logprobs(prim(h), prim(e), t.into_primitive()))
-        });
-        let (h, e, t) = args;
-        return target_logprobs(upcast_half(h.matmul(e.transpose())), t);
+    if kernel == Kernel::Reference {
+        return target_logprobs(upcast_half(h.matmul(e.transpose())), targets);
     }
-    target_logprobs(upcast_half(h.matmul(e.transpose())), targets)
+    let (h, e, t) = on_lm_backend!(B, (h, e, targets), Args, |a: L| {
+        let (h, e, t) = a;
+        float::<L, 1>(L::lm_head_logprobs(prim(h), prim(e), t.into_primitive()))
+    });
+    target_logprobs(upcast_half(h.matmul(e.transpose())), t)
 }

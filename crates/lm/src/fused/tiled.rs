@@ -67,13 +67,20 @@ pub fn chunked_lse<B: Backend>(h: &Tensor<B, 2>, e: &Tensor<B, 2>, chunk: usize)
     m + s.log()
 }
 
-/// The logit of each row's target, `h_i · e_{t_i}`, `[N, 1]` in f32.
-fn target_logits<B: Backend>(
+/// The logit of each row's target, `h_i · e_{t_i}`, `[N, 1]` in f32, from the target rows
+/// `e_t = e[targets]`.
+fn target_logits<B: Backend>(h: &Tensor<B, 2>, e_t: Tensor<B, 2>) -> Tensor<B, 2> {
+    upcast_half(h.clone() * e_t).sum_dim(1)
+}
+
+/// `Σ w·(lse − x_t)` with `w` already divided by the denominator (one-element tensor).
+fn weighted_nll<B: Backend>(
+    lse: Tensor<B, 2>,
     h: &Tensor<B, 2>,
-    e: &Tensor<B, 2>,
-    targets: Tensor<B, 1, Int>,
-) -> Tensor<B, 2> {
-    upcast_half(h.clone() * e.clone().select(0, targets)).sum_dim(1)
+    e_t: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    ((lse - target_logits(h, e_t)) * w).sum()
 }
 
 /// `log p(t_i | row i)` of `logits = h·eᵀ`, `[N]`, over vocabulary chunks.
@@ -84,7 +91,8 @@ pub fn chunked_logprobs<B: Backend>(
     chunk: usize,
 ) -> Tensor<B, 1> {
     let [n, _] = h.dims();
-    (target_logits(&h, &e, targets) - chunked_lse(&h, &e, chunk)).reshape([n])
+    let e_t = e.clone().select(0, targets);
+    (target_logits(&h, e_t) - chunked_lse(&h, &e, chunk)).reshape([n])
 }
 
 /// The loss `Σ w·(lse − x_t) / denom` over vocabulary chunks (one-element tensor).
@@ -97,8 +105,9 @@ pub fn chunked_nll<B: Backend>(
     chunk: usize,
 ) -> Tensor<B, 1> {
     let [n, _] = h.dims();
-    let nll = chunked_lse(&h, &e, chunk) - target_logits(&h, &e, targets);
-    (nll * weights.reshape([n, 1])).sum().div_scalar(denom)
+    let e_t = e.clone().select(0, targets);
+    let w = weights.reshape([n, 1]).div_scalar(denom);
+    weighted_nll(chunked_lse(&h, &e, chunk), &h, e_t, w)
 }
 
 /// The loss and its gradients `(loss, ∂/∂h, ∂/∂e)` over vocabulary chunks: with
@@ -116,7 +125,8 @@ pub fn chunked_nll_grads<B: Backend>(
     let [v, _] = e.dims();
     let lse = chunked_lse(&h, &e, chunk);
     let w = weights.reshape([n, 1]).div_scalar(denom);
-    let loss = ((lse.clone() - target_logits(&h, &e, targets.clone())) * w.clone()).sum();
+    let e_t = e.clone().select(0, targets.clone());
+    let loss = weighted_nll(lse.clone(), &h, e_t.clone(), w.clone());
     let mut dh = Tensor::<B, 2>::zeros([n, d], &h.device());
     let mut de_chunks = Vec::new();
     for range in tiles(v, chunk) {
@@ -129,7 +139,7 @@ pub fn chunked_nll_grads<B: Backend>(
         de_chunks.push(g.transpose().matmul(h.clone()));
     }
     let w = cast_like(w, &h);
-    let dh = dh - e.clone().select(0, targets.clone()) * w.clone();
+    let dh = dh - e_t * w.clone();
     let de = Tensor::cat(de_chunks, 0).select_assign(0, targets, -(h * w), IndexingUpdateOp::Add);
     (loss, dh, de)
 }
