@@ -132,6 +132,30 @@ pub fn probe_wgpu() -> Result<(), BackendError> {
     })
 }
 
+/// Bytes reserved by the memory pools of a CubeCL device (`wgpu`, `cuda`) at the time of the
+/// call; `None` for other devices (`flex` lives in the process's resident set). The pools grow
+/// to the largest demand and keep their pages, so after a training step this is that step's
+/// peak, rounded up to the pools' page sizes.
+pub fn device_reserved_bytes<D: std::any::Any>(device: &D) -> Option<u64> {
+    let _device: &dyn std::any::Any = device;
+    #[cfg(feature = "wgpu")]
+    if let Some(d) = _device.downcast_ref::<burn::backend::wgpu::WgpuDevice>() {
+        use burn::backend::wgpu::WgpuRuntime;
+        use cubecl::Runtime;
+        return WgpuRuntime::client(d)
+            .memory_usage()
+            .ok()
+            .map(|m| m.bytes_reserved);
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(d) = _device.downcast_ref::<burn::backend::cuda::CudaDevice>() {
+        use cubecl::Runtime;
+        let client = cubecl::cuda::CudaRuntime::client(d);
+        return client.memory_usage().ok().map(|m| m.bytes_reserved);
+    }
+    None
+}
+
 impl FromStr for BackendKind {
     type Err = BackendError;
 

@@ -177,6 +177,9 @@ pub struct TrainBench {
     pub last_loss: f64,
     /// Peak resident memory of the process after the measurement.
     pub peak_rss_bytes: u64,
+    /// Memory reserved on a CubeCL device after the measurement (its peak; see
+    /// [`crate::backend::device_reserved_bytes`]); `null` on `flex`.
+    pub device_reserved_bytes: Option<u64>,
 }
 
 /// Scoring throughput.
@@ -205,6 +208,9 @@ pub struct ScoreBench {
     pub warmup_seconds: f64,
     /// Peak resident memory of the process after the measurement.
     pub peak_rss_bytes: u64,
+    /// Memory reserved on a CubeCL device after the measurement (its peak; see
+    /// [`crate::backend::device_reserved_bytes`]); `null` on `flex`.
+    pub device_reserved_bytes: Option<u64>,
 }
 
 /// One measurement; serializes with its kind under `case` (`train` or `score`).
@@ -365,6 +371,7 @@ pub fn bench_train<AB: AutodiffBackend>(
         warmup_seconds: timer.seconds[0],
         last_loss: timer.loss,
         peak_rss_bytes: peak_rss_bytes(),
+        device_reserved_bytes: crate::backend::device_reserved_bytes(device),
     })
 }
 
@@ -421,6 +428,7 @@ pub fn bench_score<B: Backend>(
         call_seconds: measured,
         warmup_seconds: seconds[0],
         peak_rss_bytes: peak_rss_bytes(),
+        device_reserved_bytes: crate::backend::device_reserved_bytes(device),
     })
 }
 

@@ -17,6 +17,8 @@ pub mod attention;
 #[cfg(feature = "flex")]
 pub mod attention_kernel;
 mod autodiff;
+#[cfg(feature = "cube")]
+pub mod cube;
 #[cfg(feature = "flex")]
 mod flex;
 mod head;
@@ -65,15 +67,7 @@ pub trait LmBackend: Backend {
         weights: FloatTensor<Self>,
         denom: f64,
     ) -> FloatTensor<Self> {
-        let (h, e, t, w) = (float(h), float(e), int(targets), float(weights));
-        prim(tiled::chunked_nll::<Self>(
-            h,
-            e,
-            t,
-            w,
-            denom,
-            tiled::VOCAB_CHUNK,
-        ))
+        tiled::ops::lm_head_nll::<Self>(h, e, targets, weights, denom)
     }
 
     /// The loss of [`LmBackend::lm_head_nll`] with its gradients `(loss, ∂/∂h, ∂/∂e)` for an
@@ -85,10 +79,7 @@ pub trait LmBackend: Backend {
         weights: FloatTensor<Self>,
         denom: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (h, e, t, w) = (float(h), float(e), int(targets), float(weights));
-        let (loss, dh, de) =
-            tiled::chunked_nll_grads::<Self>(h, e, t, w, denom, tiled::VOCAB_CHUNK);
-        (prim(loss), prim(dh), prim(de))
+        tiled::ops::lm_head_nll_grads::<Self>(h, e, targets, weights, denom)
     }
 
     /// `log p(t_i | row i)`, `[N]`.
@@ -97,8 +88,7 @@ pub trait LmBackend: Backend {
         e: FloatTensor<Self>,
         targets: IntTensor<Self>,
     ) -> FloatTensor<Self> {
-        let (h, e, t) = (float(h), float(e), int(targets));
-        prim(tiled::chunked_logprobs::<Self>(h, e, t, tiled::VOCAB_CHUNK))
+        tiled::ops::lm_head_logprobs::<Self>(h, e, targets)
     }
 
     /// Causal self-attention with RoPE on `q` and `k`, softmax scale `1/√head_dim`:
@@ -124,10 +114,7 @@ pub trait LmBackend: Backend {
         sin: FloatTensor<Self>,
         shape: AttentionShape,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (q, k, v, rope) = (float(q), float(k), float(v), (float(cos), float(sin)));
-        let (out, lse) =
-            tiled::blocked_attention_lse::<Self>(q, k, v, rope, shape, tiled::QUERY_BLOCK);
-        (prim(out), prim(lse))
+        tiled::ops::causal_attention_lse::<Self>([q, k, v], [cos, sin], shape)
     }
 
     /// Gradients `(∂/∂q, ∂/∂k, ∂/∂v)` of [`LmBackend::causal_attention`] for the upstream
@@ -144,26 +131,9 @@ pub trait LmBackend: Backend {
         dout: FloatTensor<Self>,
         shape: AttentionShape,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let (dq, dk, dv) = tiled::blocked_attention_grads::<Self>(
-            [float(q), float(k), float(v)],
-            (float(cos), float(sin)),
-            float(out),
-            float(lse),
-            float(dout),
-            shape,
-            tiled::QUERY_BLOCK,
-        );
-        (prim(dq), prim(dk), prim(dv))
+        tiled::ops::causal_attention_grads::<Self>([q, k, v], [cos, sin], [out, lse, dout], shape)
     }
 }
-
-/// wgpu (Vulkan, Metal, DX12) runs the [`tiled`] ops.
-#[cfg(feature = "wgpu")]
-impl LmBackend for burn::backend::Wgpu {}
-
-/// CUDA runs the [`tiled`] ops.
-#[cfg(feature = "cuda")]
-impl LmBackend for crate::CudaF32 {}
 
 pub(crate) fn float<B: Backend, const D: usize>(p: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(p))

@@ -27,14 +27,14 @@ pub const VOCAB_CHUNK: usize = 4096;
 pub const QUERY_BLOCK: usize = 64;
 
 /// `[start, end)` ranges of `len` items in steps of `step`.
-fn tiles(len: usize, step: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(crate) fn tiles(len: usize, step: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..len)
         .step_by(step.max(1))
         .map(move |s| (s, (s + step).min(len)))
 }
 
 /// The logits of vocabulary rows `[a, b)`, `[N, b − a]`, in f32 (bf16 inputs are upcast).
-fn chunk_logits<B: Backend>(
+pub(crate) fn chunk_logits<B: Backend>(
     h: &Tensor<B, 2>,
     e: &Tensor<B, 2>,
     (a, b): (usize, usize),
@@ -239,4 +239,80 @@ pub fn blocked_attention_grads<B: Backend>(
         unrotate(dk, rope, s),
         from_heads(dv, s),
     )
+}
+
+/// The tiled ops on backend primitives: [`super::LmBackend`]'s default bodies, and the
+/// fallback of the CubeCL kernels for inputs they do not take.
+pub mod ops {
+    use burn::tensor::backend::Backend;
+    use burn::tensor::ops::{FloatTensor, IntTensor};
+
+    use super::{QUERY_BLOCK, VOCAB_CHUNK};
+    use crate::fused::{float, int, prim, AttentionShape};
+
+    /// [`super::chunked_nll`] at [`VOCAB_CHUNK`].
+    pub fn lm_head_nll<B: Backend>(
+        h: FloatTensor<B>,
+        e: FloatTensor<B>,
+        targets: IntTensor<B>,
+        weights: FloatTensor<B>,
+        denom: f64,
+    ) -> FloatTensor<B> {
+        let (h, e, t, w) = (float(h), float(e), int(targets), float(weights));
+        prim(super::chunked_nll::<B>(h, e, t, w, denom, VOCAB_CHUNK))
+    }
+
+    /// [`super::chunked_nll_grads`] at [`VOCAB_CHUNK`].
+    pub fn lm_head_nll_grads<B: Backend>(
+        h: FloatTensor<B>,
+        e: FloatTensor<B>,
+        targets: IntTensor<B>,
+        weights: FloatTensor<B>,
+        denom: f64,
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+        let (h, e, t, w) = (float(h), float(e), int(targets), float(weights));
+        let (loss, dh, de) = super::chunked_nll_grads::<B>(h, e, t, w, denom, VOCAB_CHUNK);
+        (prim(loss), prim(dh), prim(de))
+    }
+
+    /// [`super::chunked_logprobs`] at [`VOCAB_CHUNK`].
+    pub fn lm_head_logprobs<B: Backend>(
+        h: FloatTensor<B>,
+        e: FloatTensor<B>,
+        targets: IntTensor<B>,
+    ) -> FloatTensor<B> {
+        let (h, e, t) = (float(h), float(e), int(targets));
+        prim(super::chunked_logprobs::<B>(h, e, t, VOCAB_CHUNK))
+    }
+
+    /// [`super::blocked_attention_lse`] at [`QUERY_BLOCK`]: `(out, lse)`.
+    pub fn causal_attention_lse<B: Backend>(
+        [q, k, v]: [FloatTensor<B>; 3],
+        [cos, sin]: [FloatTensor<B>; 2],
+        shape: AttentionShape,
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
+        let (q, k, v, rope) = (float(q), float(k), float(v), (float(cos), float(sin)));
+        let (out, lse) = super::blocked_attention_lse::<B>(q, k, v, rope, shape, QUERY_BLOCK);
+        (prim(out), prim(lse))
+    }
+
+    /// [`super::blocked_attention_grads`] at [`QUERY_BLOCK`]: `(∂q, ∂k, ∂v)` from the inputs,
+    /// the RoPE tables and `[out, lse, dout]`.
+    pub fn causal_attention_grads<B: Backend>(
+        [q, k, v]: [FloatTensor<B>; 3],
+        [cos, sin]: [FloatTensor<B>; 2],
+        [out, lse, dout]: [FloatTensor<B>; 3],
+        shape: AttentionShape,
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+        let (dq, dk, dv) = super::blocked_attention_grads::<B>(
+            [float(q), float(k), float(v)],
+            (float(cos), float(sin)),
+            float(out),
+            float(lse),
+            float(dout),
+            shape,
+            QUERY_BLOCK,
+        );
+        (prim(dq), prim(dk), prim(dv))
+    }
 }

@@ -1,17 +1,19 @@
-//! The tiled ops (what `wgpu` and `cuda` run; `smalltalk_lm::fused::tiled`) against the
-//! reference ops on odd shapes: a last vocabulary chunk and a last query block that are cut
-//! short, a chunk wider than the vocabulary, a single position. Generic over the backend:
-//! these tests run them on flex; the `wgpu_backend` tests run the same checks on wgpu.
+//! The fused ops against the reference ops on odd shapes: a last vocabulary chunk and a last
+//! query block that are cut short, a chunk wider than the vocabulary, a single position.
+//! Generic over the backend and over which implementation is checked: the tiled ops
+//! (`smalltalk_lm::fused::tiled`) on flex here, and — through [`HeadOps`] / [`AttentionOps`]
+//! — a backend's own [`LmBackend`] ops; the `wgpu_backend` tests run both on wgpu, where the
+//! backend's ops are the CubeCL kernels.
 
 use smalltalk_lm::burn::tensor::backend::Backend;
-use smalltalk_lm::burn::tensor::{Int, Tensor, TensorData};
+use smalltalk_lm::burn::tensor::{Int, Tensor, TensorData, TensorPrimitive};
 use smalltalk_lm::fused::tiled::{
     blocked_attention_grads, blocked_attention_lse, chunked_logprobs, chunked_nll,
     chunked_nll_grads,
 };
 use smalltalk_lm::fused::{
     reference_attention_grads, reference_attention_lse, reference_nll, reference_nll_grads,
-    AttentionShape,
+    AttentionShape, LmBackend,
 };
 use smalltalk_lm::loss::target_logprobs;
 use smalltalk_lm::rope::Rope;
@@ -22,11 +24,65 @@ fn t2<BB: Backend>(x: &[f32], dims: [usize; 2], device: &BB::Device) -> Tensor<B
     Tensor::from_data(TensorData::new(x.to_vec(), dims), device)
 }
 
-/// The LM head: loss, gradients and log-probs over chunks of `chunks` rows (e.g. 16: a short
-/// last chunk; 64: wider than the vocabulary) of a 50-token vocabulary equal the full-logits
-/// reference.
-pub fn check_chunked_head<BB: Backend>(device: &BB::Device, chunks: &[usize], rel: f32) {
-    let (n, v, d) = (37, 50, 8);
+type T1<BB> = Tensor<BB, 1>;
+type T2<BB> = Tensor<BB, 2>;
+type Targets<BB> = Tensor<BB, 1, Int>;
+
+/// One implementation of the LM head ops: `(h, e, targets, weights, denom)` →
+/// `(loss, ∂h, ∂e)`, the loss alone, and `(h, e, targets)` → log-probs.
+pub struct HeadOps<BB: Backend> {
+    /// Loss and gradients.
+    pub grads: Box<dyn Fn(T2<BB>, T2<BB>, Targets<BB>, T1<BB>, f64) -> (T1<BB>, T2<BB>, T2<BB>)>,
+    /// The loss.
+    pub nll: Box<dyn Fn(T2<BB>, T2<BB>, Targets<BB>, T1<BB>, f64) -> T1<BB>>,
+    /// Log-probs of the targets.
+    pub logprobs: Box<dyn Fn(T2<BB>, T2<BB>, Targets<BB>) -> T1<BB>>,
+}
+
+/// The tiled head over chunks of `chunk` rows.
+pub fn tiled_head<BB: Backend>(chunk: usize) -> HeadOps<BB> {
+    HeadOps {
+        grads: Box::new(move |h, e, t, w, d| chunked_nll_grads(h, e, t, w, d, chunk)),
+        nll: Box::new(move |h, e, t, w, d| chunked_nll(h, e, t, w, d, chunk)),
+        logprobs: Box::new(move |h, e, t| chunked_logprobs(h, e, t, chunk)),
+    }
+}
+
+fn prim<BB: Backend, const D: usize>(t: Tensor<BB, D>) -> BB::FloatTensorPrimitive {
+    t.into_primitive().tensor()
+}
+
+fn float<BB: Backend, const D: usize>(p: BB::FloatTensorPrimitive) -> Tensor<BB, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+/// The backend's own [`LmBackend`] head ops.
+pub fn backend_head<BB: LmBackend>() -> HeadOps<BB> {
+    HeadOps {
+        grads: Box::new(|h, e, t, w, d| {
+            let (l, gh, ge) =
+                BB::lm_head_nll_grads(prim(h), prim(e), t.into_primitive(), prim(w), d);
+            (float(l), float(gh), float(ge))
+        }),
+        nll: Box::new(|h, e, t, w, d| {
+            float(BB::lm_head_nll(
+                prim(h),
+                prim(e),
+                t.into_primitive(),
+                prim(w),
+                d,
+            ))
+        }),
+        logprobs: Box::new(|h, e, t| {
+            float(BB::lm_head_logprobs(prim(h), prim(e), t.into_primitive()))
+        }),
+    }
+}
+
+/// The LM head ops equal the full-logits reference: loss, gradients and log-probs of 37 rows
+/// over a vocabulary of `vocab` tokens.
+pub fn check_head<BB: Backend>(device: &BB::Device, vocab: usize, ops: &HeadOps<BB>, rel: f32) {
+    let (n, v, d) = (37, vocab, 8);
     let (h, e) = (normal(1, n * d, 1.0), normal(2, v * d, 0.7));
     let t = random_tokens(3, n, v);
     let mut w = vec![1f32; n];
@@ -37,25 +93,81 @@ pub fn check_chunked_head<BB: Backend>(device: &BB::Device, chunks: &[usize], re
         || t2::<BB>(&h, [n, d], device),
         || t2::<BB>(&e, [v, d], device),
     );
+    let what = |x: &str| format!("vocab {v}: {x}");
     let (loss, dh, de) = reference_nll_grads(hh(), ee(), targets(), weights(), 40.0);
+    let (l, gh, ge) = (ops.grads)(hh(), ee(), targets(), weights(), 40.0);
+    close_with_floor(&what("loss"), &to_vec(l), &to_vec(loss), rel, 1.0);
+    close_with_floor(&what("dh"), &to_vec(gh), &to_vec(dh), rel, 1e-2);
+    close_with_floor(&what("de"), &to_vec(ge), &to_vec(de), rel, 1e-2);
+    let forward = (ops.nll)(hh(), ee(), targets(), weights(), 40.0);
+    let want = reference_nll(hh(), ee(), targets(), weights(), 40.0);
+    close_with_floor(&what("forward"), &to_vec(forward), &to_vec(want), rel, 1.0);
     let lp = target_logprobs(hh().matmul(ee().transpose()), targets());
+    let got = (ops.logprobs)(hh(), ee(), targets());
+    close_with_floor(&what("logprobs"), &to_vec(got), &to_vec(lp), rel, 1.0);
+}
+
+/// The tiled head over chunks of `chunks` rows (e.g. 16: a short last chunk; 64: wider than
+/// the 50-token vocabulary) equals the reference.
+pub fn check_chunked_head<BB: Backend>(device: &BB::Device, chunks: &[usize], rel: f32) {
     for &chunk in chunks {
-        let what = |x: &str| format!("chunk {chunk}: {x}");
-        let (l, gh, ge) = chunked_nll_grads(hh(), ee(), targets(), weights(), 40.0, chunk);
-        close_with_floor(&what("loss"), &to_vec(l), &to_vec(loss.clone()), rel, 1.0);
-        close_with_floor(&what("dh"), &to_vec(gh), &to_vec(dh.clone()), rel, 1e-2);
-        close_with_floor(&what("de"), &to_vec(ge), &to_vec(de.clone()), rel, 1e-2);
-        let forward = chunked_nll(hh(), ee(), targets(), weights(), 40.0, chunk);
-        let want = reference_nll(hh(), ee(), targets(), weights(), 40.0);
-        close_with_floor(&what("forward"), &to_vec(forward), &to_vec(want), rel, 1.0);
-        let got = chunked_logprobs(hh(), ee(), targets(), chunk);
-        close_with_floor(
-            &what("logprobs"),
-            &to_vec(got),
-            &to_vec(lp.clone()),
-            rel,
-            1.0,
-        );
+        check_head::<BB>(device, 50, &tiled_head(chunk), rel);
+    }
+}
+
+type Qkv<BB> = [T2<BB>; 3];
+type Tables<BB> = (T2<BB>, T2<BB>);
+
+/// One implementation of attention: `(out, lse)` and `(∂q, ∂k, ∂v)` from
+/// `(q, k, v, rope, out, lse, ∂out)`.
+pub struct AttentionOps<BB: Backend> {
+    /// Output and log-sum-exp.
+    pub forward: Box<dyn Fn(Qkv<BB>, Tables<BB>, AttentionShape) -> (T2<BB>, T1<BB>)>,
+    /// Gradients.
+    #[allow(clippy::type_complexity)]
+    pub grads: Box<
+        dyn Fn(
+            Qkv<BB>,
+            Tables<BB>,
+            T2<BB>,
+            T1<BB>,
+            T2<BB>,
+            AttentionShape,
+        ) -> (T2<BB>, T2<BB>, T2<BB>),
+    >,
+}
+
+/// The tiled attention over query blocks of `block`.
+pub fn tiled_attention<BB: Backend>(block: usize) -> AttentionOps<BB> {
+    AttentionOps {
+        forward: Box::new(move |[q, k, v], r, s| blocked_attention_lse(q, k, v, r, s, block)),
+        grads: Box::new(move |qkv, r, o, l, up, s| {
+            blocked_attention_grads(qkv, r, o, l, up, s, block)
+        }),
+    }
+}
+
+/// The backend's own [`LmBackend`] attention ops.
+pub fn backend_attention<BB: LmBackend>() -> AttentionOps<BB> {
+    AttentionOps {
+        forward: Box::new(|[q, k, v], (c, sn), s| {
+            let (o, l) = BB::causal_attention_lse(prim(q), prim(k), prim(v), prim(c), prim(sn), s);
+            (float(o), float(l))
+        }),
+        grads: Box::new(|[q, k, v], (c, sn), o, l, up, s| {
+            let (dq, dk, dv) = BB::causal_attention_grads(
+                prim(q),
+                prim(k),
+                prim(v),
+                prim(c),
+                prim(sn),
+                prim(o),
+                prim(l),
+                prim(up),
+                s,
+            );
+            (float(dq), float(dk), float(dv))
+        }),
     }
 }
 
@@ -64,11 +176,12 @@ pub fn check_chunked_head<BB: Backend>(device: &BB::Device, chunks: &[usize], re
 pub const ATTENTION_SHAPES: [(usize, usize, usize, usize); 3] =
     [(2, 13, 3, 8), (1, 1, 2, 4), (3, 40, 2, 6)];
 
-/// Attention: output, log-sum-exp and `(∂q, ∂k, ∂v)` over query blocks of 5 equal the
-/// reference formulas for each of `shapes` (`(batch, seq, heads, head_dim)`).
-pub fn check_blocked_attention<BB: Backend>(
+/// Attention: output, log-sum-exp and `(∂q, ∂k, ∂v)` of `ops` equal the reference formulas
+/// for each of `shapes` (`(batch, seq, heads, head_dim)`).
+pub fn check_attention<BB: Backend>(
     device: &BB::Device,
     shapes: &[(usize, usize, usize, usize)],
+    ops: &AttentionOps<BB>,
     rel: f32,
 ) {
     for &(batch, seq, heads, head_dim) in shapes {
@@ -83,47 +196,43 @@ pub fn check_blocked_attention<BB: Backend>(
         let t = |x: &[f32]| t2::<BB>(x, dims, device);
         let rope = Rope::<BB>::new(head_dim, seq, 10_000.0, device);
         let tables = || (rope.cos.clone(), rope.sin.clone());
+        let qkv = || [t(&q), t(&k), t(&v)];
         let (out, lse) = reference_attention_lse(t(&q), t(&k), t(&v), tables(), s);
-        let want = reference_attention_grads(
-            [t(&q), t(&k), t(&v)],
-            tables(),
-            out.clone(),
-            lse.clone(),
-            t(&up),
-            s,
-        );
-        let (got_out, got_lse) = blocked_attention_lse(t(&q), t(&k), t(&v), tables(), s, 5);
+        let want = reference_attention_grads(qkv(), tables(), out.clone(), lse.clone(), t(&up), s);
+        let (got_out, got_lse) = (ops.forward)(qkv(), tables(), s);
+        let what = |x: &str| format!("{s:?} {x}");
         close_with_floor(
-            &format!("{s:?} out"),
+            &what("out"),
             &to_vec(got_out.clone()),
             &to_vec(out),
             rel,
             1.0,
         );
         close_with_floor(
-            &format!("{s:?} lse"),
+            &what("lse"),
             &to_vec(got_lse.clone()),
             &to_vec(lse),
             rel,
             1.0,
         );
-        let got = blocked_attention_grads(
-            [t(&q), t(&k), t(&v)],
-            tables(),
-            got_out,
-            got_lse,
-            t(&up),
-            s,
-            5,
-        );
+        let got = (ops.grads)(qkv(), tables(), got_out, got_lse, t(&up), s);
         for (name, g, w) in [
             ("dq", got.0, want.0),
             ("dk", got.1, want.1),
             ("dv", got.2, want.2),
         ] {
-            close_with_floor(&format!("{s:?} {name}"), &to_vec(g), &to_vec(w), rel, 1.0);
+            close_with_floor(&what(name), &to_vec(g), &to_vec(w), rel, 1.0);
         }
     }
+}
+
+/// The tiled attention over query blocks of 5 equals the reference for each of `shapes`.
+pub fn check_blocked_attention<BB: Backend>(
+    device: &BB::Device,
+    shapes: &[(usize, usize, usize, usize)],
+    rel: f32,
+) {
+    check_attention::<BB>(device, shapes, &tiled_attention(5), rel);
 }
 
 #[test]

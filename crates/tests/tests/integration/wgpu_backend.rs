@@ -144,6 +144,28 @@ fn wgpu_tiled_ops_match_the_reference_ops() {
 }
 
 #[test]
+fn wgpu_cubecl_kernels_match_the_reference_ops() {
+    use crate::lm_tiled::{backend_attention, backend_head, check_attention, check_head};
+    use smalltalk_lm::burn::backend::wgpu::{CubeBackend, WgpuRuntime};
+    let device = wdev();
+    // Through fusion (what `Wgpu` is) and without it: the same kernels either way. A
+    // vocabulary past one chunk (4,096 rows): two chunks, the second cut short.
+    let vocab = smalltalk_lm::fused::tiled::VOCAB_CHUNK + 50;
+    check_head::<Wgpu>(&device, vocab, &backend_head(), 1e-5);
+    check_head::<Wgpu>(&device, 50, &backend_head(), 1e-5);
+    check_attention::<Wgpu>(
+        &device,
+        &crate::lm_tiled::ATTENTION_SHAPES,
+        &backend_attention(),
+        2e-5,
+    );
+    type Raw = CubeBackend<WgpuRuntime, f32, i32, u32>;
+    check_head::<Raw>(&device, vocab, &backend_head(), 1e-5);
+    let shapes = &crate::lm_tiled::ATTENTION_SHAPES[..1];
+    check_attention::<Raw>(&device, shapes, &backend_attention(), 2e-5);
+}
+
+#[test]
 fn wgpu_training_resumes_bit_identically() {
     let cfg = tiny(48);
     let device = wdev();
