@@ -52,6 +52,7 @@ fn results_carry_the_keys_of_lm_bench_json() {
         "case",
         "d_ff",
         "d_model",
+        "device_reserved_bytes",
         "kernel",
         "n_heads",
         "n_layers",
@@ -69,6 +70,11 @@ fn results_carry_the_keys_of_lm_bench_json() {
         "warmup_seconds",
     ];
     assert_eq!(keys, expected);
+    assert_eq!(
+        v["device_reserved_bytes"],
+        serde_json::Value::Null,
+        "flex has no device pools"
+    );
     assert_eq!(
         (&v["precision"], &v["kernel"]),
         (&"full".into(), &"auto".into())

@@ -3,10 +3,11 @@
 //! tensors.
 //!
 //! - [`LmBackend`]: a backend extension with one method per op. The default bodies are the
-//!   [`tiled`] ops (burn tensor ops over vocabulary chunks and query blocks), written once for
-//!   every backend: `Wgpu` and cuda implement the trait with an empty `impl`. `Flex` overrides
-//!   them with raw f32 kernels ([`head_kernel`], [`attention_kernel`]); `Autodiff<B>` wraps
-//!   `B`'s forward and backward ops in custom backward steps.
+//!   [`tiled`] ops (burn tensor ops over vocabulary chunks and query blocks). `Flex` overrides
+//!   them with raw f32 kernels ([`head_kernel`], [`attention_kernel`]); every CubeCL backend
+//!   (`Wgpu`, cuda, with or without fusion) with the CubeCL kernels of `cube`, written once
+//!   (f32; other dtypes take the tiled ops); `Autodiff<B>` wraps `B`'s forward and backward
+//!   ops in custom backward steps.
 //! - [`head_nll`] / [`head_logprobs`] / [`causal_attention`]: the entry points the model uses,
 //!   generic over any `B: Backend` so no caller needs an extra bound. With [`Kernel::Auto`]
 //!   they route the backends with an [`LmBackend`] impl (`Flex`, `Wgpu`, cuda, with or without
@@ -43,8 +44,8 @@ pub use head::{head_logprobs, head_nll, reference_nll, reference_nll_grads};
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Kernel {
-    /// The fused kernels where they exist (CPU `flex`, with or without autodiff), else the
-    /// reference ops.
+    /// The backend's [`LmBackend`] ops where it has them (`flex`: CPU kernels; `wgpu`, cuda:
+    /// CubeCL kernels; with or without autodiff), else the reference ops.
     #[default]
     Auto,
     /// Always the reference burn ops (full logits; attention through `burn::tensor::module`).
@@ -194,9 +195,9 @@ macro_rules! on_lm_backend {
 }
 pub(crate) use on_lm_backend;
 
-/// Whether [`Kernel::Auto`] runs backend `B` on [`LmBackend`] ops (fused CPU kernels for
-/// `Flex`, the [`tiled`] ops for `Wgpu` and cuda, each with or without autodiff): the list
-/// of [`on_lm_backend`].
+/// Whether [`Kernel::Auto`] runs backend `B` on [`LmBackend`] ops (CPU kernels for `Flex`,
+/// CubeCL kernels for `Wgpu` and cuda, each with or without autodiff): the list of
+/// [`on_lm_backend`].
 pub fn fused_available<B: Backend>() -> bool {
     type Id<X> = std::marker::PhantomData<X>;
     let _ = on_lm_backend!(B, Id::<B>::default(), Id, |_found: L| true);

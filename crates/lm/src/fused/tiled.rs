@@ -1,6 +1,7 @@
 //! The fused ops written once from burn tensor ops, tiled so that no tensor grows with the
-//! vocabulary or with `seq²`: the ops of the backends without a hand-written kernel (`cuda`,
-//! `wgpu`; see [`super::LmBackend`]). Same statistics and backward formulas as the reference
+//! vocabulary or with `seq²`: [`super::LmBackend`]'s default bodies, and what the CubeCL
+//! kernels (`super::cube`) fall back to for inputs that are not f32 (bf16 training on `cuda`,
+//! `wgpu`). Same statistics and backward formulas as the reference
 //! ops ([`super::reference_nll_grads`], [`super::reference_attention_grads`]), computed tile by
 //! tile:
 //!

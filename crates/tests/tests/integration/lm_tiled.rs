@@ -28,6 +28,7 @@ type T1<BB> = Tensor<BB, 1>;
 type T2<BB> = Tensor<BB, 2>;
 type Targets<BB> = Tensor<BB, 1, Int>;
 
+#[allow(clippy::type_complexity)]
 /// One implementation of the LM head ops: `(h, e, targets, weights, denom)` →
 /// `(loss, ∂h, ∂e)`, the loss alone, and `(h, e, targets)` → log-probs.
 pub struct HeadOps<BB: Backend> {
@@ -118,13 +119,13 @@ pub fn check_chunked_head<BB: Backend>(device: &BB::Device, chunks: &[usize], re
 type Qkv<BB> = [T2<BB>; 3];
 type Tables<BB> = (T2<BB>, T2<BB>);
 
+#[allow(clippy::type_complexity)]
 /// One implementation of attention: `(out, lse)` and `(∂q, ∂k, ∂v)` from
 /// `(q, k, v, rope, out, lse, ∂out)`.
 pub struct AttentionOps<BB: Backend> {
     /// Output and log-sum-exp.
     pub forward: Box<dyn Fn(Qkv<BB>, Tables<BB>, AttentionShape) -> (T2<BB>, T1<BB>)>,
     /// Gradients.
-    #[allow(clippy::type_complexity)]
     pub grads: Box<
         dyn Fn(
             Qkv<BB>,
