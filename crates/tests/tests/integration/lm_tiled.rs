@@ -242,6 +242,18 @@ fn chunked_head_matches_the_reference_on_flex() {
 }
 
 #[test]
+fn flex_kernels_match_the_reference_through_the_backend_ops() {
+    check_head::<B>(&Default::default(), 50, &backend_head(), 1e-5);
+    check_head::<B>(&Default::default(), 700, &backend_head(), 1e-5);
+    check_attention::<B>(
+        &Default::default(),
+        &ATTENTION_SHAPES,
+        &backend_attention(),
+        2e-5,
+    );
+}
+
+#[test]
 fn blocked_attention_matches_the_reference_on_flex() {
     check_blocked_attention::<B>(&Default::default(), &ATTENTION_SHAPES, 2e-5);
 }
