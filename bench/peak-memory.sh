@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Peak memory of one training step at the router shape (router-4.4m: d 96, 12 layers, 12 heads)
-# against sequence length and vocabulary size, with the backend's tiled ops (`--kernel auto`)
+# against sequence length and vocabulary size, with the backend's fused ops (`--kernel auto`: the CubeCL kernels on wgpu and cuda)
 # and with burn's reference ops (`--kernel reference`: full `[tokens, vocab]` logits and
 # `[batch, heads, seq, seq]` scores). Each point is a fresh process; the figures are the memory
 # its device's pools reserved (`device_reserved_bytes` of `lm bench --json`: the pools grow to
