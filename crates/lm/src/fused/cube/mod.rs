@@ -6,8 +6,8 @@
 //!   `[N, vocab]`, only one chunk of logits at a time.
 //!
 //! [`LmBackend`] for `CubeBackend` runs them on f32 tensors (other dtypes take the [`tiled`]
-//! ops); for `Fusion<B>` ([`fusion`]) each op is one custom operation of the stream. RoPE, the
-//! head layout changes and the chunk matmuls are burn tensor ops around the kernels.
+//! ops); for `Fusion<B>` ([`fusion`]) each op is one custom operation of the stream. The
+//! attention kernels apply RoPE themselves; the head's chunk matmuls are burn's (CubeCL) matmul.
 
 pub mod attention;
 mod fusion;
@@ -17,7 +17,6 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, TensorMetadata};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
-use super::attention::{from_heads, rotated_heads, to_heads, unrotate, GradInputs};
 use super::{float, prim, tiled, AttentionShape, LmBackend};
 
 /// Whether every tensor is f32 (the dtype the kernels take).
@@ -89,12 +88,8 @@ where
         if !all_f32(&[&q, &k, &v, &cos, &sin]) {
             return tiled::ops::causal_attention_lse::<Self>([q, k, v], [cos, sin], shape);
         }
-        let rope = (float(cos), float(sin));
-        let q = rotated_heads::<Self>(float(q), rope.clone(), shape);
-        let k = rotated_heads::<Self>(float(k), rope, shape);
-        let v = to_heads::<Self>(float(v), shape);
-        let (out, lse) = attention::forward([prim(q), prim(k), prim(v)], shape.scale());
-        (prim(from_heads::<Self>(float(out), shape)), lse)
+        let (out, lse) = attention::forward([q, k, v], [cos, sin], shape);
+        (out, lse)
     }
 
     fn causal_attention_grads(
@@ -112,25 +107,13 @@ where
             let (qkv, rope) = ([q, k, v], [cos, sin]);
             return tiled::ops::causal_attention_grads::<Self>(qkv, rope, [out, lse, dout], shape);
         }
-        let rope = (float(cos), float(sin));
-        let qkv = [float(q), float(k), float(v)];
-        let g = GradInputs::<Self>::new(
-            qkv,
-            rope.clone(),
-            float(out),
-            float(lse),
-            float(dout),
-            shape,
-        );
-        let [dq, dk, dv] = attention::backward(
-            [prim(g.q), prim(g.k), prim(g.v)],
-            [prim(g.lse), prim(g.dout), prim(g.rowsum)],
-            shape.scale(),
-        );
-        (
-            prim(unrotate::<Self>(float(dq), rope.clone(), shape)),
-            prim(unrotate::<Self>(float(dk), rope, shape)),
-            prim(from_heads::<Self>(float(dv), shape)),
-        )
+        // rowsum(∂O∘O) per (batch, position, head).
+        let rows = shape.rows() * shape.heads;
+        let rowsum = (float::<Self, 2>(dout.clone()) * float::<Self, 2>(out))
+            .reshape([rows, shape.head_dim])
+            .sum_dim(1);
+        let [dq, dk, dv] =
+            attention::backward([q, k, v], [cos, sin], [lse, dout, prim(rowsum)], shape);
+        (dq, dk, dv)
     }
 }
