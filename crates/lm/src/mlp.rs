@@ -1,8 +1,9 @@
 //! SwiGLU feed-forward block (Shazeer 2020), as in Llama.
 
 use burn::module::Module;
-use burn::tensor::{activation::silu, backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Tensor};
 
+use crate::fused::silu_mul;
 use crate::init::Init;
 use crate::linear::Linear;
 use crate::precision::Precision;
@@ -38,8 +39,8 @@ impl<B: Backend> Mlp<B> {
 
     /// Apply to `[N, d]`; the result is in the compute dtype of `precision`.
     pub fn forward(&self, x: Tensor<B, 2>, precision: Precision) -> Tensor<B, 2> {
-        let gate = silu(self.gate_proj.forward(x.clone(), precision));
+        let gate = self.gate_proj.forward(x.clone(), precision);
         let up = self.up_proj.forward(x, precision);
-        self.down_proj.forward(gate * up, precision)
+        self.down_proj.forward(silu_mul(gate, up), precision)
     }
 }

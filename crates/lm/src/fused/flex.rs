@@ -65,6 +65,23 @@ fn slice(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("contiguous f32")
 }
 
+/// `silu(gate) ⊙ up` of two f32 tensors of one shape with [`super::rows::silu_mul`], in
+/// parallel over blocks of rows; `None` for other dtypes or shapes.
+pub(crate) fn silu_mul(gate: &FlexTensor, up: &FlexTensor) -> Option<FlexTensor> {
+    use rayon::prelude::*;
+    if gate.dtype() != DType::F32 || up.dtype() != DType::F32 || gate.shape() != up.shape() {
+        return None;
+    }
+    let (gate, up) = (gate.to_contiguous(), up.to_contiguous());
+    let (g, u) = (slice(&gate), slice(&up));
+    let mut out = vec![0f32; g.len()];
+    const BLOCK: usize = 16 * 1024;
+    out.par_chunks_mut(BLOCK)
+        .zip(g.par_chunks(BLOCK).zip(u.par_chunks(BLOCK)))
+        .for_each(|(o, (g, u))| super::rows::silu_mul(g, u, o));
+    Some(f32_vec_tensor(out, gate.shape()))
+}
+
 impl LmBackend for Flex {
     fn lm_head_nll(
         h: FlexTensor,

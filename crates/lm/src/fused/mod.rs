@@ -195,6 +195,30 @@ macro_rules! on_lm_backend {
 }
 pub(crate) use on_lm_backend;
 
+/// `silu(gate) ⊙ up`, the SwiGLU product: on `Flex` (inference; f32) one pass with a
+/// vectorised `exp` ([`rows::silu_mul`]), elsewhere burn's `silu` and a product.
+pub fn silu_mul<B: Backend>(gate: Tensor<B, 2>, up: Tensor<B, 2>) -> Tensor<B, 2> {
+    #[cfg(feature = "flex")]
+    let (gate, up) = match same_type::<
+        _,
+        (
+            Tensor<burn::backend::Flex, 2>,
+            Tensor<burn::backend::Flex, 2>,
+        ),
+    >((gate, up))
+    {
+        Ok((g, u)) => {
+            let fused = flex::silu_mul(&prim(g.clone()), &prim(u.clone()));
+            let out = fused
+                .map(float::<burn::backend::Flex, 2>)
+                .unwrap_or_else(|| burn::tensor::activation::silu(g) * u);
+            return same_type(out).expect("same backend");
+        }
+        Err(args) => args,
+    };
+    burn::tensor::activation::silu(gate) * up
+}
+
 /// Whether [`Kernel::Auto`] runs backend `B` on [`LmBackend`] ops (CPU kernels for `Flex`,
 /// CubeCL kernels for `Wgpu` and cuda, each with or without autodiff): the list of
 /// [`on_lm_backend`].

@@ -29,6 +29,20 @@ pub fn fast_exp(x: f32) -> f32 {
     y * f32::from_bits(((ni + 127) as u32) << 23)
 }
 
+/// `out = silu(gate) ⊙ up` with `silu(g) = g·σ(g)`, `σ` from [`fast_exp`] of `−|g|` (so its
+/// argument is never positive): the SwiGLU product of the MLP without libm `expf`.
+pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        let e = fast_exp(-g.abs());
+        let sigmoid = if g >= 0.0 {
+            1.0 / (1.0 + e)
+        } else {
+            e / (1.0 + e)
+        };
+        *o = g * sigmoid * u;
+    }
+}
+
 /// Largest element of a non-empty row.
 #[inline(always)]
 pub fn row_max(row: &[f32]) -> f32 {
@@ -112,6 +126,23 @@ mod tests {
         assert_eq!(fast_exp(0.0), 1.0);
         assert!(fast_exp(-1e4) < 1e-37);
         assert!(fast_exp(f32::NEG_INFINITY) < 1e-37);
+    }
+
+    #[test]
+    fn silu_mul_matches_naive() {
+        let gate: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.037).collect();
+        let up: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919) % 13) as f32 * 0.3 - 2.0)
+            .collect();
+        let mut out = vec![0f32; 1000];
+        silu_mul(&gate, &up, &mut out);
+        for ((&g, &u), &o) in gate.iter().zip(&up).zip(&out) {
+            let want = (g as f64) / (1.0 + (-(g as f64)).exp()) * u as f64;
+            assert!(
+                (o as f64 - want).abs() <= 1e-6 * want.abs().max(1e-3),
+                "{g}: {o} vs {want}"
+            );
+        }
     }
 
     #[test]

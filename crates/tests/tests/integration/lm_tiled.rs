@@ -257,3 +257,14 @@ fn flex_kernels_match_the_reference_through_the_backend_ops() {
 fn blocked_attention_matches_the_reference_on_flex() {
     check_blocked_attention::<B>(&Default::default(), &ATTENTION_SHAPES, 2e-5);
 }
+
+#[test]
+fn flex_silu_mul_matches_burns_silu() {
+    use smalltalk_lm::burn::tensor::activation::silu;
+    let device = Default::default();
+    let dims = [37, 29];
+    let (g, u) = (normal(5, 37 * 29, 3.0), normal(6, 37 * 29, 1.0));
+    let got = smalltalk_lm::fused::silu_mul(t2::<B>(&g, dims, &device), t2::<B>(&u, dims, &device));
+    let want = silu(t2::<B>(&g, dims, &device)) * t2::<B>(&u, dims, &device);
+    close_with_floor("silu_mul", &to_vec(got), &to_vec(want), 1e-6, 1e-3);
+}
