@@ -11,18 +11,12 @@
 //! over queries `j..seq`), so no unit writes where another does and no atomics are needed.
 
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeRuntime;
 use cubecl::prelude::*;
 
+use super::{empty_like, launch_size, SENTINEL};
 use crate::fused::AttentionShape;
-
-/// Units per cube.
-const UNITS: u32 = 64;
-
-/// A sentinel below every score (WGSL has no `-inf` literal); `exp(SENTINEL − x)` is 0.
-const SENTINEL: f32 = -1.0e30;
 
 /// Element `c` of row `x[offset..offset + head_dim]` rotated by RoPE at position `pos`.
 #[cube]
@@ -296,28 +290,6 @@ fn grad_kv_kernel<F: Float>(
     for c in 0..head_dim {
         dv[base + j * stride + c] = dv_acc[c];
     }
-}
-
-/// An uninitialised contiguous tensor of `shape` with `like`'s device and dtype.
-pub(super) fn empty_like<R: CubeRuntime>(like: &CubeTensor<R>, shape: &[usize]) -> CubeTensor<R> {
-    empty_device_contiguous_dtype(
-        like.client.clone(),
-        like.device.clone(),
-        shape.into(),
-        like.dtype,
-    )
-}
-
-/// One unit per row: the cube count and size for `rows` rows.
-pub(super) fn launch_size<R: CubeRuntime>(
-    client: &ComputeClient<R>,
-    rows: usize,
-) -> (CubeCount, CubeDim) {
-    let dim = CubeDim::new_1d(UNITS);
-    (
-        cubecl::calculate_cube_count_elemwise(client, rows, dim),
-        dim,
-    )
 }
 
 /// The forward pass on the `[N, d]` projections `q`, `k`, `v` and the `[seq, head_dim]` RoPE

@@ -16,15 +16,12 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeRuntime;
 use cubecl::prelude::*;
 
-use super::attention::{empty_like, launch_size};
+use super::{empty_like, launch_size, SENTINEL};
 use crate::fused::tiled::{chunk_logits, tiles, VOCAB_CHUNK};
 use crate::fused::{float, prim};
 
 /// Units per cube of the row reduction (a power of two).
 const ROW_UNITS: usize = 128;
-
-/// A sentinel below every logit (WGSL has no `-inf` literal).
-const SENTINEL: f32 = -1.0e30;
 
 /// Folds chunk `logits: [N, C]` (vocabulary ids `offset..offset + C`) into `max`, `sum` and
 /// `target_logit` (`[N]` each); `first = 1` starts them.

@@ -15,9 +15,38 @@ pub mod head;
 
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{DType, TensorMetadata};
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+use cubecl::prelude::{ComputeClient, CubeCount, CubeDim};
 
 use super::{float, prim, tiled, AttentionShape, LmBackend};
+
+/// Units per cube of the one-unit-per-row kernels.
+const UNITS: u32 = 64;
+
+/// A sentinel below every score and logit (WGSL has no `-inf` literal); `exp(SENTINEL − x)`
+/// is 0.
+const SENTINEL: f32 = -1.0e30;
+
+/// An uninitialised contiguous tensor of `shape` with `like`'s device and dtype.
+fn empty_like<R: CubeRuntime>(like: &CubeTensor<R>, shape: &[usize]) -> CubeTensor<R> {
+    empty_device_contiguous_dtype(
+        like.client.clone(),
+        like.device.clone(),
+        shape.into(),
+        like.dtype,
+    )
+}
+
+/// One unit per row: the cube count and size for `rows` rows.
+fn launch_size<R: CubeRuntime>(client: &ComputeClient<R>, rows: usize) -> (CubeCount, CubeDim) {
+    let dim = CubeDim::new_1d(UNITS);
+    (
+        cubecl::calculate_cube_count_elemwise(client, rows, dim),
+        dim,
+    )
+}
 
 /// Whether every tensor is f32 (the dtype the kernels take).
 fn all_f32<T: TensorMetadata>(tensors: &[&T]) -> bool {
