@@ -124,6 +124,7 @@ def main():
     out = {
         "torch": torch.__version__, "threads": a.threads, "device": a.device, "precision": a.precision,
         "params": sum(p.numel() for p in model.parameters()), "step_seconds": step_seconds,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     if step_seconds:
         out["tokens_per_s_best"] = tokens / min(step_seconds)

@@ -41,6 +41,7 @@ pub fn run(cmd: LmCommand, backend: BackendKind, out: &Output) -> Result<()> {
         let mut value = serde_json::to_value(&result)?;
         value["backend"] = name.into();
         value["mallopt"] = smalltalk_lm::alloc_tuning::applied().into();
+        value["cpu_isa"] = smalltalk_lm::fused::isa::Isa::active().name().into();
         out.result(&value, || result.describe(name));
     }
     Ok(())

@@ -128,6 +128,8 @@ impl Command {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // A bad instruction-set cap is an error here rather than a panic inside a kernel.
+    smalltalk_lm::fused::isa::Isa::from_env()?;
     let backend = BackendKind::select(&cli.backend)?;
     let out = report::Output::new(cli.json);
     match cli.command {

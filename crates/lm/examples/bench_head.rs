@@ -8,6 +8,7 @@ use std::time::Instant;
 use smalltalk_lm::burn::backend::{Autodiff, Flex};
 use smalltalk_lm::burn::tensor::{Int, Tensor, TensorData};
 use smalltalk_lm::fused::head_kernel::{self as kernel, default_chunk_rows, HeadShape};
+use smalltalk_lm::fused::isa::Isa;
 use smalltalk_lm::fused::reference_nll;
 use smalltalk_lm::rng::SplitMix64;
 
@@ -40,12 +41,39 @@ fn main() {
         t.elapsed().as_secs_f64() / reps as f64
     };
     let fused = time(&mut || {
-        let out = kernel::nll_grads(shape, &h, &e, &targets, &w, 1.0 / n as f32, chunk);
+        let out = kernel::nll_grads(
+            shape,
+            &h,
+            &e,
+            &targets,
+            &w,
+            1.0 / n as f32,
+            chunk,
+            Isa::active(),
+        );
         std::hint::black_box(out);
     });
     // Run-to-run determinism at this shape (rayon row pass + multi-threaded gemm).
-    let a = kernel::nll_grads(shape, &h, &e, &targets, &w, 1.0 / n as f32, chunk);
-    let b = kernel::nll_grads(shape, &h, &e, &targets, &w, 1.0 / n as f32, chunk);
+    let a = kernel::nll_grads(
+        shape,
+        &h,
+        &e,
+        &targets,
+        &w,
+        1.0 / n as f32,
+        chunk,
+        Isa::active(),
+    );
+    let b = kernel::nll_grads(
+        shape,
+        &h,
+        &e,
+        &targets,
+        &w,
+        1.0 / n as f32,
+        chunk,
+        Isa::active(),
+    );
     let same = a.loss.to_bits() == b.loss.to_bits() && a.dh == b.dh && a.de == b.de;
     println!("two fused runs bit-identical: {same}");
     type AB = Autodiff<Flex>;

@@ -23,15 +23,9 @@ impl<B: Backend> RmsNorm<B> {
         }
     }
 
-    /// Normalise each row of `[N, d]`.
+    /// Normalise each row of `[N, d]` ([`crate::fused::rms_norm`]: one pass per row on flex
+    /// inference, burn's ops elsewhere).
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let inv_rms = x
-            .clone()
-            .square()
-            .mean_dim(1)
-            .add_scalar(self.eps)
-            .sqrt()
-            .recip();
-        x * inv_rms * self.weight.val().unsqueeze_dim(0)
+        crate::fused::rms_norm(x, self.weight.val(), self.eps)
     }
 }

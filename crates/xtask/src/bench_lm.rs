@@ -94,9 +94,31 @@ pub struct LmBenchArgs {
     /// Python interpreter with `torch` (reference side).
     #[arg(long, env = "SMALLTALK_BENCH_PYTHON", default_value = "python3")]
     python: String,
+    /// Cap both sides' CPU instruction set: ours through `SMALLTALK_CPU_ISA` (the fused
+    /// kernels; burn's matmuls keep gemm's own choice), PyTorch's through `ATEN_CPU_CAPABILITY`,
+    /// `ONEDNN_MAX_CPU_ISA` and `MKL_ENABLE_INSTRUCTIONS`. Unset: each side's best.
+    #[arg(long, value_parser = ["avx512", "avx2", "baseline"])]
+    isa: Option<String>,
     /// Print one JSON object per measured case.
     #[arg(long)]
     json: bool,
+}
+
+/// The environment that caps PyTorch (ATen kernels, oneDNN, MKL) at our `level`.
+fn torch_isa_env(level: &str) -> &'static [(&'static str, &'static str)] {
+    match level {
+        "avx512" => &[("ATEN_CPU_CAPABILITY", "avx512")],
+        "avx2" => &[
+            ("ATEN_CPU_CAPABILITY", "avx2"),
+            ("ONEDNN_MAX_CPU_ISA", "AVX2"),
+            ("MKL_ENABLE_INSTRUCTIONS", "AVX2"),
+        ],
+        _ => &[
+            ("ATEN_CPU_CAPABILITY", "default"),
+            ("ONEDNN_MAX_CPU_ISA", "SSE41"),
+            ("MKL_ENABLE_INSTRUCTIONS", "SSE4_2"),
+        ],
+    }
 }
 
 /// Pooled seconds of one side of a case.
@@ -104,6 +126,8 @@ pub struct LmBenchArgs {
 struct Side {
     seconds: Vec<f64>,
     params: Option<u64>,
+    /// The instruction set the side reported (`cpu_isa` / `cpu_capability`).
+    isa: Option<String>,
 }
 
 impl Side {
@@ -113,6 +137,8 @@ impl Side {
             .with_context(|| format!("`{key}` missing in {v}"))?;
         self.seconds.extend(xs.iter().filter_map(Value::as_f64));
         self.params = v["params"].as_u64();
+        let isa = v.get("cpu_isa").or(v.get("cpu_capability"));
+        self.isa = isa.and_then(Value::as_str).map(str::to_string);
         Ok(())
     }
 }
@@ -198,6 +224,9 @@ fn preset(args: &LmBenchArgs, case: LmCase) -> &str {
 
 fn run_ours(bin: &std::path::Path, args: &LmBenchArgs, case: LmCase) -> Result<Value> {
     let mut cmd = Command::new(bin);
+    if let Some(level) = &args.isa {
+        cmd.env("SMALLTALK_CPU_ISA", level);
+    }
     cmd.args([
         "--json",
         "--backend",
@@ -253,6 +282,9 @@ fn run_torch(
             .with_context(|| format!("`{k}` missing in {ours}"))
     };
     let mut cmd = Command::new(&args.python);
+    if let Some(level) = &args.isa {
+        cmd.envs(torch_isa_env(level).iter().copied());
+    }
     cmd.arg(script);
     for (flag, key) in [
         ("--vocab", "vocab"),
@@ -303,7 +335,7 @@ fn summarize(
     let mut v = json!({
         "case": case.name(), "backend": "flex", "preset": preset(args, case), "params": ours.params,
         "batch": shape["batch"], "seq": shape["seq"], "runs": args.runs, "samples": ours.seconds.len(),
-        key: unit / o_med, format!("{key}_best"): unit / o_best, format!("{key}_median"): unit / o_med,
+        "cpu_isa": ours.isa, "cpu_isa_cap": args.isa, key: unit / o_med, format!("{key}_best"): unit / o_best, format!("{key}_median"): unit / o_med,
     });
     match theirs {
         Some(t) if !t.seconds.is_empty() => {
@@ -312,6 +344,7 @@ fn summarize(
             v[format!("torch_{key}_best")] = json!(unit / t_best);
             v["torch_params"] = json!(t.params);
             v["torch_threads"] = json!(args.torch_threads);
+            v["torch_cpu_capability"] = json!(t.isa);
             v["ratio"] = json!(t_med / o_med);
             v["ratio_best"] = json!(t_best / o_best);
         }
@@ -327,6 +360,14 @@ fn print_table(args: &LmBenchArgs, rows: &[Value], torch: Option<&str>) {
         args.runs, args.batch, args.seq, args.steps, args.score_batch, args.score_prefix,
         torch.unwrap_or("not available"), args.torch_threads
     );
+    if let Some(r) = rows.first() {
+        println!(
+            "instruction sets: ours {} (cap {}; burn's matmuls: gemm's own choice), PyTorch {}",
+            r["cpu_isa"].as_str().unwrap_or("?"),
+            args.isa.as_deref().unwrap_or("none"),
+            r["torch_cpu_capability"].as_str().unwrap_or("-"),
+        );
+    }
     println!("| case | preset | params | ours best | ours median | PyTorch best | PyTorch median | ratio (median) |");
     println!("|---|---|---|---|---|---|---|---|");
     for r in rows {
@@ -382,16 +423,20 @@ mod tests {
             "5",
             "--cases",
             "router-train,expert-score",
+            "--isa",
+            "avx2",
         ])
         .args;
         assert_eq!(args.cases, [LmCase::RouterTrain, LmCase::ExpertScore]);
         let ours = Side {
             seconds: vec![1.0, 2.0, 3.0],
             params: Some(7),
+            isa: Some("avx2".into()),
         };
         let theirs = Side {
             seconds: vec![0.5, 1.0, 4.0],
             params: Some(7),
+            isa: Some("AVX2".into()),
         };
         let v = summarize(
             &args,
@@ -404,6 +449,10 @@ mod tests {
         assert_eq!(v["tokens_per_s_best"], 10.0);
         assert_eq!(v["torch_tokens_per_s"], 10.0);
         assert_eq!(v["ratio"], 0.5);
+        assert_eq!(v["cpu_isa"], "avx2");
+        assert_eq!(v["cpu_isa_cap"], "avx2");
+        assert_eq!(v["torch_cpu_capability"], "AVX2");
+        assert_eq!(torch_isa_env("avx2")[0], ("ATEN_CPU_CAPABILITY", "avx2"));
         let v = summarize(&args, LmCase::ExpertScore, &json!({}), &ours, None);
         assert!(v["sequences_per_s"].is_number() && v["ratio"].is_null() && v["torch"].is_string());
     }

@@ -4,18 +4,20 @@
 //! tables `cos`, `sin: [seq, head_dim]`. Each `(batch, head)` pair is one rayon task that
 //! copies its head out of the flat layout (rotating `q` and `k`, folding the softmax scale
 //! into `q`), keeps `k` and `v` transposed (`[head_dim, seq]`) so every inner loop runs over
-//! contiguous key positions, and walks the query rows one at a time with a `seq`-long scratch
-//! row: no `[seq, seq]` matrix is stored. The backward pass is FlashAttention-2's
+//! contiguous key positions, and walks the query rows with `seq`-long scratch rows — four at a
+//! time in the forward pass (`attention_block`), one at a time in the backward pass: no
+//! `[seq, seq]` matrix is stored. The backward pass is FlashAttention-2's
 //! (`∂S = P∘(∂P − rowsum(∂O∘O))`), recomputing `P` from the saved log-sum-exp.
 //!
-//! Results do not depend on the number of threads: every reduction runs in a fixed order
-//! inside one task. On x86-64 with AVX2 + FMA the per-head loops are compiled for those
-//! features (checked at run time) and fall back to baseline code elsewhere.
+//! Results do not depend on the number of threads nor on the instruction set: every reduction
+//! runs in a fixed order inside one task, and the per-head loops are compiled for every
+//! [`Isa`] level from one body (see [`super::isa`]).
 
 use rayon::prelude::*;
 
 use super::attention::AttentionShape;
-use super::rows::{exp_sub_in_place, fast_exp, row_max};
+use super::isa::{Isa, LANES};
+use super::rows::fast_exp;
 
 /// The inputs of one call, all row-major f32.
 #[derive(Debug, Clone, Copy)]
@@ -67,8 +69,8 @@ pub struct AttentionGrads {
 }
 
 /// Causal attention output `[N, d]` and the log-sum-exp of every score row,
-/// `[batch, heads, seq]` flattened.
-pub fn forward(inp: AttentionInputs<'_>) -> (Vec<f32>, Vec<f32>) {
+/// `[batch, heads, seq]` flattened, computed with the instruction set `isa`.
+pub fn forward(inp: AttentionInputs<'_>, isa: Isa) -> (Vec<f32>, Vec<f32>) {
     inp.check();
     let s = inp.shape;
     let mut out = vec![0f32; s.rows() * s.width()];
@@ -76,17 +78,18 @@ pub fn forward(inp: AttentionInputs<'_>) -> (Vec<f32>, Vec<f32>) {
     out.par_chunks_mut(s.seq * s.head_dim)
         .zip(lse.par_chunks_mut(s.seq))
         .enumerate()
-        .for_each(|(task, (o, l))| forward_head(&inp, task, o, l));
+        .for_each(|(task, (o, l))| forward_head(isa, &inp, task, o, l));
     (heads_to_rows(&out, s, None), lse)
 }
 
 /// Gradients for the upstream gradient `dout: [N, d]`, given the forward pass's output and
-/// log-sum-exp.
+/// log-sum-exp, computed with the instruction set `isa`.
 pub fn backward(
     inp: AttentionInputs<'_>,
     out: &[f32],
     lse: &[f32],
     dout: &[f32],
+    isa: Isa,
 ) -> AttentionGrads {
     inp.check();
     let s = inp.shape;
@@ -106,7 +109,7 @@ pub fn backward(
         .enumerate()
         .for_each(|(task, ((dq, dk), dv))| {
             let lse = &lse[task * s.seq..][..s.seq];
-            backward_head(&inp, out, dout, lse, task, [dq, dk, dv]);
+            backward_head(isa, &inp, out, dout, lse, task, [dq, dk, dv]);
         });
     let rope = Some((inp.cos, inp.sin));
     AttentionGrads {
@@ -196,11 +199,11 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// `Σ x·y` over 8 lanes in a fixed order.
+/// `Σ x·y` over [`LANES`] lanes in a fixed order.
 #[inline(always)]
 fn dot(x: &[f32], y: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (xb, yb) = (x.chunks_exact(8), y.chunks_exact(8));
+    let mut lanes = [0f32; LANES];
+    let (xb, yb) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
     let tail: f32 = xb
         .remainder()
         .iter()
@@ -208,7 +211,7 @@ fn dot(x: &[f32], y: &[f32]) -> f32 {
         .map(|(a, b)| a * b)
         .sum();
     for (a, b) in xb.zip(yb) {
-        for i in 0..8 {
+        for i in 0..LANES {
             lanes[i] += a[i] * b[i];
         }
     }
@@ -250,75 +253,34 @@ fn load_head(inp: &AttentionInputs<'_>, task: usize) -> Head {
     Head { q, kt, vt }
 }
 
-/// Forward pass of head `task = b·heads + h` into its `[seq, hd]` output and `[seq]` lse.
-fn forward_head(inp: &AttentionInputs<'_>, task: usize, out: &mut [f32], lse: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { forward_head_avx2(inp, task, out, lse) };
-    }
-    forward_head_body(inp, task, out, lse)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn forward_head_avx2(
-    inp: &AttentionInputs<'_>,
-    task: usize,
-    out: &mut [f32],
-    lse: &mut [f32],
-) {
-    forward_head_body(inp, task, out, lse)
-}
+crate::multiversion!(
+    /// Forward pass of head `task = b·heads + h` into its `[seq, hd]` output and `[seq]` lse.
+    fn forward_head(
+        inp: &AttentionInputs<'_>,
+        task: usize,
+        out: &mut [f32],
+        lse: &mut [f32],
+    ) => forward_head_body
+);
 
 #[inline(always)]
 fn forward_head_body(inp: &AttentionInputs<'_>, task: usize, out: &mut [f32], lse: &mut [f32]) {
-    let (seq, hd) = (inp.shape.seq, inp.shape.head_dim);
     let head = load_head(inp, task);
-    let mut p = vec![0f32; seq];
-    for i in 0..seq {
-        let p = &mut p[..=i];
-        scores_row(&head.q[i * hd..][..hd], &head.kt, seq, p);
-        let m = row_max(p);
-        let sum = exp_sub_in_place(p, m);
-        let inv = 1.0 / sum;
-        for (c, o) in out[i * hd..][..hd].iter_mut().enumerate() {
-            *o = dot(p, &head.vt[c * seq..][..=i]) * inv;
-        }
-        lse[i] = m + sum.ln();
-    }
+    super::attention_block::forward(&head.q, &head.kt, &head.vt, out, lse);
 }
 
-/// Backward pass of head `task`: writes its `[seq, hd]` gradients w.r.t. the rotated (and
-/// for `q`, unscaled) queries, the rotated keys, and the values.
-fn backward_head(
-    inp: &AttentionInputs<'_>,
-    out: &[f32],
-    dout: &[f32],
-    lse: &[f32],
-    task: usize,
-    grads: [&mut [f32]; 3],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { backward_head_avx2(inp, out, dout, lse, task, grads) };
-    }
-    backward_head_body(inp, out, dout, lse, task, grads)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn backward_head_avx2(
-    inp: &AttentionInputs<'_>,
-    out: &[f32],
-    dout: &[f32],
-    lse: &[f32],
-    task: usize,
-    grads: [&mut [f32]; 3],
-) {
-    backward_head_body(inp, out, dout, lse, task, grads)
-}
+crate::multiversion!(
+    /// Backward pass of head `task`: writes its `[seq, hd]` gradients w.r.t. the rotated (and
+    /// for `q`, unscaled) queries, the rotated keys, and the values.
+    fn backward_head(
+        inp: &AttentionInputs<'_>,
+        out: &[f32],
+        dout: &[f32],
+        lse: &[f32],
+        task: usize,
+        grads: [&mut [f32]; 3],
+    ) => backward_head_body
+);
 
 #[inline(always)]
 fn backward_head_body(
@@ -436,11 +398,13 @@ mod tests {
             cos: &cos,
             sin: &sin,
         };
-        let (out, lse) = forward(inp);
         let want = naive(&inp);
-        for (i, (a, b)) in out.iter().zip(&want).enumerate() {
-            assert!((*a as f64 - b).abs() < 1e-5, "out[{i}]: {a} vs {b}");
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+            let (out, lse) = forward(inp, isa);
+            for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+                assert!((*a as f64 - b).abs() < 1e-5, "{isa}: out[{i}]: {a} vs {b}");
+            }
+            assert!(lse.iter().all(|x| x.is_finite()));
         }
-        assert!(lse.iter().all(|x| x.is_finite()));
     }
 }

@@ -6,6 +6,7 @@ use burn::tensor::{DType, Shape, TensorMetadata};
 
 use super::attention_kernel::{self, AttentionInputs};
 use super::head_kernel::{self as kernel, default_chunk_rows, HeadShape};
+use super::isa::Isa;
 use super::{float, int, prim, reference_nll_grads, LmBackend};
 use super::{
     reference_attention, reference_attention_grads, reference_attention_lse, AttentionShape,
@@ -78,8 +79,26 @@ pub(crate) fn silu_mul(gate: &FlexTensor, up: &FlexTensor) -> Option<FlexTensor>
     const BLOCK: usize = 16 * 1024;
     out.par_chunks_mut(BLOCK)
         .zip(g.par_chunks(BLOCK).zip(u.par_chunks(BLOCK)))
-        .for_each(|(o, (g, u))| super::rows::silu_mul(g, u, o));
+        .for_each(|(o, (g, u))| super::rows::silu_mul_on(Isa::active(), g, u, o));
     Some(f32_vec_tensor(out, gate.shape()))
+}
+
+/// RMSNorm of an f32 `x: [N, d]` with an f32 gain `w: [d]` by [`super::rows::rms_norm_rows`],
+/// in parallel over blocks of rows; `None` for other dtypes or shapes.
+pub(crate) fn rms_norm(x: &FlexTensor, w: &FlexTensor, eps: f64) -> Option<FlexTensor> {
+    use rayon::prelude::*;
+    let (dims, d) = (x.shape(), w.shape().num_elements());
+    if x.dtype() != DType::F32 || w.dtype() != DType::F32 || dims.num_dims() != 2 || dims[1] != d {
+        return None;
+    }
+    let (x, w) = (x.to_contiguous(), w.to_contiguous());
+    let (xs, ws) = (slice(&x), slice(&w));
+    let mut out = vec![0f32; xs.len()];
+    let block = d * (16 * 1024 / d.max(1)).max(1);
+    out.par_chunks_mut(block)
+        .zip(xs.par_chunks(block))
+        .for_each(|(o, x)| super::rows::rms_norm_rows_on(Isa::active(), x, ws, eps as f32, o));
+    Some(f32_vec_tensor(out, x.shape()))
 }
 
 impl LmBackend for Flex {
@@ -128,6 +147,7 @@ impl LmBackend for Flex {
             &w,
             (1.0 / denom) as f32,
             default_chunk_rows(shape.v),
+            Isa::active(),
         );
         (
             f32_vec_tensor(vec![out.loss as f32], Shape::new([1])),
@@ -148,6 +168,7 @@ impl LmBackend for Flex {
             slice(&e),
             &ids,
             default_chunk_rows(shape.v),
+            Isa::active(),
         );
         f32_vec_tensor(lp, Shape::new([shape.n]))
     }
@@ -189,7 +210,7 @@ impl LmBackend for Flex {
         }
         let [q, k, v, cos, sin] = [q, k, v, cos, sin].map(|t| t.to_contiguous());
         let inp = attention_inputs(shape, [&q, &k, &v, &cos, &sin]);
-        let (out, lse) = attention_kernel::forward(inp);
+        let (out, lse) = attention_kernel::forward(inp, Isa::active());
         let flat = Shape::new([shape.rows(), shape.width()]);
         let lse_shape = Shape::new([shape.batch * shape.heads * shape.seq]);
         (f32_vec_tensor(out, flat), f32_vec_tensor(lse, lse_shape))
@@ -220,7 +241,8 @@ impl LmBackend for Flex {
         let [q, k, v, cos, sin, out, lse, dout] =
             [q, k, v, cos, sin, out, lse, dout].map(|t| t.to_contiguous());
         let inp = attention_inputs(shape, [&q, &k, &v, &cos, &sin]);
-        let g = attention_kernel::backward(inp, slice(&out), slice(&lse), slice(&dout));
+        let g =
+            attention_kernel::backward(inp, slice(&out), slice(&lse), slice(&dout), Isa::active());
         let flat = Shape::new([shape.rows(), shape.width()]);
         (
             f32_vec_tensor(g.dq, flat.clone()),

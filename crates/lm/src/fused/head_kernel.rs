@@ -9,7 +9,8 @@
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use super::rows::{ce_grad_row, logprob_row};
+use super::isa::Isa;
+use super::rows::{ce_grad_row_on, logprob_row_on};
 
 /// Shapes of one fused-head call: `n` rows, vocabulary `v`, width `d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +119,9 @@ fn check(shape: HeadShape, h: &[f32], e: &[f32], targets: &[u32]) {
 
 /// Loss `scale · Σ w_i·(lse_i − x_i[t_i])` of `logits = h·Eᵀ` and its gradients w.r.t. `h` and
 /// `E`, without materialising more than `chunk_rows × V` logits. Rows with `w_i = 0` (padding)
-/// contribute nothing. Panics on shape mismatches or a target `≥ V`.
+/// contribute nothing. The row arithmetic runs with the instruction set `isa`. Panics on shape
+/// mismatches or a target `≥ V`.
+#[allow(clippy::too_many_arguments)]
 pub fn nll_grads(
     shape: HeadShape,
     h: &[f32],
@@ -127,6 +130,7 @@ pub fn nll_grads(
     weights: &[f32],
     scale: f32,
     chunk_rows: usize,
+    isa: Isa,
 ) -> NllGrads {
     check(shape, h, e, targets);
     assert_eq!(weights.len(), shape.n, "one weight per row");
@@ -148,7 +152,7 @@ pub fn nll_grads(
             .enumerate()
             .for_each(|(i, (row, nll))| {
                 let w = weights[start + i];
-                *nll = w as f64 * ce_grad_row(row, targets[start + i] as usize, w * scale);
+                *nll = w as f64 * ce_grad_row_on(isa, row, targets[start + i] as usize, w * scale);
             });
         if weights[start..start + rows].iter().any(|&w| w != 0.0) {
             let dh_c = &mut dh[start * d..(start + rows) * d];
@@ -178,13 +182,15 @@ pub fn nll_grads(
 }
 
 /// `log p(t_i | row i)` of `logits = h·Eᵀ`, one value per row, computed `chunk_rows` rows at a
-/// time. Panics on shape mismatches or a target `≥ V`.
+/// time, the row arithmetic with the instruction set `isa`. Panics on shape mismatches or a
+/// target `≥ V`.
 pub fn target_logprobs(
     shape: HeadShape,
     h: &[f32],
     e: &[f32],
     targets: &[u32],
     chunk_rows: usize,
+    isa: Isa,
 ) -> Vec<f32> {
     check(shape, h, e, targets);
     let HeadShape { n, v, d } = shape;
@@ -200,7 +206,7 @@ pub fn target_logprobs(
             .par_chunks_mut(v)
             .zip(out[start..start + rows].par_iter_mut())
             .enumerate()
-            .for_each(|(i, (row, lp))| *lp = logprob_row(row, targets[start + i] as usize));
+            .for_each(|(i, (row, lp))| *lp = logprob_row_on(isa, row, targets[start + i] as usize));
         start += rows;
     }
     out

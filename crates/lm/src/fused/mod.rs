@@ -16,6 +16,8 @@
 
 pub mod attention;
 #[cfg(feature = "flex")]
+mod attention_block;
+#[cfg(feature = "flex")]
 pub mod attention_kernel;
 mod autodiff;
 #[cfg(feature = "cube")]
@@ -25,6 +27,7 @@ mod flex;
 mod head;
 #[cfg(feature = "flex")]
 pub mod head_kernel;
+pub mod isa;
 pub mod rows;
 pub mod tiled;
 
@@ -217,6 +220,46 @@ pub fn silu_mul<B: Backend>(gate: Tensor<B, 2>, up: Tensor<B, 2>) -> Tensor<B, 2
         Err(args) => args,
     };
     burn::tensor::activation::silu(gate) * up
+}
+
+/// RMSNorm `x / sqrt(mean(x²) + eps) · weight` of each row of `x: [N, d]` (`weight: [d]`): on
+/// `Flex` (inference; f32) one pass per row ([`rows::rms_norm_rows`]), elsewhere burn's ops.
+pub fn rms_norm<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 1>, eps: f64) -> Tensor<B, 2> {
+    #[cfg(feature = "flex")]
+    let (x, weight) = match same_type::<
+        _,
+        (
+            Tensor<burn::backend::Flex, 2>,
+            Tensor<burn::backend::Flex, 1>,
+        ),
+    >((x, weight))
+    {
+        Ok((x, w)) => {
+            let out = match flex::rms_norm(&prim(x.clone()), &prim(w.clone()), eps) {
+                Some(fused) => float::<burn::backend::Flex, 2>(fused),
+                None => reference_rms_norm(x, w, eps),
+            };
+            return same_type(out).expect("same backend");
+        }
+        Err(args) => args,
+    };
+    reference_rms_norm(x, weight, eps)
+}
+
+/// RMSNorm from burn tensor ops (any backend, autodiff included).
+pub fn reference_rms_norm<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, 2> {
+    let inv_rms = x
+        .clone()
+        .square()
+        .mean_dim(1)
+        .add_scalar(eps)
+        .sqrt()
+        .recip();
+    x * inv_rms * weight.unsqueeze_dim(0)
 }
 
 /// Whether [`Kernel::Auto`] runs backend `B` on [`LmBackend`] ops (CPU kernels for `Flex`,

@@ -1,8 +1,9 @@
 //! Per-row softmax arithmetic of the fused head: max, a vectorisable `exp`, log-sum-exp and
-//! the cross-entropy gradient row, written over fixed 8-lane blocks so LLVM emits SIMD code and
-//! the reduction order never depends on threads (bit-for-bit deterministic).
+//! the cross-entropy gradient row, written over fixed [`LANES`]-lane blocks so LLVM emits SIMD
+//! code for the caller's instruction set ([`super::isa`]) and the reduction order never depends
+//! on threads or on the instruction set (bit-for-bit deterministic).
 
-const LANES: usize = 8;
+use super::isa::LANES;
 
 /// `e^x` for `x ≤ 0` (inputs are `logit − row max`), a branch-free Cephes-style polynomial
 /// after `x = n·ln2 + r`: relative error ≈ 1e-7 on `[-87, 0]`, and 0-ish (≈ 1e-38) below.
@@ -31,6 +32,7 @@ pub fn fast_exp(x: f32) -> f32 {
 
 /// `out = silu(gate) ⊙ up` with `silu(g) = g·σ(g)`, `σ` from [`fast_exp`] of `−|g|` (so its
 /// argument is never positive): the SwiGLU product of the MLP without libm `expf`.
+#[inline(always)]
 pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
         let e = fast_exp(-g.abs());
@@ -40,6 +42,28 @@ pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
             e / (1.0 + e)
         };
         *o = g * sigmoid * u;
+    }
+}
+
+/// RMSNorm of consecutive rows of `w.len()` features: `y = x · w / sqrt(mean(x²) + eps)` row by
+/// row, the sum of squares over [`LANES`] lanes in a fixed order.
+#[inline(always)]
+pub fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+    let d = w.len();
+    for (x, y) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        let mut lanes = [0f32; LANES];
+        let blocks = x.chunks_exact(LANES);
+        let tail: f32 = blocks.remainder().iter().map(|v| v * v).sum();
+        for b in blocks {
+            for (l, v) in lanes.iter_mut().zip(b) {
+                *l += v * v;
+            }
+        }
+        let mean = (lanes.iter().sum::<f32>() + tail) / d as f32;
+        let inv = 1.0 / (mean + eps).sqrt();
+        for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+            *y = x * inv * w;
+        }
     }
 }
 
@@ -63,7 +87,7 @@ pub fn row_max(row: &[f32]) -> f32 {
     m
 }
 
-/// Replace every `x` by `e^(x − m)` and return their sum (8 lanes, fixed order).
+/// Replace every `x` by `e^(x − m)` and return their sum ([`LANES`] lanes, fixed order).
 #[inline(always)]
 pub fn exp_sub_in_place(row: &mut [f32], m: f32) -> f32 {
     let mut lanes = [0f32; LANES];
@@ -84,6 +108,7 @@ pub fn exp_sub_in_place(row: &mut [f32], m: f32) -> f32 {
 
 /// Turn a logits row into the cross-entropy gradient row `w·(softmax − onehot(t))` in place
 /// and return `−log p(t)` (computed before the row is overwritten). `w = 0` zeroes the row.
+#[inline(always)]
 pub fn ce_grad_row(row: &mut [f32], target: usize, w: f32) -> f64 {
     if w == 0.0 {
         row.fill(0.0);
@@ -101,12 +126,33 @@ pub fn ce_grad_row(row: &mut [f32], target: usize, w: f32) -> f64 {
 }
 
 /// `log p(t)` of a logits row (the row is used as scratch).
+#[inline(always)]
 pub fn logprob_row(row: &mut [f32], target: usize) -> f32 {
     let x_t = row[target];
     let m = row_max(row);
     let s = exp_sub_in_place(row, m);
     ((x_t as f64 - m as f64) - (s as f64).ln()) as f32
 }
+
+crate::multiversion!(
+    /// [`silu_mul`] compiled for `isa`.
+    pub fn silu_mul_on(gate: &[f32], up: &[f32], out: &mut [f32]) => silu_mul
+);
+
+crate::multiversion!(
+    /// [`rms_norm_rows`] compiled for `isa`.
+    pub fn rms_norm_rows_on(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) => rms_norm_rows
+);
+
+crate::multiversion!(
+    /// [`ce_grad_row`] compiled for `isa`.
+    pub fn ce_grad_row_on(row: &mut [f32], target: usize, w: f32) -> f64 => ce_grad_row
+);
+
+crate::multiversion!(
+    /// [`logprob_row`] compiled for `isa`.
+    pub fn logprob_row_on(row: &mut [f32], target: usize) -> f32 => logprob_row
+);
 
 #[cfg(test)]
 mod tests {

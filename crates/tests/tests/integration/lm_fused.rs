@@ -3,6 +3,7 @@
 
 use smalltalk_lm::burn::tensor::{Int, Tensor, TensorData};
 use smalltalk_lm::fused::head_kernel::{self as kernel, HeadShape};
+use smalltalk_lm::fused::isa::Isa;
 use smalltalk_lm::fused::{fused_available, head_logprobs, head_nll, reference_nll};
 use smalltalk_lm::loss::{targets_and_weights, token_tensor};
 use smalltalk_lm::{ForwardOptions, Kernel, Lm, LmConfig, TrainConfig, Trainer, VecSource};
@@ -57,7 +58,16 @@ fn fused_kernel_matches_reference_loss_and_grads() {
     let ids: Vec<u32> = t.iter().map(|&x| if x == PAD { 0 } else { x }).collect();
     let shape = HeadShape { n: N, v: V, d: D };
     for chunk in [1, 8, 16, N, 1000] {
-        let out = kernel::nll_grads(shape, &h, &e, &ids, &w, (1.0 / denom) as f32, chunk);
+        let out = kernel::nll_grads(
+            shape,
+            &h,
+            &e,
+            &ids,
+            &w,
+            (1.0 / denom) as f32,
+            chunk,
+            Isa::active(),
+        );
         assert!(
             ((out.loss as f32 - loss) / loss).abs() < 1e-5,
             "chunk {chunk}: {} vs {loss}",
@@ -68,7 +78,16 @@ fn fused_kernel_matches_reference_loss_and_grads() {
         // Pad rows get no gradient.
         assert!(out.dh[..D].iter().all(|&x| x == 0.0));
         // Deterministic: a second run is bit-identical.
-        let again = kernel::nll_grads(shape, &h, &e, &ids, &w, (1.0 / denom) as f32, chunk);
+        let again = kernel::nll_grads(
+            shape,
+            &h,
+            &e,
+            &ids,
+            &w,
+            (1.0 / denom) as f32,
+            chunk,
+            Isa::active(),
+        );
         assert_eq!(again.loss.to_bits(), out.loss.to_bits());
         assert!(again.dh == out.dh && again.de == out.de);
     }
@@ -238,7 +257,8 @@ fn fused_scoring_matches_reference_logprobs() {
         Kernel::Reference,
     ));
     close("logprobs", &fused, &refr, 1e-5);
-    let chunked = kernel::target_logprobs(HeadShape { n: N, v: V, d: D }, &h, &e, &t, 5);
+    let chunked =
+        kernel::target_logprobs(HeadShape { n: N, v: V, d: D }, &h, &e, &t, 5, Isa::active());
     close("chunked logprobs", &chunked, &refr, 1e-5);
     // And the reference loss is minus their weighted mean.
     let w: Vec<f32> = vec![1.0; N];

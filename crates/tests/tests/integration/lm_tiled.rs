@@ -268,3 +268,19 @@ fn flex_silu_mul_matches_burns_silu() {
     let want = silu(t2::<B>(&g, dims, &device)) * t2::<B>(&u, dims, &device);
     close_with_floor("silu_mul", &to_vec(got), &to_vec(want), 1e-6, 1e-3);
 }
+
+#[test]
+fn flex_rms_norm_matches_the_reference_ops() {
+    use smalltalk_lm::fused::{reference_rms_norm, rms_norm};
+    let device = Default::default();
+    let (x, w) = (normal(7, 41 * 37, 2.0), normal(8, 37, 1.0));
+    let xt = || t2::<B>(&x, [41, 37], &device);
+    let wt = || Tensor::<B, 1>::from_data(TensorData::new(w.clone(), [37]), &device);
+    let got = to_vec(rms_norm(xt(), wt(), 1e-5));
+    let want = to_vec(reference_rms_norm(xt(), wt(), 1e-5));
+    assert_ne!(
+        got, want,
+        "flex should run the one-pass kernel, not burn's ops"
+    );
+    close_with_floor("rms_norm", &got, &want, 1e-5, 1e-3);
+}

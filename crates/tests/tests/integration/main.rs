@@ -4,6 +4,7 @@ mod lm_attention;
 mod lm_checkpoint;
 mod lm_fused;
 mod lm_grad;
+mod lm_isa;
 mod lm_model;
 mod lm_precision;
 mod lm_run_control;
