@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Seconds of the partition and eval stages of a finished pipeline run, for one or more builds of
+# `smalltalk`, interleaved run by run (so drift of the machine hits every build alike).
+#
+#   bench/stage-seconds.sh RUN RUNS BIN [BIN ...]
+#
+# RUN: a finished `cargo xtask pipeline` run folder (data, routers, experts); RUNS: repetitions.
+# Partition: `smalltalk partition` of the training split into a fresh folder with
+# configs/pipeline-cpu.toml; eval: `smalltalk eval` of the validation split with the pipeline's
+# prefix sweep. Prints one markdown row per build and stage (wall seconds of each repetition),
+# and checks that every build writes the same partition and the same headline perplexities.
+set -euo pipefail
+run=$1 runs=$2
+shift 2
+root=$(cd "$(dirname "$0")/.." && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+declare -A part evals
+for ((i = 1; i <= runs; i++)); do
+  for bin in "$@"; do
+    key=$(basename "$bin")
+    out="$tmp/$key-partition-$i"
+    t0=$(date +%s.%N)
+    "$bin" --json partition --data "$run/data" --routers "$run/routers" --out "$out" \
+      --config "$root/configs/pipeline-cpu.toml" > /dev/null
+    t1=$(date +%s.%N)
+    "$bin" --json eval --data "$run/data" --routers "$run/routers" --experts "$run/experts" \
+      --split validation --prefix 32 --prefix-sweep 8,16,32,64,128,256 \
+      --out "$tmp/$key-eval-$i.json" > /dev/null
+    t2=$(date +%s.%N)
+    part[$key]+=" $(echo "$t1 - $t0" | bc)"
+    evals[$key]+=" $(echo "$t2 - $t1" | bc)"
+    cmp -s <(cat "$out"/expert-*.rows 2>/dev/null || true) \
+      <(cat "$tmp/$(basename "$1")-partition-1"/expert-*.rows 2>/dev/null || true) ||
+      echo "note: $key wrote another partition than $(basename "$1")" >&2
+  done
+done
+echo "| build | stage | seconds per run |"
+echo "|---|---|---|"
+for bin in "$@"; do
+  key=$(basename "$bin")
+  echo "| $key | partition |${part[$key]} |"
+  echo "| $key | eval (validation) |${evals[$key]} |"
+done
+for bin in "$@"; do
+  key=$(basename "$bin")
+  python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(sys.argv[2], 'mixture', r['mixture_ppl'], 'dense', r['dense_ppl'], 'purity', r['routing_purity'])" \
+    "$tmp/$key-eval-1.json" "$key"
+done
