@@ -5,6 +5,8 @@
 //!   scalar, so the backward step only scales them by the upstream gradient).
 //! - Attention: the forward pass keeps `q`, `k`, `v`, the output and the per-row log-sum-exp
 //!   (all `O(N·d)`), and the backward step calls `B`'s attention gradients.
+//! - SwiGLU product: the forward pass keeps `gate` and `up`; the backward step calls `B`'s
+//!   [`LmBackend::silu_mul_grads`].
 //!
 //! Scoring (`lm_head_logprobs`) keeps the default [`super::tiled`] op, differentiated by burn.
 
@@ -72,7 +74,41 @@ impl<B: LmBackend> Backward<B, 3> for AttentionBackward {
     }
 }
 
+/// Backward step of the SwiGLU product: parents `[gate, up]`, state the two inputs.
+#[derive(Debug)]
+struct SiluMulBackward;
+
+impl<B: LmBackend> Backward<B, 2> for SiluMulBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dout = grads.consume::<B>(&ops.node);
+        let (gate, up) = ops.state;
+        let (dgate, dup) = B::silu_mul_grads(gate, up, dout);
+        for (parent, grad) in ops.parents.into_iter().zip([dgate, dup]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
 impl<B: LmBackend, C: CheckpointStrategy> LmBackend for Autodiff<B, C> {
+    fn silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prep = SiluMulBackward
+            .prepare::<C>([gate.node.clone(), up.node.clone()])
+            .compute_bound()
+            .stateful();
+        let (gate, up) = (gate.primitive, up.primitive);
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let out = B::silu_mul(gate.clone(), up.clone());
+                prep.finish((gate, up), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::silu_mul(gate, up)),
+        }
+    }
+
     fn causal_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

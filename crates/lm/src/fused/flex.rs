@@ -83,6 +83,37 @@ pub(crate) fn silu_mul(gate: &FlexTensor, up: &FlexTensor) -> Option<FlexTensor>
     Some(f32_vec_tensor(out, gate.shape()))
 }
 
+/// Gradients `(∂gate, ∂up)` of [`silu_mul`] for `dout` (f32 tensors of one shape) with
+/// [`super::rows::silu_mul_grads`], in parallel over blocks; `None` for other dtypes or shapes.
+pub(crate) fn silu_mul_grads(
+    gate: &FlexTensor,
+    up: &FlexTensor,
+    dout: &FlexTensor,
+) -> Option<(FlexTensor, FlexTensor)> {
+    use rayon::prelude::*;
+    if !all_f32(&[gate, up, dout]) || gate.shape() != up.shape() || gate.shape() != dout.shape() {
+        return None;
+    }
+    let [gate, up, dout] = [gate, up, dout].map(|t| t.to_contiguous());
+    let (g, u, d) = (slice(&gate), slice(&up), slice(&dout));
+    let (mut dg, mut du) = (vec![0f32; g.len()], vec![0f32; g.len()]);
+    const BLOCK: usize = 16 * 1024;
+    dg.par_chunks_mut(BLOCK)
+        .zip(du.par_chunks_mut(BLOCK))
+        .zip(
+            g.par_chunks(BLOCK)
+                .zip(u.par_chunks(BLOCK))
+                .zip(d.par_chunks(BLOCK)),
+        )
+        .for_each(|((dg, du), ((g, u), d))| {
+            super::rows::silu_mul_grads_on(Isa::active(), g, u, d, dg, du)
+        });
+    Some((
+        f32_vec_tensor(dg, gate.shape()),
+        f32_vec_tensor(du, gate.shape()),
+    ))
+}
+
 /// RMSNorm of an f32 `x: [N, d]` with an f32 gain `w: [d]` by [`super::rows::rms_norm_rows`],
 /// in parallel over blocks of rows; `None` for other dtypes or shapes.
 pub(crate) fn rms_norm(x: &FlexTensor, w: &FlexTensor, eps: f64) -> Option<FlexTensor> {
@@ -102,6 +133,19 @@ pub(crate) fn rms_norm(x: &FlexTensor, w: &FlexTensor, eps: f64) -> Option<FlexT
 }
 
 impl LmBackend for Flex {
+    fn silu_mul(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
+        silu_mul(&gate, &up).unwrap_or_else(|| super::reference_silu_mul::<Flex>(gate, up))
+    }
+
+    fn silu_mul_grads(
+        gate: FlexTensor,
+        up: FlexTensor,
+        dout: FlexTensor,
+    ) -> (FlexTensor, FlexTensor) {
+        silu_mul_grads(&gate, &up, &dout)
+            .unwrap_or_else(|| super::reference_silu_mul_grads::<Flex>(gate, up, dout))
+    }
+
     fn lm_head_nll(
         h: FlexTensor,
         e: FlexTensor,

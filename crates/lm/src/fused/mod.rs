@@ -95,6 +95,20 @@ pub trait LmBackend: Backend {
         tiled::ops::lm_head_logprobs::<Self>(h, e, targets)
     }
 
+    /// The SwiGLU product `silu(gate) ⊙ up` of two tensors of one shape.
+    fn silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        reference_silu_mul::<Self>(gate, up)
+    }
+
+    /// Gradients `(∂/∂gate, ∂/∂up)` of [`LmBackend::silu_mul`] for the upstream gradient `dout`.
+    fn silu_mul_grads(
+        gate: FloatTensor<Self>,
+        up: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        reference_silu_mul_grads::<Self>(gate, up, dout)
+    }
+
     /// Causal self-attention with RoPE on `q` and `k`, softmax scale `1/√head_dim`:
     /// `[N, d]` outputs (before `o_proj`).
     fn causal_attention(
@@ -198,28 +212,36 @@ macro_rules! on_lm_backend {
 }
 pub(crate) use on_lm_backend;
 
-/// `silu(gate) ⊙ up`, the SwiGLU product: on `Flex` (inference; f32) one pass with a
-/// vectorised `exp` ([`rows::silu_mul`]), elsewhere burn's `silu` and a product.
+/// `silu(gate) ⊙ up`, the SwiGLU product of two `[N, f]` tensors: on the backends with
+/// [`LmBackend`] ops their [`LmBackend::silu_mul`] (on `Flex` one pass with a vectorised `exp`,
+/// [`rows::silu_mul`], and under `Autodiff` one graph node with [`LmBackend::silu_mul_grads`]),
+/// elsewhere burn's `silu` and a product.
 pub fn silu_mul<B: Backend>(gate: Tensor<B, 2>, up: Tensor<B, 2>) -> Tensor<B, 2> {
-    #[cfg(feature = "flex")]
-    let (gate, up) = match same_type::<
-        _,
-        (
-            Tensor<burn::backend::Flex, 2>,
-            Tensor<burn::backend::Flex, 2>,
-        ),
-    >((gate, up))
-    {
-        Ok((g, u)) => {
-            let fused = flex::silu_mul(&prim(g.clone()), &prim(u.clone()));
-            let out = fused
-                .map(float::<burn::backend::Flex, 2>)
-                .unwrap_or_else(|| burn::tensor::activation::silu(g) * u);
-            return same_type(out).expect("same backend");
-        }
-        Err(args) => args,
-    };
+    type Args<X> = (Tensor<X, 2>, Tensor<X, 2>);
+    let (gate, up) = on_lm_backend!(B, (gate, up), Args, |a: L| {
+        float::<L, 2>(L::silu_mul(prim(a.0), prim(a.1)))
+    });
     burn::tensor::activation::silu(gate) * up
+}
+
+/// [`LmBackend::silu_mul`] from burn tensor ops.
+pub fn reference_silu_mul<B: Backend>(gate: FloatTensor<B>, up: FloatTensor<B>) -> FloatTensor<B> {
+    let (g, u) = (float::<B, 2>(gate), float::<B, 2>(up));
+    prim(burn::tensor::activation::silu(g) * u)
+}
+
+/// [`LmBackend::silu_mul_grads`] from burn tensor ops: `∂up = dout·g·σ(g)`,
+/// `∂gate = dout·up·σ(g)·(1 + g·(1 − σ(g)))`.
+pub fn reference_silu_mul_grads<B: Backend>(
+    gate: FloatTensor<B>,
+    up: FloatTensor<B>,
+    dout: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (g, u, d) = (float::<B, 2>(gate), float::<B, 2>(up), float::<B, 2>(dout));
+    let s = burn::tensor::activation::sigmoid(g.clone());
+    let dup = d.clone() * g.clone() * s.clone();
+    let dgate = d * u * s.clone() * (g * (s.neg() + 1.0) + 1.0);
+    (prim(dgate), prim(dup))
 }
 
 /// RMSNorm `x / sqrt(mean(x²) + eps) · weight` of each row of `x: [N, d]` (`weight: [d]`): on

@@ -67,6 +67,28 @@ pub fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
     }
 }
 
+/// Gradients of [`silu_mul`] for the upstream gradient `dout`: `∂gate = dout·up·σ(g)·(1 +
+/// g·(1 − σ(g)))`, `∂up = dout·g·σ(g)`, with the same `σ` as the forward pass.
+#[inline(always)]
+pub fn silu_mul_grads(gate: &[f32], up: &[f32], dout: &[f32], dgate: &mut [f32], dup: &mut [f32]) {
+    for ((((dg, du), &g), &u), &d) in dgate
+        .iter_mut()
+        .zip(dup.iter_mut())
+        .zip(gate)
+        .zip(up)
+        .zip(dout)
+    {
+        let e = fast_exp(-g.abs());
+        let sigmoid = if g >= 0.0 {
+            1.0 / (1.0 + e)
+        } else {
+            e / (1.0 + e)
+        };
+        *du = d * g * sigmoid;
+        *dg = d * u * sigmoid * (1.0 + g * (1.0 - sigmoid));
+    }
+}
+
 /// Largest element of a non-empty row.
 #[inline(always)]
 pub fn row_max(row: &[f32]) -> f32 {
@@ -137,6 +159,17 @@ pub fn logprob_row(row: &mut [f32], target: usize) -> f32 {
 crate::multiversion!(
     /// [`silu_mul`] compiled for `isa`.
     pub fn silu_mul_on(gate: &[f32], up: &[f32], out: &mut [f32]) => silu_mul
+);
+
+crate::multiversion!(
+    /// [`silu_mul_grads`] compiled for `isa`.
+    pub fn silu_mul_grads_on(
+        gate: &[f32],
+        up: &[f32],
+        dout: &[f32],
+        dgate: &mut [f32],
+        dup: &mut [f32],
+    ) => silu_mul_grads
 );
 
 crate::multiversion!(

@@ -6,7 +6,7 @@ use smalltalk_lm::burn::tensor::{Int, Tensor, TensorData};
 use smalltalk_lm::fused::attention_kernel::{self, AttentionInputs};
 use smalltalk_lm::fused::head_kernel::{self, HeadShape};
 use smalltalk_lm::fused::isa::Isa;
-use smalltalk_lm::fused::rows::{rms_norm_rows_on, silu_mul_on};
+use smalltalk_lm::fused::rows::{rms_norm_rows_on, silu_mul_grads_on, silu_mul_on};
 use smalltalk_lm::fused::AttentionShape;
 use smalltalk_lm::rope::Rope;
 
@@ -120,6 +120,24 @@ fn every_isa_path_matches_the_reference_ops() {
             let err = (o as f64 - want).abs() / want.abs().max(1e-3);
             assert!(err < 1e-6, "{isa}: silu_mul({g}, {u}) = {o}, want {want}");
         }
+        let (dg, du) = silu_grads(isa);
+        let d = normal(9, 1001, 1.0);
+        for i in 0..1001 {
+            let (g, u, d) = (g[i] as f64, u[i] as f64, d[i] as f64);
+            let s = 1.0 / (1.0 + (-g).exp());
+            let (want_g, want_u) = (d * u * s * (1.0 + g * (1.0 - s)), d * g * s);
+            let err = |got: f32, want: f64| (got as f64 - want).abs() / want.abs().max(1e-3);
+            assert!(
+                err(dg[i], want_g) < 1e-5,
+                "{isa}: ∂gate[{i}] {} vs {want_g}",
+                dg[i]
+            );
+            assert!(
+                err(du[i], want_u) < 1e-5,
+                "{isa}: ∂up[{i}] {} vs {want_u}",
+                du[i]
+            );
+        }
         let (x, w, got) = rms_norm(isa);
         for (r, (x, y)) in x.chunks(w.len()).zip(got.chunks(w.len())).enumerate() {
             let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / w.len() as f64;
@@ -133,6 +151,18 @@ fn every_isa_path_matches_the_reference_ops() {
             }
         }
     }
+}
+
+/// SwiGLU gradients with `isa` of 1,001 elements: `(∂gate, ∂up)`.
+fn silu_grads(isa: Isa) -> (Vec<f32>, Vec<f32>) {
+    let (g, u, d) = (
+        normal(5, 1001, 3.0),
+        normal(6, 1001, 1.0),
+        normal(9, 1001, 1.0),
+    );
+    let (mut dg, mut du) = (vec![0f32; 1001], vec![0f32; 1001]);
+    silu_mul_grads_on(isa, &g, &u, &d, &mut dg, &mut du);
+    (dg, du)
 }
 
 /// RMSNorm with `isa` of 5 rows of 37 features: `(x, gain, y)`.
@@ -174,6 +204,8 @@ fn all_outputs(isa: Isa) -> Vec<Vec<f32>> {
     silu_mul_on(isa, &g, &u, &mut silu);
     outs.push(silu);
     outs.push(rms_norm(isa).2);
+    let (dg, du) = silu_grads(isa);
+    outs.extend([dg, du]);
     outs
 }
 

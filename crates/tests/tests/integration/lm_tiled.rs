@@ -284,3 +284,36 @@ fn flex_rms_norm_matches_the_reference_ops() {
     );
     close_with_floor("rms_norm", &got, &want, 1e-5, 1e-3);
 }
+
+#[test]
+fn flex_silu_mul_under_autodiff_matches_burns_gradients() {
+    use smalltalk_lm::burn::tensor::activation::silu;
+    type AB = smalltalk_lm::burn::backend::Autodiff<B>;
+    let device = Default::default();
+    let dims = [37, 29];
+    let (g, u, w) = (
+        normal(5, 37 * 29, 3.0),
+        normal(6, 37 * 29, 1.0),
+        normal(7, 37 * 29, 1.0),
+    );
+    let run = |fused: bool| {
+        let gt = t2::<AB>(&g, dims, &device).require_grad();
+        let ut = t2::<AB>(&u, dims, &device).require_grad();
+        let out = if fused {
+            smalltalk_lm::fused::silu_mul(gt.clone(), ut.clone())
+        } else {
+            silu(gt.clone()) * ut.clone()
+        };
+        let grads = (out.clone() * t2::<AB>(&w, dims, &device)).sum().backward();
+        let (dg, du) = (gt.grad(&grads).unwrap(), ut.grad(&grads).unwrap());
+        (to_vec(out.inner()), to_vec(dg), to_vec(du))
+    };
+    let (got, want) = (run(true), run(false));
+    assert_ne!(
+        got.1, want.1,
+        "Autodiff<Flex> should run the fused backward step"
+    );
+    close_with_floor("silu_mul", &got.0, &want.0, 1e-6, 1e-3);
+    close_with_floor("∂gate", &got.1, &want.1, 1e-5, 1e-3);
+    close_with_floor("∂up", &got.2, &want.2, 1e-5, 1e-3);
+}
