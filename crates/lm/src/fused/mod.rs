@@ -11,7 +11,7 @@
 //! - [`head_nll`] / [`head_logprobs`] / [`causal_attention`]: the entry points the model uses,
 //!   generic over any `B: Backend` so no caller needs an extra bound. With [`Kernel::Auto`]
 //!   they route the backends with an [`LmBackend`] impl (`Flex`, `Wgpu`, cuda, with or without
-//!   autodiff; checked by `TypeId`, see [`on_lm_backend`]) to its ops, and every other backend,
+//!   autodiff; checked by `TypeId`, see `on_lm_backend`) to its ops, and every other backend,
 //!   or [`Kernel::Reference`], to the reference ops: exactly the unfused computation.
 
 pub mod attention;
@@ -286,7 +286,7 @@ pub fn reference_rms_norm<B: Backend>(
 
 /// Whether [`Kernel::Auto`] runs backend `B` on [`LmBackend`] ops (CPU kernels for `Flex`,
 /// CubeCL kernels for `Wgpu` and cuda, each with or without autodiff): the list of
-/// [`on_lm_backend`].
+/// `on_lm_backend`.
 pub fn fused_available<B: Backend>() -> bool {
     type Id<X> = std::marker::PhantomData<X>;
     let _ = on_lm_backend!(B, Id::<B>::default(), Id, |_found: L| true);
