@@ -5,8 +5,8 @@
 //!   scalar, so the backward step only scales them by the upstream gradient).
 //! - Attention: the forward pass keeps `q`, `k`, `v`, the output and the per-row log-sum-exp
 //!   (all `O(N·d)`), and the backward step calls `B`'s attention gradients.
-//! - SwiGLU product: the forward pass keeps `gate` and `up`; the backward step calls `B`'s
-//!   [`LmBackend::silu_mul_grads`].
+//! - SwiGLU product and RMSNorm: the forward pass keeps the inputs; the backward step calls
+//!   `B`'s [`LmBackend::silu_mul_grads`] / [`LmBackend::rms_norm_grads`].
 //!
 //! Scoring (`lm_head_logprobs`) keeps the default [`super::tiled`] op, differentiated by burn.
 
@@ -93,7 +93,41 @@ impl<B: LmBackend> Backward<B, 2> for SiluMulBackward {
     }
 }
 
+/// Backward step of RMSNorm: parents `[x, w]`, state the inputs and `eps`.
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl<B: LmBackend> Backward<B, 2> for RmsNormBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, f64);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, w, eps) = ops.state;
+        let (dx, dw) = B::rms_norm_grads(x, w, eps, dy);
+        for (parent, grad) in ops.parents.into_iter().zip([dx, dw]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
 impl<B: LmBackend, C: CheckpointStrategy> LmBackend for Autodiff<B, C> {
+    fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        let prep = RmsNormBackward
+            .prepare::<C>([x.node.clone(), w.node.clone()])
+            .compute_bound()
+            .stateful();
+        let (x, w) = (x.primitive, w.primitive);
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let out = B::rms_norm(x.clone(), w.clone(), eps);
+                prep.finish((x, w, eps), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::rms_norm(x, w, eps)),
+        }
+    }
+
     fn silu_mul(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
         let prep = SiluMulBackward
             .prepare::<C>([gate.node.clone(), up.node.clone()])

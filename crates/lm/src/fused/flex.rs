@@ -114,25 +114,81 @@ pub(crate) fn silu_mul_grads(
     ))
 }
 
+/// Rows per parallel block of the RMSNorm kernels (about 16k values).
+fn norm_block_rows(d: usize) -> usize {
+    (16 * 1024 / d.max(1)).max(1)
+}
+
+/// `x: [N, d]` and `w: [d]` as contiguous f32 tensors, or `None`.
+fn norm_inputs(x: &FlexTensor, w: &FlexTensor) -> Option<(FlexTensor, FlexTensor, usize)> {
+    let (dims, d) = (x.shape(), w.shape().num_elements());
+    if !all_f32(&[x, w]) || dims.num_dims() != 2 || dims[1] != d {
+        return None;
+    }
+    Some((x.to_contiguous(), w.to_contiguous(), d))
+}
+
 /// RMSNorm of an f32 `x: [N, d]` with an f32 gain `w: [d]` by [`super::rows::rms_norm_rows`],
 /// in parallel over blocks of rows; `None` for other dtypes or shapes.
 pub(crate) fn rms_norm(x: &FlexTensor, w: &FlexTensor, eps: f64) -> Option<FlexTensor> {
     use rayon::prelude::*;
-    let (dims, d) = (x.shape(), w.shape().num_elements());
-    if x.dtype() != DType::F32 || w.dtype() != DType::F32 || dims.num_dims() != 2 || dims[1] != d {
-        return None;
-    }
-    let (x, w) = (x.to_contiguous(), w.to_contiguous());
+    let (x, w, d) = norm_inputs(x, w)?;
     let (xs, ws) = (slice(&x), slice(&w));
     let mut out = vec![0f32; xs.len()];
-    let block = d * (16 * 1024 / d.max(1)).max(1);
+    let block = d * norm_block_rows(d);
     out.par_chunks_mut(block)
         .zip(xs.par_chunks(block))
         .for_each(|(o, x)| super::rows::rms_norm_rows_on(Isa::active(), x, ws, eps as f32, o));
     Some(f32_vec_tensor(out, x.shape()))
 }
 
+/// Gradients `(∂x, ∂w)` of [`rms_norm`] for `dy: [N, d]` by
+/// [`super::rows::rms_norm_rows_grads`]: each block of rows sums its own `∂w`, and the blocks'
+/// sums are added in block order (the same for any number of threads).
+pub(crate) fn rms_norm_grads(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    eps: f64,
+    dy: &FlexTensor,
+) -> Option<(FlexTensor, FlexTensor)> {
+    use rayon::prelude::*;
+    let (x, w, d) = norm_inputs(x, w)?;
+    if dy.dtype() != DType::F32 || dy.shape() != x.shape() {
+        return None;
+    }
+    let dy = dy.to_contiguous();
+    let (xs, ws, dys) = (slice(&x), slice(&w), slice(&dy));
+    let block = d * norm_block_rows(d);
+    let mut dx = vec![0f32; xs.len()];
+    let mut partial = vec![0f32; xs.len().div_ceil(block.max(1)) * d];
+    dx.par_chunks_mut(block)
+        .zip(partial.par_chunks_mut(d))
+        .zip(xs.par_chunks(block).zip(dys.par_chunks(block)))
+        .for_each(|((dx, dw), (x, dy))| {
+            super::rows::rms_norm_rows_grads_on(Isa::active(), x, ws, eps as f32, dy, dx, dw)
+        });
+    let mut dw = vec![0f32; d];
+    for p in partial.chunks(d) {
+        dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    Some((f32_vec_tensor(dx, x.shape()), f32_vec_tensor(dw, w.shape())))
+}
+
 impl LmBackend for Flex {
+    fn rms_norm(x: FlexTensor, w: FlexTensor, eps: f64) -> FlexTensor {
+        rms_norm(&x, &w, eps).unwrap_or_else(|| super::reference_rms_norm_prim::<Flex>(x, w, eps))
+    }
+
+    fn rms_norm_grads(
+        x: FlexTensor,
+        w: FlexTensor,
+        eps: f64,
+        dy: FlexTensor,
+    ) -> (FlexTensor, FlexTensor) {
+        rms_norm_grads(&x, &w, eps, &dy)
+            .unwrap_or_else(|| super::reference_rms_norm_grads::<Flex>(x, w, eps, dy))
+    }
+
     fn silu_mul(gate: FlexTensor, up: FlexTensor) -> FlexTensor {
         silu_mul(&gate, &up).unwrap_or_else(|| super::reference_silu_mul::<Flex>(gate, up))
     }

@@ -109,6 +109,21 @@ pub trait LmBackend: Backend {
         reference_silu_mul_grads::<Self>(gate, up, dout)
     }
 
+    /// RMSNorm `x / sqrt(mean(x²) + eps) · w` of each row of `x: [N, d]` (`w: [d]`).
+    fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        reference_rms_norm_prim::<Self>(x, w, eps)
+    }
+
+    /// Gradients `(∂/∂x, ∂/∂w)` of [`LmBackend::rms_norm`] for the upstream gradient `dy`.
+    fn rms_norm_grads(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        eps: f64,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        reference_rms_norm_grads::<Self>(x, w, eps, dy)
+    }
+
     /// Causal self-attention with RoPE on `q` and `k`, softmax scale `1/√head_dim`:
     /// `[N, d]` outputs (before `o_proj`).
     fn causal_attention(
@@ -245,26 +260,14 @@ pub fn reference_silu_mul_grads<B: Backend>(
 }
 
 /// RMSNorm `x / sqrt(mean(x²) + eps) · weight` of each row of `x: [N, d]` (`weight: [d]`): on
-/// `Flex` (inference; f32) one pass per row ([`rows::rms_norm_rows`]), elsewhere burn's ops.
+/// the backends with [`LmBackend`] ops their [`LmBackend::rms_norm`] (on `Flex` one pass per
+/// row, [`rows::rms_norm_rows`], and under `Autodiff` one graph node with
+/// [`LmBackend::rms_norm_grads`]), elsewhere burn's ops.
 pub fn rms_norm<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 1>, eps: f64) -> Tensor<B, 2> {
-    #[cfg(feature = "flex")]
-    let (x, weight) = match same_type::<
-        _,
-        (
-            Tensor<burn::backend::Flex, 2>,
-            Tensor<burn::backend::Flex, 1>,
-        ),
-    >((x, weight))
-    {
-        Ok((x, w)) => {
-            let out = match flex::rms_norm(&prim(x.clone()), &prim(w.clone()), eps) {
-                Some(fused) => float::<burn::backend::Flex, 2>(fused),
-                None => reference_rms_norm(x, w, eps),
-            };
-            return same_type(out).expect("same backend");
-        }
-        Err(args) => args,
-    };
+    type Args<X> = (Tensor<X, 2>, Tensor<X, 1>);
+    let (x, weight) = on_lm_backend!(B, (x, weight), Args, |a: L| {
+        float::<L, 2>(L::rms_norm(prim(a.0), prim(a.1), eps))
+    });
     reference_rms_norm(x, weight, eps)
 }
 
@@ -274,14 +277,40 @@ pub fn reference_rms_norm<B: Backend>(
     weight: Tensor<B, 1>,
     eps: f64,
 ) -> Tensor<B, 2> {
-    let inv_rms = x
-        .clone()
-        .square()
-        .mean_dim(1)
-        .add_scalar(eps)
-        .sqrt()
-        .recip();
-    x * inv_rms * weight.unsqueeze_dim(0)
+    x.clone() * inv_rms(x, eps) * weight.unsqueeze_dim(0)
+}
+
+/// `1 / sqrt(mean(x²) + eps)` of each row, `[N, 1]`.
+fn inv_rms<B: Backend>(x: Tensor<B, 2>, eps: f64) -> Tensor<B, 2> {
+    x.square().mean_dim(1).add_scalar(eps).sqrt().recip()
+}
+
+/// [`reference_rms_norm`] on primitives (the default [`LmBackend::rms_norm`]).
+pub fn reference_rms_norm_prim<B: Backend>(
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    eps: f64,
+) -> FloatTensor<B> {
+    prim(reference_rms_norm(float::<B, 2>(x), float::<B, 1>(w), eps))
+}
+
+/// [`LmBackend::rms_norm_grads`] from burn tensor ops: with `g = dy·w` and `inv` each row's
+/// `1/rms`, `∂x = inv·g − x·inv³·Σ(g·x)/d` and `∂w = Σ_rows dy·x·inv`.
+pub fn reference_rms_norm_grads<B: Backend>(
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    eps: f64,
+    dy: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (x, w, dy) = (float::<B, 2>(x), float::<B, 1>(w), float::<B, 2>(dy));
+    let [_, d] = x.dims();
+    let inv = inv_rms(x.clone(), eps);
+    let g = dy.clone() * w.unsqueeze_dim(0);
+    let s = (g.clone() * x.clone()).sum_dim(1);
+    let inv3 = inv.clone() * inv.clone() * inv.clone();
+    let dx = g * inv.clone() - x.clone() * inv3 * s.div_scalar(d as f64);
+    let dw = (dy * x * inv).sum_dim(0).reshape([d]);
+    (prim(dx), prim(dw))
 }
 
 /// Whether [`Kernel::Auto`] runs backend `B` on [`LmBackend`] ops (CPU kernels for `Flex`,

@@ -45,24 +45,80 @@ pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
+/// `1 / sqrt(mean(x²) + eps)` of one row, the sum of squares over [`LANES`] lanes in a fixed
+/// order.
+#[inline(always)]
+fn inv_rms(x: &[f32], eps: f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let blocks = x.chunks_exact(LANES);
+    let tail: f32 = blocks.remainder().iter().map(|v| v * v).sum();
+    for b in blocks {
+        for (l, v) in lanes.iter_mut().zip(b) {
+            *l += v * v;
+        }
+    }
+    let mean = (lanes.iter().sum::<f32>() + tail) / x.len() as f32;
+    1.0 / (mean + eps).sqrt()
+}
+
 /// RMSNorm of consecutive rows of `w.len()` features: `y = x · w / sqrt(mean(x²) + eps)` row by
-/// row, the sum of squares over [`LANES`] lanes in a fixed order.
+/// row.
 #[inline(always)]
 pub fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
     let d = w.len();
     for (x, y) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
-        let mut lanes = [0f32; LANES];
-        let blocks = x.chunks_exact(LANES);
-        let tail: f32 = blocks.remainder().iter().map(|v| v * v).sum();
-        for b in blocks {
-            for (l, v) in lanes.iter_mut().zip(b) {
-                *l += v * v;
-            }
-        }
-        let mean = (lanes.iter().sum::<f32>() + tail) / d as f32;
-        let inv = 1.0 / (mean + eps).sqrt();
+        let inv = inv_rms(x, eps);
         for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
             *y = x * inv * w;
+        }
+    }
+}
+
+/// Gradients of [`rms_norm_rows`] for the upstream `dy`: with `g = dy ⊙ w` and `inv` the row's
+/// [`inv_rms`], `dx = inv·g − x·inv³·(Σ g⊙x)/d` per row, and `Σ_rows dy⊙x·inv` added to `dw`.
+#[inline(always)]
+pub fn rms_norm_rows_grads(
+    x: &[f32],
+    w: &[f32],
+    eps: f32,
+    dy: &[f32],
+    dx: &mut [f32],
+    dw: &mut [f32],
+) {
+    let d = w.len();
+    for ((x, dy), dx) in x
+        .chunks_exact(d)
+        .zip(dy.chunks_exact(d))
+        .zip(dx.chunks_exact_mut(d))
+    {
+        let inv = inv_rms(x, eps);
+        let mut lanes = [0f32; LANES];
+        let (xb, yb, wb) = (
+            x.chunks_exact(LANES),
+            dy.chunks_exact(LANES),
+            w.chunks_exact(LANES),
+        );
+        let tail: f32 = (xb
+            .remainder()
+            .iter()
+            .zip(yb.remainder())
+            .zip(wb.remainder()))
+        .map(|((x, y), w)| y * w * x)
+        .sum();
+        for ((x, y), w) in xb.zip(yb).zip(wb) {
+            for l in 0..LANES {
+                lanes[l] += y[l] * w[l] * x[l];
+            }
+        }
+        let c = (lanes.iter().sum::<f32>() + tail) * inv * inv * inv / d as f32;
+        for (((dx, dw), &x), (&y, &w)) in dx
+            .iter_mut()
+            .zip(dw.iter_mut())
+            .zip(x)
+            .zip(dy.iter().zip(w))
+        {
+            *dx = inv * y * w - x * c;
+            *dw += y * x * inv;
         }
     }
 }
@@ -175,6 +231,18 @@ crate::multiversion!(
 crate::multiversion!(
     /// [`rms_norm_rows`] compiled for `isa`.
     pub fn rms_norm_rows_on(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) => rms_norm_rows
+);
+
+crate::multiversion!(
+    /// [`rms_norm_rows_grads`] compiled for `isa`.
+    pub fn rms_norm_rows_grads_on(
+        x: &[f32],
+        w: &[f32],
+        eps: f32,
+        dy: &[f32],
+        dx: &mut [f32],
+        dw: &mut [f32],
+    ) => rms_norm_rows_grads
 );
 
 crate::multiversion!(

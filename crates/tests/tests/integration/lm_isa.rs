@@ -6,7 +6,9 @@ use smalltalk_lm::burn::tensor::{Int, Tensor, TensorData};
 use smalltalk_lm::fused::attention_kernel::{self, AttentionInputs};
 use smalltalk_lm::fused::head_kernel::{self, HeadShape};
 use smalltalk_lm::fused::isa::Isa;
-use smalltalk_lm::fused::rows::{rms_norm_rows_on, silu_mul_grads_on, silu_mul_on};
+use smalltalk_lm::fused::rows::{
+    rms_norm_rows_grads_on, rms_norm_rows_on, silu_mul_grads_on, silu_mul_on,
+};
 use smalltalk_lm::fused::AttentionShape;
 use smalltalk_lm::rope::Rope;
 
@@ -150,6 +152,37 @@ fn every_isa_path_matches_the_reference_ops() {
                 );
             }
         }
+        check_rms_norm_grads(isa, &x, &w);
+    }
+}
+
+/// The RMSNorm gradients with `isa` equal the f64 formulas.
+fn check_rms_norm_grads(isa: Isa, x: &[f32], w: &[f32]) {
+    let (dy, dx, dw) = rms_norm_grads(isa);
+    let d = w.len();
+    let mut want_dw = vec![0f64; d];
+    for (r, (x, dy)) in x.chunks(d).zip(dy.chunks(d)).enumerate() {
+        let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / d as f64;
+        let inv = 1.0 / (ms + 1e-5).sqrt();
+        let s: f64 = (0..d)
+            .map(|j| dy[j] as f64 * w[j] as f64 * x[j] as f64)
+            .sum();
+        for j in 0..d {
+            let (x, dy, w) = (x[j] as f64, dy[j] as f64, w[j] as f64);
+            let want = inv * dy * w - x * inv.powi(3) * s / d as f64;
+            let got = dx[r * d + j] as f64;
+            assert!(
+                (got - want).abs() < 2e-5,
+                "{isa}: ∂x[{r}, {j}] {got} vs {want}"
+            );
+            want_dw[j] += dy * x * inv;
+        }
+    }
+    for (j, (&got, want)) in dw.iter().zip(want_dw).enumerate() {
+        assert!(
+            (got as f64 - want).abs() < 2e-5,
+            "{isa}: ∂w[{j}] {got} vs {want}"
+        );
     }
 }
 
@@ -163,6 +196,15 @@ fn silu_grads(isa: Isa) -> (Vec<f32>, Vec<f32>) {
     let (mut dg, mut du) = (vec![0f32; 1001], vec![0f32; 1001]);
     silu_mul_grads_on(isa, &g, &u, &d, &mut dg, &mut du);
     (dg, du)
+}
+
+/// RMSNorm gradients with `isa` for the rows of [`rms_norm`]: `(dy, ∂x, ∂w)`.
+fn rms_norm_grads(isa: Isa) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (x, w, _) = rms_norm(isa);
+    let dy = normal(10, x.len(), 1.0);
+    let (mut dx, mut dw) = (vec![0f32; x.len()], vec![0f32; w.len()]);
+    rms_norm_rows_grads_on(isa, &x, &w, 1e-5, &dy, &mut dx, &mut dw);
+    (dy, dx, dw)
 }
 
 /// RMSNorm with `isa` of 5 rows of 37 features: `(x, gain, y)`.
@@ -205,7 +247,8 @@ fn all_outputs(isa: Isa) -> Vec<Vec<f32>> {
     outs.push(silu);
     outs.push(rms_norm(isa).2);
     let (dg, du) = silu_grads(isa);
-    outs.extend([dg, du]);
+    let (_, dx, dw) = rms_norm_grads(isa);
+    outs.extend([dg, du, dx, dw]);
     outs
 }
 

@@ -317,3 +317,40 @@ fn flex_silu_mul_under_autodiff_matches_burns_gradients() {
     close_with_floor("∂gate", &got.1, &want.1, 1e-5, 1e-3);
     close_with_floor("∂up", &got.2, &want.2, 1e-5, 1e-3);
 }
+
+#[test]
+fn flex_rms_norm_under_autodiff_matches_burns_gradients() {
+    use smalltalk_lm::fused::{reference_rms_norm, rms_norm};
+    type AB = smalltalk_lm::burn::backend::Autodiff<B>;
+    let device = Default::default();
+    // 1,500 rows of 37: more than one parallel block of rows, each summing its own ∂w.
+    let (n, d) = (1500, 37);
+    let (x, w, up) = (
+        normal(7, n * d, 2.0),
+        normal(8, d, 1.0),
+        normal(9, n * d, 1.0),
+    );
+    let run = |fused: bool| {
+        let xt = t2::<AB>(&x, [n, d], &device).require_grad();
+        let wt =
+            Tensor::<AB, 1>::from_data(TensorData::new(w.clone(), [d]), &device).require_grad();
+        let y = if fused {
+            rms_norm(xt.clone(), wt.clone(), 1e-5)
+        } else {
+            reference_rms_norm(xt.clone(), wt.clone(), 1e-5)
+        };
+        let grads = (y.clone() * t2::<AB>(&up, [n, d], &device))
+            .sum()
+            .backward();
+        let (dx, dw) = (xt.grad(&grads).unwrap(), wt.grad(&grads).unwrap());
+        (to_vec(y.inner()), to_vec(dx), to_vec(dw))
+    };
+    let (got, want) = (run(true), run(false));
+    assert_ne!(
+        got.1, want.1,
+        "Autodiff<Flex> should run the fused backward step"
+    );
+    close_with_floor("rms_norm", &got.0, &want.0, 1e-5, 1e-3);
+    close_with_floor("∂x", &got.1, &want.1, 1e-4, 1e-3);
+    close_with_floor("∂w", &got.2, &want.2, 1e-4, 1e-2);
+}
