@@ -75,7 +75,7 @@ pub fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
 }
 
 /// Gradients of [`rms_norm_rows`] for the upstream `dy`: with `g = dy ⊙ w` and `inv` the row's
-/// [`inv_rms`], `dx = inv·g − x·inv³·(Σ g⊙x)/d` per row, and `Σ_rows dy⊙x·inv` added to `dw`.
+/// `1 / rms`, `dx = inv·g − x·inv³·(Σ g⊙x)/d` per row, and `Σ_rows dy⊙x·inv` added to `dw`.
 #[inline(always)]
 pub fn rms_norm_rows_grads(
     x: &[f32],
