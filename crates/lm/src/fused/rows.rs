@@ -30,18 +30,23 @@ pub fn fast_exp(x: f32) -> f32 {
     y * f32::from_bits(((ni + 127) as u32) << 23)
 }
 
-/// `out = silu(gate) ⊙ up` with `silu(g) = g·σ(g)`, `σ` from [`fast_exp`] of `−|g|` (so its
-/// argument is never positive): the SwiGLU product of the MLP without libm `expf`.
+/// `σ(g) = 1 / (1 + e^(−g))` from [`fast_exp`] of `−|g|` (so its argument is never positive).
+#[inline(always)]
+fn sigmoid(g: f32) -> f32 {
+    let e = fast_exp(-g.abs());
+    if g >= 0.0 {
+        1.0 / (1.0 + e)
+    } else {
+        e / (1.0 + e)
+    }
+}
+
+/// `out = silu(gate) ⊙ up` with `silu(g) = g·σ(g)` (`σ` as in `sigmoid`): the SwiGLU product of the
+/// MLP without libm `expf`.
 #[inline(always)]
 pub fn silu_mul(gate: &[f32], up: &[f32], out: &mut [f32]) {
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-        let e = fast_exp(-g.abs());
-        let sigmoid = if g >= 0.0 {
-            1.0 / (1.0 + e)
-        } else {
-            e / (1.0 + e)
-        };
-        *o = g * sigmoid * u;
+        *o = g * sigmoid(g) * u;
     }
 }
 
@@ -134,14 +139,9 @@ pub fn silu_mul_grads(gate: &[f32], up: &[f32], dout: &[f32], dgate: &mut [f32],
         .zip(up)
         .zip(dout)
     {
-        let e = fast_exp(-g.abs());
-        let sigmoid = if g >= 0.0 {
-            1.0 / (1.0 + e)
-        } else {
-            e / (1.0 + e)
-        };
-        *du = d * g * sigmoid;
-        *dg = d * u * sigmoid * (1.0 + g * (1.0 - sigmoid));
+        let s = sigmoid(g);
+        *du = d * g * s;
+        *dg = d * u * s * (1.0 + g * (1.0 - s));
     }
 }
 
