@@ -1,15 +1,19 @@
-//! The forward pass of the flex attention kernel for a block of [`ROWS`] query rows at a time:
+//! The flex attention kernel's passes over one head, a block of [`ROWS`] query rows at a time:
 //! their score rows share every key load and their outputs every value load, with
 //! `ROWS × LANES` independent accumulators, so the products run near the speed of a matrix
-//! product instead of one dependent reduction per score.
+//! product instead of one dependent reduction per score. The backward pass is
+//! FlashAttention-2's (`∂S = P∘(∂P − rowsum(∂O∘O))`), recomputing `P` from the saved
+//! log-sum-exp, with the same block products.
 //!
 //! Query rows `i0 .. i0 + ROWS` of a head see keys `0 ..= i`; the block computes scores up to
-//! the last row's key and zeroes each row's probabilities past its own. Sums over the head
-//! dimension run in order `c = 0, 1, …` and sums over keys over [`LANES`] lanes then the tail,
-//! the same for every instruction set.
+//! the last row's key rounded up to whole lane blocks (the key and value copies are padded to a
+//! multiple of [`LANES`] columns, so no loop has a scalar tail: short sequences such as the
+//! 32-token routing prefixes stay vectorised) and zeroes each row's probabilities past its own.
+//! Sums over the head dimension run in order `c = 0, 1, …` and sums over keys over [`LANES`]
+//! lanes, the same for every instruction set.
 
 use super::isa::LANES;
-use super::rows::{exp_sub_in_place, row_max};
+use super::rows::fast_exp;
 
 /// Query rows per block.
 pub const ROWS: usize = 4;
@@ -36,97 +40,238 @@ fn lanes(x: &[f32], at: usize) -> &[f32; LANES] {
     x[at..at + LANES].try_into().expect("a lane block")
 }
 
-/// Scores `p[r·seq + j] = Σ_c qt[c·ROWS + r]·kt[c·seq + j]` for `r < ROWS`, `j < keys`
-/// (`qt`: the block's queries transposed, `[hd, ROWS]`, missing rows zero; `kt`: `[hd, seq]`).
+/// Scores `p[r·stride + j] = Σ_c qt[c·ROWS + r]·kt[c·stride + j]` for `r < ROWS`,
+/// `j < width` (`qt`: the block's queries transposed, `[hd, ROWS]`, missing rows zero; `kt`:
+/// `[hd, stride]`; `width` a multiple of [`LANES`]).
+// Indexed loops over the rows: in this form LLVM keeps every accumulator in a register.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn block_scores(qt: &[f32], kt: &[f32], seq: usize, keys: usize, p: &mut [f32]) {
+fn block_scores(qt: &[f32], kt: &[f32], stride: usize, width: usize, p: &mut [f32]) {
     let hd = qt.len() / ROWS;
-    let full = keys / LANES * LANES;
-    for j in (0..full).step_by(LANES) {
+    for j in (0..width).step_by(LANES) {
         let mut acc = [[0f32; LANES]; ROWS];
         for c in 0..hd {
-            let k = lanes(kt, c * seq + j);
-            let q: &[f32; ROWS] = qt[c * ROWS..(c + 1) * ROWS]
+            let k = *lanes(kt, c * stride + j);
+            let q: [f32; ROWS] = qt[c * ROWS..(c + 1) * ROWS]
                 .try_into()
                 .expect("a row block");
             for r in 0..ROWS {
-                mul_add(&mut acc[r], q[r], k);
+                mul_add(&mut acc[r], q[r], &k);
             }
         }
         for (r, acc) in acc.iter().enumerate() {
-            p[r * seq + j..][..LANES].copy_from_slice(acc);
-        }
-    }
-    for j in full..keys {
-        for r in 0..ROWS {
-            let mut s = 0f32;
-            for c in 0..hd {
-                s += qt[c * ROWS + r] * kt[c * seq + j];
-            }
-            p[r * seq + j] = s;
+            p[r * stride + j..][..LANES].copy_from_slice(acc);
         }
     }
 }
 
-/// `out[r·hd + c] = inv[r]·Σ_{j<keys} p[r·seq + j]·vt[c·seq + j]` for the block's rows.
+/// The largest of `row[..seen]` ([`LANES`] lanes over the whole lane-padded row, masked).
+// Indexed loops over fixed-size lane blocks: in this form LLVM vectorises the masks.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn masked_max(row: &[f32], seen: usize) -> f32 {
+    let mut m = [f32::NEG_INFINITY; LANES];
+    for j in (0..row.len()).step_by(LANES) {
+        let x = lanes(row, j);
+        for l in 0..LANES {
+            let x = if j + l < seen {
+                x[l]
+            } else {
+                f32::NEG_INFINITY
+            };
+            m[l] = if x > m[l] { x } else { m[l] };
+        }
+    }
+    m.iter()
+        .fold(f32::NEG_INFINITY, |a, &x| if x > a { x } else { a })
+}
+
+/// Replace `row[j]` by `e^(row[j] − m)` for `j < seen` and by 0 past it; return the sum
+/// ([`LANES`] lanes, fixed order).
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn masked_exp(row: &mut [f32], m: f32, seen: usize) -> f32 {
+    let mut sum = [0f32; LANES];
+    for j in (0..row.len()).step_by(LANES) {
+        let x: &mut [f32; LANES] = (&mut row[j..j + LANES]).try_into().expect("a lane block");
+        for l in 0..LANES {
+            let keep = j + l < seen;
+            // Masked lanes go through exp at −∞ (clamped, finite), then become exact zeros.
+            let e = fast_exp(if keep { x[l] - m } else { f32::NEG_INFINITY });
+            x[l] = if keep { e } else { 0.0 };
+            sum[l] += x[l];
+        }
+    }
+    sum.iter().sum()
+}
+
+/// `out[r·hd + c] = inv[r]·Σ_{j<width} p[r·stride + j]·vt[c·stride + j]` for the block's rows
+/// (`width` a multiple of [`LANES`]).
 // Indexed loops over the rows: in this form LLVM keeps every accumulator in a register.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn block_values(
     p: &[f32],
     vt: &[f32],
-    seq: usize,
-    keys: usize,
+    stride: usize,
+    width: usize,
     inv: &[f32; ROWS],
     out: &mut [f32],
 ) {
-    let hd = vt.len() / seq;
+    let hd = vt.len() / stride;
     let rows = out.len() / hd;
-    let full = keys / LANES * LANES;
     for c in 0..hd {
-        let v = &vt[c * seq..][..keys];
+        let v = &vt[c * stride..][..width];
         let mut acc = [[0f32; LANES]; ROWS];
-        for j in (0..full).step_by(LANES) {
-            let vb = lanes(v, j);
+        for j in (0..width).step_by(LANES) {
+            // Every bounds check before the arithmetic, so the row loop unrolls into registers.
+            let vb = *lanes(v, j);
+            let pb: [[f32; LANES]; ROWS] = std::array::from_fn(|r| *lanes(p, r * stride + j));
             for r in 0..ROWS {
-                mul_add_lanes(&mut acc[r], lanes(p, r * seq + j), vb);
+                mul_add_lanes(&mut acc[r], &pb[r], &vb);
             }
         }
         for (r, acc) in acc.iter().enumerate().take(rows) {
-            let tail: f32 = (full..keys).map(|j| p[r * seq + j] * v[j]).sum();
-            out[r * hd + c] = (acc.iter().sum::<f32>() + tail) * inv[r];
+            out[r * hd + c] = acc.iter().sum::<f32>() * inv[r];
         }
     }
 }
 
-/// Causal attention of one head: `q` `[seq, hd]` (rotated, scaled), `kt`, `vt` `[hd, seq]`
-/// (rotated keys, values) into `out` `[seq, hd]` and the log-sum-exp of every score row.
+/// The block's rows `i0 .. i0 + rows` of `x` `[seq, hd]` transposed into `xt` `[hd, ROWS]`,
+/// missing rows zero.
 #[inline(always)]
-pub fn forward(q: &[f32], kt: &[f32], vt: &[f32], out: &mut [f32], lse: &mut [f32]) {
+fn load_rows_t(x: &[f32], hd: usize, i0: usize, rows: usize, xt: &mut [f32]) {
+    xt.fill(0.0);
+    for (r, x) in x[i0 * hd..][..rows * hd].chunks_exact(hd).enumerate() {
+        for (c, &v) in x.iter().enumerate() {
+            xt[c * ROWS + r] = v;
+        }
+    }
+}
+
+/// `dst[c·stride + j] += Σ_r xt[c·ROWS + r]·p[r·stride + j]` for `j < width` (a multiple of
+/// [`LANES`]), rows added in order.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn block_outer(xt: &[f32], p: &[f32], stride: usize, width: usize, dst: &mut [f32]) {
+    let hd = xt.len() / ROWS;
+    for j in (0..width).step_by(LANES) {
+        let pb: [[f32; LANES]; ROWS] = std::array::from_fn(|r| *lanes(p, r * stride + j));
+        for c in 0..hd {
+            let x: [f32; ROWS] = xt[c * ROWS..(c + 1) * ROWS]
+                .try_into()
+                .expect("a row block");
+            let d: &mut [f32; LANES] = (&mut dst[c * stride + j..][..LANES])
+                .try_into()
+                .expect("a lane block");
+            for r in 0..ROWS {
+                mul_add(d, x[r], &pb[r]);
+            }
+        }
+    }
+}
+
+/// Causal attention of one head: `q` `[seq, hd]` (rotated, scaled), `kt`, `vt` `[hd, stride]`
+/// (rotated keys, values; `stride` is `seq` rounded up to a multiple of [`LANES`], the padding
+/// columns zero) into `out` `[seq, hd]` and the log-sum-exp of every score row.
+#[inline(always)]
+pub fn forward(q: &[f32], kt: &[f32], vt: &[f32], stride: usize, out: &mut [f32], lse: &mut [f32]) {
     let seq = lse.len();
     let hd = q.len() / seq.max(1);
-    let mut p = vec![0f32; ROWS * seq];
+    debug_assert!(stride.is_multiple_of(LANES) && stride >= seq);
+    let mut p = vec![0f32; ROWS * stride];
     let mut qt = vec![0f32; hd * ROWS];
     for i0 in (0..seq).step_by(ROWS) {
         let rows = ROWS.min(seq - i0);
-        let keys = i0 + rows;
-        qt.fill(0.0);
-        for (r, q) in q[i0 * hd..][..rows * hd].chunks_exact(hd).enumerate() {
-            for (c, &x) in q.iter().enumerate() {
-                qt[c * ROWS + r] = x;
-            }
-        }
-        block_scores(&qt, kt, seq, keys, &mut p);
+        let width = (i0 + rows).div_ceil(LANES) * LANES;
+        load_rows_t(q, hd, i0, rows, &mut qt);
+        block_scores(&qt, kt, stride, width, &mut p);
         let mut inv = [0f32; ROWS];
         for r in 0..rows {
-            let row = &mut p[r * seq..][..keys];
+            let row = &mut p[r * stride..][..width];
             let seen = i0 + r + 1;
-            let m = row_max(&row[..seen]);
-            let sum = exp_sub_in_place(&mut row[..seen], m);
-            row[seen..].fill(0.0);
+            let m = masked_max(row, seen);
+            let sum = masked_exp(row, m, seen);
             inv[r] = 1.0 / sum;
             lse[i0 + r] = m + sum.ln();
         }
-        block_values(&p, vt, seq, keys, &inv, &mut out[i0 * hd..][..rows * hd]);
+        block_values(
+            &p,
+            vt,
+            stride,
+            width,
+            &inv,
+            &mut out[i0 * hd..][..rows * hd],
+        );
+    }
+}
+
+/// The forward pass's tensors of one head that its backward pass reads: `q` `[seq, hd]`
+/// (rotated, scaled), `kt`, `vt` `[hd, stride]` as in [`forward`], the output `o` and its
+/// upstream gradient `d_o` `[seq, hd]`, and the log-sum-exp `[seq]`.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadSaved<'a> {
+    /// Rotated, scaled queries.
+    pub q: &'a [f32],
+    /// Rotated keys, transposed and lane-padded.
+    pub kt: &'a [f32],
+    /// Values, transposed and lane-padded.
+    pub vt: &'a [f32],
+    /// Row stride of `kt` and `vt`.
+    pub stride: usize,
+    /// Attention output.
+    pub o: &'a [f32],
+    /// Upstream gradient of the output.
+    pub d_o: &'a [f32],
+    /// Log-sum-exp of every score row.
+    pub lse: &'a [f32],
+}
+
+/// Backward pass of one head: `dq` `[seq, hd]` (w.r.t. the rotated queries before the scale:
+/// times `scale`), and `dkt`, `dvt` `[hd, stride]` (w.r.t. the rotated keys and the values,
+/// transposed; accumulated into, so zero them first).
+#[inline(always)]
+pub fn backward(h: HeadSaved<'_>, scale: f32, dq: &mut [f32], dkt: &mut [f32], dvt: &mut [f32]) {
+    let (seq, stride) = (h.lse.len(), h.stride);
+    let hd = h.q.len() / seq.max(1);
+    let (mut p, mut ds) = (vec![0f32; ROWS * stride], vec![0f32; ROWS * stride]);
+    let (mut qt, mut dot_t) = (vec![0f32; hd * ROWS], vec![0f32; hd * ROWS]);
+    for i0 in (0..seq).step_by(ROWS) {
+        let rows = ROWS.min(seq - i0);
+        let width = (i0 + rows).div_ceil(LANES) * LANES;
+        load_rows_t(h.q, hd, i0, rows, &mut qt);
+        load_rows_t(h.d_o, hd, i0, rows, &mut dot_t);
+        block_scores(&qt, h.kt, stride, width, &mut p);
+        // ∂P rows = ∂O·Vᵀ.
+        block_scores(&dot_t, h.vt, stride, width, &mut ds);
+        for r in 0..ROWS {
+            let (pr, dr) = (
+                &mut p[r * stride..][..width],
+                &mut ds[r * stride..][..width],
+            );
+            if r >= rows {
+                pr.fill(0.0);
+                dr.fill(0.0);
+                continue;
+            }
+            let i = i0 + r;
+            masked_exp(pr, h.lse[i], i + 1);
+            let (doi, oi) = (&h.d_o[i * hd..][..hd], &h.o[i * hd..][..hd]);
+            let rowsum: f32 = doi.iter().zip(oi).map(|(a, b)| a * b).sum();
+            // ∂S = P∘(∂P − rowsum); zero past the row's keys, as P is.
+            for (g, &pj) in dr.iter_mut().zip(pr.iter()) {
+                *g = pj * (*g - rowsum);
+            }
+        }
+        block_values(
+            &ds,
+            h.kt,
+            stride,
+            width,
+            &[scale; ROWS],
+            &mut dq[i0 * hd..][..rows * hd],
+        );
+        block_outer(&qt, &ds, stride, width, dkt);
+        block_outer(&dot_t, &p, stride, width, dvt);
     }
 }

@@ -3,11 +3,11 @@
 //! Inputs are the flat projections `q`, `k`, `v: [batch·seq, heads·head_dim]` and the RoPE
 //! tables `cos`, `sin: [seq, head_dim]`. Each `(batch, head)` pair is one rayon task that
 //! copies its head out of the flat layout (rotating `q` and `k`, folding the softmax scale
-//! into `q`), keeps `k` and `v` transposed (`[head_dim, seq]`) so every inner loop runs over
-//! contiguous key positions, and walks the query rows with `seq`-long scratch rows — four at a
-//! time in the forward pass (`attention_block`), one at a time in the backward pass: no
-//! `[seq, seq]` matrix is stored. The backward pass is FlashAttention-2's
-//! (`∂S = P∘(∂P − rowsum(∂O∘O))`), recomputing `P` from the saved log-sum-exp.
+//! into `q`), keeps `k` and `v` transposed (`[head_dim, seq]`, padded to whole lane blocks) so
+//! every inner loop runs over contiguous key positions, and walks the query rows four at a
+//! time with `seq`-long scratch rows (`attention_block`, both passes): no `[seq, seq]` matrix
+//! is stored. The backward pass is FlashAttention-2's (`∂S = P∘(∂P − rowsum(∂O∘O))`),
+//! recomputing `P` from the saved log-sum-exp.
 //!
 //! Results do not depend on the number of threads nor on the instruction set: every reduction
 //! runs in a fixed order inside one task, and the per-head loops are compiled for every
@@ -16,8 +16,8 @@
 use rayon::prelude::*;
 
 use super::attention::AttentionShape;
+use super::attention_block::{self, HeadSaved};
 use super::isa::{Isa, LANES};
-use super::rows::fast_exp;
 
 /// The inputs of one call, all row-major f32.
 #[derive(Debug, Clone, Copy)]
@@ -156,12 +156,19 @@ fn gather_head(
     }
 }
 
-/// `[seq, head_dim] → [head_dim, seq]`.
+/// `[rows, cols]` with row stride `src_stride` → `[cols, rows]` with row stride `dst_stride`
+/// (columns of `dst` past `rows` are left as they are).
 #[inline(always)]
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+fn transpose(
+    src: &[f32],
+    [rows, cols]: [usize; 2],
+    src_stride: usize,
+    dst_stride: usize,
+    dst: &mut [f32],
+) {
     for r in 0..rows {
         for c in 0..cols {
-            dst[c * rows + r] = src[r * cols + c];
+            dst[c * dst_stride + r] = src[r * src_stride + c];
         }
     }
 }
@@ -191,49 +198,14 @@ fn heads_to_rows(src: &[f32], s: AttentionShape, rope: Option<(&[f32], &[f32])>)
     dst
 }
 
-/// `y += a·x`.
-#[inline(always)]
-fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
-}
-
-/// `Σ x·y` over [`LANES`] lanes in a fixed order.
-#[inline(always)]
-fn dot(x: &[f32], y: &[f32]) -> f32 {
-    let mut lanes = [0f32; LANES];
-    let (xb, yb) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
-    let tail: f32 = xb
-        .remainder()
-        .iter()
-        .zip(yb.remainder())
-        .map(|(a, b)| a * b)
-        .sum();
-    for (a, b) in xb.zip(yb) {
-        for i in 0..LANES {
-            lanes[i] += a[i] * b[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-/// `dst[j] = Σ_c q[c]·kt[c][j]` for `j < dst.len()` (`kt`: `[head_dim, seq]`).
-#[inline(always)]
-fn scores_row(q: &[f32], kt: &[f32], seq: usize, dst: &mut [f32]) {
-    dst.fill(0.0);
-    let n = dst.len();
-    for (c, &qc) in q.iter().enumerate() {
-        axpy(qc, &kt[c * seq..][..n], dst);
-    }
-}
-
 /// Per-task copies of one head: scaled rotated queries `[seq, hd]`, rotated keys and values
-/// transposed `[hd, seq]`.
+/// transposed `[hd, stride]`, `stride` being `seq` rounded up to a multiple of [`LANES`] (the
+/// padding columns zero, so the forward block kernel's key loops need no scalar tail).
 struct Head {
     q: Vec<f32>,
     kt: Vec<f32>,
     vt: Vec<f32>,
+    stride: usize,
 }
 
 #[inline(always)]
@@ -241,16 +213,20 @@ fn load_head(inp: &AttentionInputs<'_>, task: usize) -> Head {
     let s = inp.shape;
     let bh = (task / s.heads, task % s.heads);
     let len = s.seq * s.head_dim;
+    let stride = s.seq.div_ceil(LANES) * LANES;
     let rope = Some((inp.cos, inp.sin));
     let mut q = vec![0f32; len];
     gather_head(inp.q, s, bh, rope, s.scale() as f32, &mut q);
     let mut rows = vec![0f32; len];
-    let (mut kt, mut vt) = (vec![0f32; len], vec![0f32; len]);
+    let (mut kt, mut vt) = (
+        vec![0f32; s.head_dim * stride],
+        vec![0f32; s.head_dim * stride],
+    );
     gather_head(inp.k, s, bh, rope, 1.0, &mut rows);
-    transpose(&rows, s.seq, s.head_dim, &mut kt);
+    transpose(&rows, [s.seq, s.head_dim], s.head_dim, stride, &mut kt);
     gather_head(inp.v, s, bh, None, 1.0, &mut rows);
-    transpose(&rows, s.seq, s.head_dim, &mut vt);
-    Head { q, kt, vt }
+    transpose(&rows, [s.seq, s.head_dim], s.head_dim, stride, &mut vt);
+    Head { q, kt, vt, stride }
 }
 
 crate::multiversion!(
@@ -266,7 +242,7 @@ crate::multiversion!(
 #[inline(always)]
 fn forward_head_body(inp: &AttentionInputs<'_>, task: usize, out: &mut [f32], lse: &mut [f32]) {
     let head = load_head(inp, task);
-    super::attention_block::forward(&head.q, &head.kt, &head.vt, out, lse);
+    attention_block::forward(&head.q, &head.kt, &head.vt, head.stride, out, lse);
 }
 
 crate::multiversion!(
@@ -298,30 +274,20 @@ fn backward_head_body(
     let (mut o, mut d_o) = (vec![0f32; seq * hd], vec![0f32; seq * hd]);
     gather_head(out, s, bh, None, 1.0, &mut o);
     gather_head(dout, s, bh, None, 1.0, &mut d_o);
-    let (mut dkt, mut dvt) = (vec![0f32; seq * hd], vec![0f32; seq * hd]);
-    let (mut p, mut ds) = (vec![0f32; seq], vec![0f32; seq]);
-    let scale = s.scale() as f32;
-    for i in 0..seq {
-        let (p, ds) = (&mut p[..=i], &mut ds[..=i]);
-        let (qi, doi) = (&head.q[i * hd..][..hd], &d_o[i * hd..][..hd]);
-        scores_row(qi, &head.kt, seq, p);
-        for x in p.iter_mut() {
-            *x = fast_exp(*x - lse[i]);
-        }
-        // ∂P row = ∂O_i·Vᵀ, then ∂S = P∘(∂P − ∂O_i·O_i).
-        scores_row(doi, &head.vt, seq, ds);
-        let rowsum = dot(doi, &o[i * hd..][..hd]);
-        for (g, &pj) in ds.iter_mut().zip(p.iter()) {
-            *g = pj * (*g - rowsum);
-        }
-        for c in 0..hd {
-            dq[i * hd + c] = dot(ds, &head.kt[c * seq..][..=i]) * scale;
-            axpy(qi[c], ds, &mut dkt[c * seq..][..=i]);
-            axpy(doi[c], p, &mut dvt[c * seq..][..=i]);
-        }
-    }
-    transpose(&dkt, hd, seq, dk);
-    transpose(&dvt, hd, seq, dv);
+    let stride = head.stride;
+    let (mut dkt, mut dvt) = (vec![0f32; hd * stride], vec![0f32; hd * stride]);
+    let saved = HeadSaved {
+        q: &head.q,
+        kt: &head.kt,
+        vt: &head.vt,
+        stride,
+        o: &o,
+        d_o: &d_o,
+        lse,
+    };
+    attention_block::backward(saved, s.scale() as f32, dq, &mut dkt, &mut dvt);
+    transpose(&dkt, [hd, seq], stride, hd, dk);
+    transpose(&dvt, [hd, seq], stride, hd, dv);
 }
 
 #[cfg(test)]
