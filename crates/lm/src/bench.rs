@@ -2,7 +2,8 @@
 //! `cargo xtask bench lm` and `bench/gpu.sh` run next to PyTorch): training targets per second
 //! through the real [`Trainer`] ([`bench_train`]) and scoring sequences per second through
 //! [`score_prefix`] ([`bench_score`]), each after one untimed warm-up. Rates are given over all
-//! timed samples, the best one and the median one. Results serialize to the objects
+//! timed samples, the best one and the median one; [`bench_matmul`] times the backend's matrix
+//! product at the model's shapes (the roofline of both). Results serialize to the objects
 //! `lm bench --json` prints (the binary adds the backend name and its allocator setting).
 
 use std::ops::ControlFlow;
@@ -22,6 +23,9 @@ use crate::rng::SplitMix64;
 use crate::score::{score_prefix, ScoreOptions};
 use crate::train::{StepMetrics, TrainConfig, TrainObserver, Trainer, VecSource};
 
+mod matmul;
+pub use matmul::{bench_matmul, matmul_shapes, MatmulBench, MatmulShape, MatmulTiming, HEAD_ROWS};
+
 /// A measurement [`bench_cases`] can make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -31,6 +35,8 @@ pub enum BenchCase {
     Train,
     /// Scoring throughput (sequences per second), [`bench_score`].
     Score,
+    /// Matrix-product GFLOP/s at the model's shapes, [`bench_matmul`].
+    Matmul,
 }
 
 /// What to benchmark and how long; with the `clap` feature, also the flags of
@@ -62,7 +68,9 @@ pub struct BenchOptions {
     /// Timed scoring calls (one more warm-up call runs first).
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 3))]
     pub score_reps: usize,
-    /// Cases to run: train (training targets per second), score (scored sequences per second).
+    /// Cases to run: train (training targets per second), score (scored sequences per second),
+    /// matmul (the backend's matrix-product GFLOP/s at the model's shapes for `--batch · --seq`
+    /// rows, `--steps` timed products each).
     #[cfg_attr(
         feature = "clap",
         arg(long, value_enum, value_delimiter = ',', default_value = "train,score")
@@ -213,7 +221,7 @@ pub struct ScoreBench {
     pub device_reserved_bytes: Option<u64>,
 }
 
-/// One measurement; serializes with its kind under `case` (`train` or `score`).
+/// One measurement; serializes with its kind under `case` (`train`, `score` or `matmul`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "case", rename_all = "lowercase")]
 pub enum BenchResult {
@@ -221,6 +229,8 @@ pub enum BenchResult {
     Train(TrainBench),
     /// [`bench_score`].
     Score(ScoreBench),
+    /// [`bench_matmul`].
+    Matmul(MatmulBench),
 }
 
 impl BenchResult {
@@ -251,6 +261,7 @@ impl BenchResult {
                 s.sequences_per_s_best,
                 s.sequences_per_s_median
             ),
+            BenchResult::Matmul(m) => m.describe(backend),
         }
     }
 }
@@ -270,6 +281,8 @@ pub fn bench_cases<AB: AutodiffBackend>(
             }
             BenchCase::Score => bench_score::<AB::InnerBackend>(opts, &cfg, device, progress)
                 .map(BenchResult::Score),
+            BenchCase::Matmul => bench_matmul::<AB::InnerBackend>(opts, &cfg, device, progress)
+                .map(BenchResult::Matmul),
         })
         .collect()
 }

@@ -22,6 +22,9 @@ pub enum BenchTask {
     /// Decoder-LM training tokens/s and scoring sequences/s (router and a small expert) next to
     /// the PyTorch reference `bench/lm_torch.py` on the same shape.
     Lm(crate::bench_lm::LmBenchArgs),
+    /// Matrix-product GFLOP/s at each preset's training shapes (the roofline of `bench lm`) next
+    /// to `torch.mm` at the same shapes (`bench/matmul_torch.py`).
+    Matmul(crate::bench_matmul::MatmulBenchArgs),
     /// Balanced greedy assignment on a 10M x 32 score matrix (one thread, in process) and its
     /// gap to the exact optimum on smaller matrices.
     Partition(crate::bench_partition::PartitionBenchArgs),
@@ -55,6 +58,7 @@ pub fn run(task: BenchTask) -> Result<()> {
     match task {
         BenchTask::Data(args) => bench_data(args),
         BenchTask::Lm(args) => crate::bench_lm::run(args),
+        BenchTask::Matmul(args) => crate::bench_matmul::run(args),
         BenchTask::Partition(args) => crate::bench_partition::run(args),
     }
 }

@@ -111,3 +111,46 @@ fn the_model_grows_to_fit_the_lengths() {
     let cfg = opts.model_config().unwrap();
     assert_eq!((cfg.vocab_size, cfg.max_seq_len), (300, 4096));
 }
+
+#[test]
+fn matmul_case_times_the_model_shapes() {
+    let mut opts = tiny();
+    opts.cases = vec![BenchCase::Matmul];
+    opts.steps = 2;
+    let cfg = opts.model_config().unwrap();
+    let shapes = matmul_shapes(&cfg, 16);
+    // tiny: d 32, d_ff 64, vocab 256; 2 x 8 = 16 rows.
+    let dims: Vec<(&str, usize, usize, usize)> =
+        shapes.iter().map(|s| (s.name, s.m, s.k, s.n)).collect();
+    assert_eq!(
+        dims,
+        [
+            ("proj", 16, 32, 32),
+            ("mlp-up", 16, 32, 64),
+            ("mlp-down", 16, 64, 32),
+            ("head", 16, 32, 256),
+            ("grad-w", 32, 16, 32),
+            ("square", 1024, 1024, 1024),
+        ]
+    );
+    assert_eq!(shapes[0].flops(), 2.0 * 16.0 * 32.0 * 32.0);
+    let device = Default::default();
+    let results = bench_cases::<crate::CpuTrainBackend>(&opts, &device, &mut NoProgress).unwrap();
+    let v = serde_json::to_value(&results[0]).unwrap();
+    assert_eq!(v["case"], "matmul");
+    assert_eq!(v["tokens"], 16);
+    let timed = v["shapes"].as_array().unwrap();
+    assert_eq!(timed.len(), shapes.len());
+    for (t, s) in timed.iter().zip(&shapes) {
+        assert_eq!(
+            (t["name"].as_str().unwrap(), t["m"].as_u64().unwrap()),
+            (s.name, s.m as u64)
+        );
+        assert_eq!(t["seconds"].as_array().unwrap().len(), 2);
+        assert!(t["gflops_best"].as_f64().unwrap() >= t["gflops_median"].as_f64().unwrap());
+        assert!(t["gflops_median"].as_f64().unwrap() > 0.0);
+    }
+    assert!(results[0]
+        .describe("flex")
+        .starts_with("matmul at the shapes of tiny on flex (16 rows):"));
+}

@@ -232,6 +232,7 @@ pub(crate) use on_lm_backend;
 /// [`rows::silu_mul`], and under `Autodiff` one graph node with [`LmBackend::silu_mul_grads`]),
 /// elsewhere burn's `silu` and a product.
 pub fn silu_mul<B: Backend>(gate: Tensor<B, 2>, up: Tensor<B, 2>) -> Tensor<B, 2> {
+    #[allow(dead_code)] // unused when no backend feature is on
     type Args<X> = (Tensor<X, 2>, Tensor<X, 2>);
     let (gate, up) = on_lm_backend!(B, (gate, up), Args, |a: L| {
         float::<L, 2>(L::silu_mul(prim(a.0), prim(a.1)))
@@ -264,6 +265,7 @@ pub fn reference_silu_mul_grads<B: Backend>(
 /// row, [`rows::rms_norm_rows`], and under `Autodiff` one graph node with
 /// [`LmBackend::rms_norm_grads`]), elsewhere burn's ops.
 pub fn rms_norm<B: Backend>(x: Tensor<B, 2>, weight: Tensor<B, 1>, eps: f64) -> Tensor<B, 2> {
+    #[allow(dead_code)] // unused when no backend feature is on
     type Args<X> = (Tensor<X, 2>, Tensor<X, 1>);
     let (x, weight) = on_lm_backend!(B, (x, weight), Args, |a: L| {
         float::<L, 2>(L::rms_norm(prim(a.0), prim(a.1), eps))
