@@ -33,6 +33,6 @@ impl<B: Backend> Linear<B> {
     /// `precision`, which is the dtype of the output.
     pub fn forward(&self, x: Tensor<B, 2>, precision: Precision) -> Tensor<B, 2> {
         let w = precision.compute(self.weight.val());
-        precision.compute(x).matmul(w.transpose())
+        crate::fused::linear(precision.compute(x), w)
     }
 }

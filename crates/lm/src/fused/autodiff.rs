@@ -5,8 +5,9 @@
 //!   scalar, so the backward step only scales them by the upstream gradient).
 //! - Attention: the forward pass keeps `q`, `k`, `v`, the output and the per-row log-sum-exp
 //!   (all `O(N·d)`), and the backward step calls `B`'s attention gradients.
-//! - SwiGLU product and RMSNorm: the forward pass keeps the inputs; the backward step calls
-//!   `B`'s [`LmBackend::silu_mul_grads`] / [`LmBackend::rms_norm_grads`].
+//! - Linear layers, SwiGLU product and RMSNorm: the forward pass keeps the inputs; the backward
+//!   step calls `B`'s [`LmBackend::lm_linear_grads`] / [`LmBackend::silu_mul_grads`] /
+//!   [`LmBackend::rms_norm_grads`].
 //!
 //! Scoring (`lm_head_logprobs`) keeps the default [`super::tiled`] op, differentiated by burn.
 
@@ -74,6 +75,25 @@ impl<B: LmBackend> Backward<B, 3> for AttentionBackward {
     }
 }
 
+/// Backward step of a linear layer: parents `[x, w]`, state the two inputs.
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<B: LmBackend> Backward<B, 2> for LinearBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, w) = ops.state;
+        let (dx, dw) = B::lm_linear_grads(x, w, dy);
+        for (parent, grad) in ops.parents.into_iter().zip([dx, dw]) {
+            if let Some(node) = parent {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
 /// Backward step of the SwiGLU product: parents `[gate, up]`, state the two inputs.
 #[derive(Debug)]
 struct SiluMulBackward;
@@ -113,6 +133,21 @@ impl<B: LmBackend> Backward<B, 2> for RmsNormBackward {
 }
 
 impl<B: LmBackend, C: CheckpointStrategy> LmBackend for Autodiff<B, C> {
+    fn lm_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prep = LinearBackward
+            .prepare::<C>([x.node.clone(), w.node.clone()])
+            .compute_bound()
+            .stateful();
+        let (x, w) = (x.primitive, w.primitive);
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let out = B::lm_linear(x.clone(), w.clone());
+                prep.finish((x, w), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::lm_linear(x, w)),
+        }
+    }
+
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         let prep = RmsNormBackward
             .prepare::<C>([x.node.clone(), w.node.clone()])

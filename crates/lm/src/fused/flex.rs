@@ -5,6 +5,7 @@ use burn::backend::flex::{Flex, FlexTensor, Layout};
 use burn::tensor::{DType, Shape, TensorMetadata};
 
 use super::attention_kernel::{self, AttentionInputs};
+use super::gemm;
 use super::head_kernel::{self as kernel, default_chunk_rows, HeadShape};
 use super::isa::Isa;
 use super::{float, int, prim, reference_nll_grads, LmBackend};
@@ -114,6 +115,59 @@ pub(crate) fn silu_mul_grads(
     ))
 }
 
+/// `x: [N, in]`, `w: [out, in]` as contiguous f32 tensors with `[N, in, out]`, or `None`.
+fn linear_inputs(x: &FlexTensor, w: &FlexTensor) -> Option<(FlexTensor, FlexTensor, [usize; 3])> {
+    let (xs, ws) = (x.shape(), w.shape());
+    if !all_f32(&[x, w]) || xs.num_dims() != 2 || ws.num_dims() != 2 || xs[1] != ws[1] {
+        return None;
+    }
+    Some((x.to_contiguous(), w.to_contiguous(), [xs[0], xs[1], ws[0]]))
+}
+
+/// `x · wᵀ` of f32 `x: [N, in]`, `w: [out, in]` by [`gemm::matmul_new`]; `None` for other
+/// dtypes or shapes.
+pub(crate) fn linear(x: &FlexTensor, w: &FlexTensor) -> Option<FlexTensor> {
+    let (x, w, [n, d_in, d_out]) = linear_inputs(x, w)?;
+    let rows = |t: usize| (1, t as isize);
+    let cols = |t: usize| (t as isize, 1);
+    let y = gemm::matmul_new(
+        (n, d_out, d_in),
+        (slice(&x), rows(d_in)),
+        (slice(&w), cols(d_in)),
+    );
+    Some(f32_vec_tensor(y, Shape::new([n, d_out])))
+}
+
+/// Gradients `(∂x = dy·w, ∂w = dyᵀ·x)` of [`linear`] for an f32 `dy: [N, out]`, by
+/// [`gemm::matmul_new`]; `None` for other dtypes or shapes.
+pub(crate) fn linear_grads(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    dy: &FlexTensor,
+) -> Option<(FlexTensor, FlexTensor)> {
+    let (x, w, [n, d_in, d_out]) = linear_inputs(x, w)?;
+    if dy.dtype() != DType::F32 || dy.shape() != Shape::new([n, d_out]) {
+        return None;
+    }
+    let dy = dy.to_contiguous();
+    let rows = |t: usize| (1, t as isize);
+    let cols = |t: usize| (t as isize, 1);
+    let dx = gemm::matmul_new(
+        (n, d_in, d_out),
+        (slice(&dy), rows(d_out)),
+        (slice(&w), rows(d_in)),
+    );
+    let dw = gemm::matmul_new(
+        (d_out, d_in, n),
+        (slice(&dy), cols(d_out)),
+        (slice(&x), rows(d_in)),
+    );
+    Some((
+        f32_vec_tensor(dx, Shape::new([n, d_in])),
+        f32_vec_tensor(dw, Shape::new([d_out, d_in])),
+    ))
+}
+
 /// Rows per parallel block of the RMSNorm kernels (about 16k values).
 fn norm_block_rows(d: usize) -> usize {
     (16 * 1024 / d.max(1)).max(1)
@@ -175,6 +229,14 @@ pub(crate) fn rms_norm_grads(
 }
 
 impl LmBackend for Flex {
+    fn lm_linear(x: FlexTensor, w: FlexTensor) -> FlexTensor {
+        linear(&x, &w).unwrap_or_else(|| super::reference_linear::<Flex>(x, w))
+    }
+
+    fn lm_linear_grads(x: FlexTensor, w: FlexTensor, dy: FlexTensor) -> (FlexTensor, FlexTensor) {
+        linear_grads(&x, &w, &dy).unwrap_or_else(|| super::reference_linear_grads::<Flex>(x, w, dy))
+    }
+
     fn rms_norm(x: FlexTensor, w: FlexTensor, eps: f64) -> FlexTensor {
         rms_norm(&x, &w, eps).unwrap_or_else(|| super::reference_rms_norm_prim::<Flex>(x, w, eps))
     }

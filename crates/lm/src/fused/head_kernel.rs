@@ -6,8 +6,9 @@
 //! by `chunk_rows` and the per-chunk `dE` updates run in chunk order, so results are identical
 //! run to run for a given thread count.
 
-use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
+
+use super::gemm::matmul_into;
 
 use super::isa::Isa;
 use super::rows::{ce_grad_row_on, logprob_row_on};
@@ -39,71 +40,16 @@ pub fn default_chunk_rows(v: usize) -> usize {
     ((8 << 20) / v.max(1)).clamp(16, 1024)
 }
 
-fn par(m: usize, n: usize, k: usize) -> Parallelism {
-    // The threshold burn-flex uses for its own matmuls.
-    if m * n * k >= 192 * 192 * 192 {
-        Parallelism::Rayon(0)
-    } else {
-        Parallelism::None
-    }
-}
-
-/// `dst[m, n] (+)= lhs · rhs` with explicit (column, row) strides for each operand.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: &[f32],
-    (lhs_cs, lhs_rs): (isize, isize),
-    rhs: &[f32],
-    (rhs_cs, rhs_rs): (isize, isize),
-) {
-    assert!(dst.len() >= m * n, "gemm destination too small");
-    let reach = |cs: isize, rs: isize, rows: usize, cols: usize| {
-        (rows.saturating_sub(1)) * rs as usize + (cols.saturating_sub(1)) * cs as usize
-    };
-    assert!(m == 0 || k == 0 || reach(lhs_cs, lhs_rs, m, k) < lhs.len());
-    assert!(k == 0 || n == 0 || reach(rhs_cs, rhs_rs, k, n) < rhs.len());
-    // SAFETY: every index gemm touches lies inside the slices (checked above); the
-    // destination is row-major `[m, n]` and does not alias the inputs (distinct borrows).
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs,
-            lhs_rs,
-            rhs.as_ptr(),
-            rhs_cs,
-            rhs_rs,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            par(m, n, k),
-        );
-    }
-}
-
 /// `buf[rows, V] = h_c · Eᵀ` for the chunk `h_c` of `rows` rows.
 fn chunk_logits(shape: HeadShape, h_c: &[f32], e: &[f32], buf: &mut [f32]) {
     let (v, d) = (shape.v, shape.d);
     let rows = h_c.len() / d.max(1);
-    matmul(
+    matmul_into(
         (rows, v, d),
         buf,
         false,
-        h_c,
-        (1, d as isize),
-        e,
-        (d as isize, 1),
+        (h_c, (1, d as isize)),
+        (e, (d as isize, 1)),
     );
 }
 
@@ -156,23 +102,19 @@ pub fn nll_grads(
             });
         if weights[start..start + rows].iter().any(|&w| w != 0.0) {
             let dh_c = &mut dh[start * d..(start + rows) * d];
-            matmul(
+            matmul_into(
                 (rows, d, v),
                 dh_c,
                 false,
-                buf_c,
-                (1, v as isize),
-                e,
-                (1, d as isize),
+                (buf_c, (1, v as isize)),
+                (e, (1, d as isize)),
             );
-            matmul(
+            matmul_into(
                 (v, d, rows),
                 &mut de,
                 true,
-                buf_c,
-                (v as isize, 1),
-                h_c,
-                (1, d as isize),
+                (buf_c, (v as isize, 1)),
+                (h_c, (1, d as isize)),
             );
         }
         start += rows;

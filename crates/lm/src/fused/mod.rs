@@ -24,6 +24,8 @@ mod autodiff;
 pub mod cube;
 #[cfg(feature = "flex")]
 mod flex;
+#[cfg(feature = "flex")]
+pub mod gemm;
 mod head;
 #[cfg(feature = "flex")]
 pub mod head_kernel;
@@ -93,6 +95,20 @@ pub trait LmBackend: Backend {
         targets: IntTensor<Self>,
     ) -> FloatTensor<Self> {
         tiled::ops::lm_head_logprobs::<Self>(h, e, targets)
+    }
+
+    /// A bias-free linear layer `x · wᵀ` (`x: [N, in]`, `w: [out, in]`, the PyTorch layout).
+    fn lm_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        reference_linear::<Self>(x, w)
+    }
+
+    /// Gradients `(∂/∂x = dy·w, ∂/∂w = dyᵀ·x)` of [`LmBackend::linear`] for `dy: [N, out]`.
+    fn lm_linear_grads(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        reference_linear_grads::<Self>(x, w, dy)
     }
 
     /// The SwiGLU product `silu(gate) ⊙ up` of two tensors of one shape.
@@ -226,6 +242,36 @@ macro_rules! on_lm_backend {
     };
 }
 pub(crate) use on_lm_backend;
+
+/// A bias-free linear layer `x · wᵀ` (`x: [N, in]`, `w: [out, in]`): on the backends with
+/// [`LmBackend`] ops their [`LmBackend::linear`] (on `Flex` a gemm into an output that is not
+/// zero-filled first, and under `Autodiff` one graph node whose backward step is
+/// [`LmBackend::lm_linear_grads`], two such gemms), elsewhere burn's matmul.
+pub fn linear<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+    #[allow(dead_code)] // unused when no backend feature is on
+    type Args<X> = (Tensor<X, 2>, Tensor<X, 2>);
+    let (x, w) = on_lm_backend!(B, (x, w), Args, |a: L| {
+        float::<L, 2>(L::lm_linear(prim(a.0), prim(a.1)))
+    });
+    x.matmul(w.transpose())
+}
+
+/// [`LmBackend::linear`] from burn's matmul.
+pub fn reference_linear<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>) -> FloatTensor<B> {
+    prim(float::<B, 2>(x).matmul(float::<B, 2>(w).transpose()))
+}
+
+/// [`LmBackend::lm_linear_grads`] from burn's matmul.
+pub fn reference_linear_grads<B: Backend>(
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    dy: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (x, w, dy) = (float::<B, 2>(x), float::<B, 2>(w), float::<B, 2>(dy));
+    let dx = dy.clone().matmul(w);
+    let dw = dy.transpose().matmul(x);
+    (prim(dx), prim(dw))
+}
 
 /// `silu(gate) ⊙ up`, the SwiGLU product of two `[N, f]` tensors: on the backends with
 /// [`LmBackend`] ops their [`LmBackend::silu_mul`] (on `Flex` one pass with a vectorised `exp`,

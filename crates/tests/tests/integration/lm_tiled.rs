@@ -354,3 +354,51 @@ fn flex_rms_norm_under_autodiff_matches_burns_gradients() {
     close_with_floor("∂x", &got.1, &want.1, 1e-4, 1e-3);
     close_with_floor("∂w", &got.2, &want.2, 1e-4, 1e-2);
 }
+
+#[test]
+fn flex_linear_under_autodiff_matches_burns_gradients() {
+    type AB = smalltalk_lm::burn::backend::Autodiff<B>;
+    let device = Default::default();
+    // 1,000 x 70 -> 130: above the parallel gemm threshold; x also as a transposed view.
+    let (n, d_in, d_out) = (1000, 70, 130);
+    let (x, w, up) = (
+        normal(10, n * d_in, 1.0),
+        normal(11, d_out * d_in, 0.5),
+        normal(12, n * d_out, 1.0),
+    );
+    for strided in [false, true] {
+        let run = |fused: bool| {
+            let (leaf, xt) = if strided {
+                let leaf = t2::<AB>(
+                    &to_vec(t2::<B>(&x, [n, d_in], &device).transpose()),
+                    [d_in, n],
+                    &device,
+                )
+                .require_grad();
+                (leaf.clone(), leaf.transpose())
+            } else {
+                let leaf = t2::<AB>(&x, [n, d_in], &device).require_grad();
+                (leaf.clone(), leaf)
+            };
+            let wt = t2::<AB>(&w, [d_out, d_in], &device).require_grad();
+            let out = if fused {
+                smalltalk_lm::fused::linear(xt, wt.clone())
+            } else {
+                xt.matmul(wt.clone().transpose())
+            };
+            let grads = (out.clone() * t2::<AB>(&up, [n, d_out], &device))
+                .sum()
+                .backward();
+            let dx = leaf.grad(&grads).unwrap();
+            (
+                to_vec(out.inner()),
+                to_vec(dx),
+                to_vec(wt.grad(&grads).unwrap()),
+            )
+        };
+        let (got, want) = (run(true), run(false));
+        close_with_floor("linear", &got.0, &want.0, 1e-5, 1e-3);
+        close_with_floor("∂x", &got.1, &want.1, 1e-5, 1e-3);
+        close_with_floor("∂w", &got.2, &want.2, 1e-5, 1e-3);
+    }
+}

@@ -1,0 +1,180 @@
+//! Matrix products on f32 slices through the `gemm` crate (the one burn-flex uses), for the
+//! fused LM head and the flex linear layers. [`matmul_new`] writes a fresh output without
+//! zero-filling it first: burn-flex's own matmul zero-fills every output (`FlexTensor::empty`)
+//! before `gemm` overwrites it, which costs 10–40% at the thin shapes of our layers
+//! (`cargo xtask bench matmul`).
+
+use gemm::{gemm, Parallelism};
+
+/// Strides of one operand, `(column stride, row stride)` in elements (`(1, cols)` for a
+/// row-major matrix, `(rows, 1)` for the transpose of one).
+pub type Strides = (isize, isize);
+
+/// All threads from `192³` multiply-adds up, as burn-flex does for its own matmuls.
+fn par(m: usize, n: usize, k: usize) -> Parallelism {
+    if m * n * k >= 192 * 192 * 192 {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// Panics unless every element of the `rows × cols` operand lies inside `x`.
+fn check_reach(x: &[f32], (cs, rs): Strides, rows: usize, cols: usize) {
+    assert!(cs >= 0 && rs >= 0, "negative strides");
+    if rows > 0 && cols > 0 {
+        let last = (rows - 1) * rs as usize + (cols - 1) * cs as usize;
+        assert!(
+            last < x.len(),
+            "operand of {rows} x {cols} outside its slice"
+        );
+    }
+}
+
+/// `dst[m, n] = lhs · rhs` (or `+=` when `accumulate`), `dst` row-major; `lhs` is `[m, k]` and
+/// `rhs` `[k, n]` with the given strides.
+pub fn matmul_into(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    (lhs, lhs_strides): (&[f32], Strides),
+    (rhs, rhs_strides): (&[f32], Strides),
+) {
+    assert!(dst.len() >= m * n, "gemm destination too small");
+    check_reach(lhs, lhs_strides, m, k);
+    check_reach(rhs, rhs_strides, k, n);
+    // SAFETY: every index gemm touches lies inside the slices (checked above); the
+    // destination is row-major `[m, n]` and does not alias the inputs (distinct borrows).
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_strides.0,
+            lhs_strides.1,
+            rhs.as_ptr(),
+            rhs_strides.0,
+            rhs_strides.1,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            par(m, n, k),
+        );
+    }
+}
+
+/// `lhs · rhs` as a new row-major `[m, n]` vector (`lhs` `[m, k]`, `rhs` `[k, n]` with the given
+/// strides), written by gemm without a zero fill first.
+pub fn matmul_new(
+    (m, n, k): (usize, usize, usize),
+    lhs: (&[f32], Strides),
+    rhs: (&[f32], Strides),
+) -> Vec<f32> {
+    if k == 0 || m == 0 || n == 0 {
+        return vec![0.0; m * n];
+    }
+    check_reach(lhs.0, lhs.1, m, k);
+    check_reach(rhs.0, rhs.1, k, n);
+    let mut dst: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: as in `matmul_into` for the operands; the destination is the vector's capacity
+    // of `m·n` elements, and gemm with `read_dst = false` and `k > 0` writes every one of them
+    // (`dst = lhs·rhs`) without reading any, so all are initialised when the length is set.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.0.as_ptr(),
+            lhs.1 .0,
+            lhs.1 .1,
+            rhs.0.as_ptr(),
+            rhs.1 .0,
+            rhs.1 .1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par(m, n, k),
+        );
+        dst.set_len(m * n);
+    }
+    dst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[rows, cols]` row-major values that are exact in f32 products and sums.
+    fn grid(rows: usize, cols: usize, salt: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| ((i * 7 + salt * 3) % 11) as f32 - 5.0)
+            .collect()
+    }
+
+    fn naive(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        sa: Strides,
+        b: &[f32],
+        sb: Strides,
+    ) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for p in 0..k {
+                    let x = a[i * sa.1 as usize + p * sa.0 as usize];
+                    let y = b[p * sb.1 as usize + j * sb.0 as usize];
+                    c[i * n + j] += x * y;
+                }
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn fresh_and_accumulated_products_equal_the_naive_loop() {
+        // Small and above the parallel threshold; plain and transposed operands.
+        for (m, n, k) in [(3, 5, 7), (1, 1, 1), (200, 210, 190)] {
+            let a = grid(m, k, 1);
+            let at = grid(k, m, 2);
+            let b = grid(k, n, 3);
+            let bt = grid(n, k, 4);
+            for (lhs, sa) in [(&a, (1, k as isize)), (&at, (m as isize, 1))] {
+                for (rhs, sb) in [(&b, (1, n as isize)), (&bt, (k as isize, 1))] {
+                    let want = naive(m, n, k, lhs, sa, rhs, sb);
+                    let got = matmul_new((m, n, k), (lhs, sa), (rhs, sb));
+                    assert_eq!(got, want, "{m}x{n}x{k} new");
+                    let mut acc = vec![1f32; m * n];
+                    matmul_into((m, n, k), &mut acc, true, (lhs, sa), (rhs, sb));
+                    let plus_one: Vec<f32> = want.iter().map(|x| x + 1.0).collect();
+                    assert_eq!(acc, plus_one, "{m}x{n}x{k} accumulated");
+                }
+            }
+        }
+        assert_eq!(
+            matmul_new((2, 3, 0), (&[], (1, 0)), (&[], (1, 3))),
+            vec![0.0; 6]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "outside its slice")]
+    fn an_operand_past_its_slice_is_refused() {
+        matmul_new((2, 2, 2), (&[1.0; 3], (1, 2)), (&[1.0; 4], (1, 2)));
+    }
+}
