@@ -25,6 +25,8 @@ pub mod cube;
 #[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]
+mod flex_ops;
+#[cfg(feature = "flex")]
 pub mod gemm;
 mod head;
 #[cfg(feature = "flex")]
@@ -102,7 +104,7 @@ pub trait LmBackend: Backend {
         reference_linear::<Self>(x, w)
     }
 
-    /// Gradients `(∂/∂x = dy·w, ∂/∂w = dyᵀ·x)` of [`LmBackend::linear`] for `dy: [N, out]`.
+    /// Gradients `(∂/∂x = dy·w, ∂/∂w = dyᵀ·x)` of [`LmBackend::lm_linear`] for `dy: [N, out]`.
     fn lm_linear_grads(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
@@ -244,7 +246,7 @@ macro_rules! on_lm_backend {
 pub(crate) use on_lm_backend;
 
 /// A bias-free linear layer `x · wᵀ` (`x: [N, in]`, `w: [out, in]`): on the backends with
-/// [`LmBackend`] ops their [`LmBackend::linear`] (on `Flex` a gemm into an output that is not
+/// [`LmBackend`] ops their [`LmBackend::lm_linear`] (on `Flex` a gemm into an output that is not
 /// zero-filled first, and under `Autodiff` one graph node whose backward step is
 /// [`LmBackend::lm_linear_grads`], two such gemms), elsewhere burn's matmul.
 pub fn linear<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -256,7 +258,7 @@ pub fn linear<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
     x.matmul(w.transpose())
 }
 
-/// [`LmBackend::linear`] from burn's matmul.
+/// [`LmBackend::lm_linear`] from burn's matmul.
 pub fn reference_linear<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>) -> FloatTensor<B> {
     prim(float::<B, 2>(x).matmul(float::<B, 2>(w).transpose()))
 }
