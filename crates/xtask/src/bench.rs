@@ -23,7 +23,7 @@ pub enum BenchTask {
     /// the PyTorch reference `bench/lm_torch.py` on the same shape.
     Lm(crate::bench_lm::LmBenchArgs),
     /// Matrix-product GFLOP/s at each preset's training shapes (the roofline of `bench lm`) next
-    /// to `torch.mm` at the same shapes (`bench/matmul_torch.py`).
+    /// to `F.linear` at the same shapes (`bench/matmul_torch.py`).
     Matmul(crate::bench_matmul::MatmulBenchArgs),
     /// Balanced greedy assignment on a 10M x 32 score matrix (one thread, in process) and its
     /// gap to the exact optimum on smaller matrices.

@@ -1,9 +1,10 @@
-//! `cargo xtask bench matmul`: the matrix-product roofline of each preset — GFLOP/s of burn's
-//! matmul on flex at the products of a training step (`smalltalk lm bench --cases matmul`) next
-//! to `torch.mm` at the same shapes (`bench/matmul_torch.py`), interleaved run by run. Outside
-//! the fused kernels a step is these products, so their rates bound the tokens/s of
-//! `bench lm` on both sides: the table says how far each side's matmul is from the machine's
-//! (the `square` row) and which side is faster at which shape.
+//! `cargo xtask bench matmul`: the matrix-product roofline of each preset — GFLOP/s of the
+//! model's linear op (`fused::linear`) on flex at the forward products of a training step
+//! (`smalltalk lm bench --cases matmul`) next to `F.linear` at the same shapes
+//! (`bench/matmul_torch.py`), interleaved run by run. Outside the fused kernels a step is these
+//! products, so their rates bound the tokens/s of `bench lm` on both sides: the table says how
+//! far each side is from the machine's peak (the `square` row) and which side is faster at which
+//! shape.
 
 use std::process::Command;
 
@@ -148,7 +149,7 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "matmul at each preset's training shapes ({} x {} rows), flex vs torch.mm, {} runs x {} \
+        "matmul at each preset's training shapes ({} x {} rows), flex vs F.linear, {} runs x {} \
          products per side (interleaved); PyTorch {} with {} threads; {}",
         args.batch,
         args.seq,

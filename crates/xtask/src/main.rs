@@ -10,7 +10,7 @@
 //! - `cargo xtask bench lm`: decoder-LM training/scoring throughput next to PyTorch
 //!   (`bench/lm_torch.py`) in the same run.
 //! - `cargo xtask bench matmul`: matrix-product GFLOP/s at each preset's training shapes next to
-//!   `torch.mm` (`bench/matmul_torch.py`): the roofline of `bench lm`.
+//!   `F.linear` (`bench/matmul_torch.py`): the roofline of `bench lm`.
 //! - `cargo xtask cluster-check`: `smalltalk launch slurm` against a live Slurm (TERM, requeue,
 //!   resume, resubmit) and the Kubernetes expert Job's command, compared with the pipeline.
 //! - `cargo xtask study`: the regime study (mixtures under every routing method and both dense

@@ -1,9 +1,10 @@
 //! Matrix-product throughput at a model's own shapes (`smalltalk lm bench --cases matmul`):
 //! the roofline of training and scoring. Outside the fused kernels a decoder step is a handful
 //! of products — the attention projections, the SwiGLU's up and down products, the LM head, and
-//! the weight gradients of each — so the rate the backend's matmul reaches at those shapes
-//! bounds every tokens/s figure from above. `cargo xtask bench matmul` times the same shapes
-//! with `torch.mm` in the same run.
+//! the weight gradients of each — so the rate the backend reaches at those shapes bounds every
+//! tokens/s figure from above. Each product runs as the model's layers run it,
+//! [`crate::fused::linear`] (`x · wᵀ` with `w: [n, k]`); `cargo xtask bench matmul` times the
+//! same shapes with `torch.nn.functional.linear` in the same run.
 
 use std::time::Instant;
 
@@ -24,7 +25,7 @@ pub const HEAD_ROWS: usize = 1024;
 /// One product `[m, k] × [k, n]`, named after the layer it stands for.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MatmulShape {
-    /// What it is in the model (`proj`, `mlp-up`, `mlp-down`, `head`, `grad-w`, `square`).
+    /// What it is in the model (`proj`, `mlp-up`, `mlp-down`, `head`, `square`).
     pub name: &'static str,
     /// Rows of the left operand.
     pub m: usize,
@@ -41,11 +42,11 @@ impl MatmulShape {
     }
 }
 
-/// The products of one training step of `cfg` at `tokens = batch·seq` rows, plus a square
-/// 1024³ product as the machine's reference: `proj` `[tokens, d] × [d, d]` (q, k, v, o),
+/// The forward products of one training step of `cfg` at `tokens = batch·seq` rows, plus a
+/// square 1024³ product as the machine's reference: `proj` `[tokens, d] × [d, d]` (q, k, v, o),
 /// `mlp-up` `[tokens, d] × [d, d_ff]` (gate, up), `mlp-down` `[tokens, d_ff] × [d_ff, d]`,
-/// `head` `[HEAD_ROWS, d] × [d, vocab]`, `grad-w` `[d, tokens] × [tokens, d]` (a weight
-/// gradient: the long inner dimension).
+/// `head` `[HEAD_ROWS, d] × [d, vocab]`. The input gradients have the same shapes with `k` and
+/// `n` swapped; the weight gradients (inner dimension `tokens`) are not timed here.
 pub fn matmul_shapes(cfg: &LmConfig, tokens: usize) -> Vec<MatmulShape> {
     let (d, ff, v) = (cfg.d_model, cfg.d_ff, cfg.vocab_size);
     let shape = |name, m, k, n| MatmulShape { name, m, k, n };
@@ -54,7 +55,6 @@ pub fn matmul_shapes(cfg: &LmConfig, tokens: usize) -> Vec<MatmulShape> {
         shape("mlp-up", tokens, d, ff),
         shape("mlp-down", tokens, ff, d),
         shape("head", HEAD_ROWS.min(tokens), d, v),
-        shape("grad-w", d, tokens, d),
         shape("square", 1024, 1024, 1024),
     ]
 }
@@ -103,9 +103,10 @@ impl MatmulBench {
     }
 }
 
-/// Time `B`'s `matmul` at every shape of [`matmul_shapes`] for `opts.batch · opts.seq` rows:
-/// one warm-up and `opts.steps` timed products each, on random normal operands, the device
-/// synchronised after each. `progress` gets the phase `matmul`.
+/// Time [`crate::fused::linear`] (`[m, k] · [n, k]ᵀ`) on `B` at every shape of
+/// [`matmul_shapes`] for `opts.batch · opts.seq` rows: one warm-up and `opts.steps` timed
+/// products each, on random normal operands, the device synchronised after each. `progress`
+/// gets the phase `matmul`.
 pub fn bench_matmul<B: Backend>(
     opts: &BenchOptions,
     cfg: &LmConfig,
@@ -124,13 +125,13 @@ pub fn bench_matmul<B: Backend>(
     for (i, shape) in shapes.into_iter().enumerate() {
         let normal = Distribution::Normal(0.0, 1.0);
         let a = Tensor::<B, 2>::random([shape.m, shape.k], normal, device);
-        let b = Tensor::<B, 2>::random([shape.k, shape.n], normal, device);
+        let w = Tensor::<B, 2>::random([shape.n, shape.k], normal, device);
         let sync = || B::sync(device).map_err(|e| LmError::Data(format!("device sync: {e:?}")));
         sync()?;
         let mut seconds = Vec::with_capacity(opts.steps);
         for rep in 0..=opts.steps {
             let t = Instant::now();
-            let c = a.clone().matmul(b.clone());
+            let c = crate::fused::linear(a.clone(), w.clone());
             sync()?;
             if rep > 0 {
                 seconds.push(t.elapsed().as_secs_f64());

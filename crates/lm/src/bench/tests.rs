@@ -129,7 +129,6 @@ fn matmul_case_times_the_model_shapes() {
             ("mlp-up", 16, 32, 64),
             ("mlp-down", 16, 64, 32),
             ("head", 16, 32, 256),
-            ("grad-w", 32, 16, 32),
             ("square", 1024, 1024, 1024),
         ]
     );
