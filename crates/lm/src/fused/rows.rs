@@ -203,12 +203,27 @@ pub fn ce_grad_row(row: &mut [f32], target: usize, w: f32) -> f64 {
     (m as f64 + (s as f64).ln()) - x_t as f64
 }
 
-/// `log p(t)` of a logits row (the row is used as scratch).
+/// `Σ e^(x − m)` over a row, the row left as it is: the sum [`exp_sub_in_place`] returns, in
+/// the same order (so the same bits), without its stores.
 #[inline(always)]
-pub fn logprob_row(row: &mut [f32], target: usize) -> f32 {
+pub fn sum_exp_sub(row: &[f32], m: f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let blocks = row.chunks_exact(LANES);
+    let tail: f32 = blocks.remainder().iter().map(|&x| fast_exp(x - m)).sum();
+    for b in blocks {
+        for (l, &x) in lanes.iter_mut().zip(b) {
+            *l += fast_exp(x - m);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `log p(t)` of a logits row.
+#[inline(always)]
+pub fn logprob_row(row: &[f32], target: usize) -> f32 {
     let x_t = row[target];
     let m = row_max(row);
-    let s = exp_sub_in_place(row, m);
+    let s = sum_exp_sub(row, m);
     ((x_t as f64 - m as f64) - (s as f64).ln()) as f32
 }
 
@@ -252,7 +267,7 @@ crate::multiversion!(
 
 crate::multiversion!(
     /// [`logprob_row`] compiled for `isa`.
-    pub fn logprob_row_on(row: &mut [f32], target: usize) -> f32 => logprob_row
+    pub fn logprob_row_on(row: &[f32], target: usize) -> f32 => logprob_row
 );
 
 #[cfg(test)]
@@ -305,8 +320,14 @@ mod tests {
                 .map(|&x| ((x - m) as f64).exp())
                 .sum::<f64>()
                 .ln();
-        let lp = logprob_row(&mut row.clone(), 5);
+        let lp = logprob_row(&row, 5);
         assert!((lp as f64 - (row[5] as f64 - lse)).abs() < 1e-5);
+        // The sum without stores is the in-place pass's sum, bit for bit, at every tail length.
+        for len in [1, 15, 16, 17, 37] {
+            let mut scratch = row[..len].to_vec();
+            let want = exp_sub_in_place(&mut scratch, m);
+            assert_eq!(sum_exp_sub(&row[..len], m).to_bits(), want.to_bits(), "{len}");
+        }
         let mut g = row.clone();
         let nll = ce_grad_row(&mut g, 5, 0.5);
         assert!((nll - (lse - row[5] as f64)).abs() < 1e-5);
