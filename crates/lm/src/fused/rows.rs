@@ -326,7 +326,11 @@ mod tests {
         for len in [1, 15, 16, 17, 37] {
             let mut scratch = row[..len].to_vec();
             let want = exp_sub_in_place(&mut scratch, m);
-            assert_eq!(sum_exp_sub(&row[..len], m).to_bits(), want.to_bits(), "{len}");
+            assert_eq!(
+                sum_exp_sub(&row[..len], m).to_bits(),
+                want.to_bits(),
+                "{len}"
+            );
         }
         let mut g = row.clone();
         let nll = ce_grad_row(&mut g, 5, 0.5);
