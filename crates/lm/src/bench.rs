@@ -2,8 +2,8 @@
 //! `cargo xtask bench lm` and `bench/gpu.sh` run next to PyTorch): training targets per second
 //! through the real [`Trainer`] ([`bench_train`]) and scoring sequences per second through
 //! [`score_prefix`] ([`bench_score`]), each after one untimed warm-up. Rates are given over all
-//! timed samples, the best one and the median one; [`bench_matmul`] times the backend's matrix
-//! product at the model's shapes (the roofline of both). Results serialize to the objects
+//! timed samples, the best one and the median one; [`bench_matmul`] times the model's linear op
+//! at its forward shapes (the roofline of both). Results serialize to the objects
 //! `lm bench --json` prints (the binary adds the backend name and its allocator setting).
 
 use std::ops::ControlFlow;
@@ -35,7 +35,7 @@ pub enum BenchCase {
     Train,
     /// Scoring throughput (sequences per second), [`bench_score`].
     Score,
-    /// Matrix-product GFLOP/s at the model's shapes, [`bench_matmul`].
+    /// GFLOP/s of the model's linear op at its forward shapes, [`bench_matmul`].
     Matmul,
 }
 
@@ -69,8 +69,8 @@ pub struct BenchOptions {
     #[cfg_attr(feature = "clap", arg(long, default_value_t = 3))]
     pub score_reps: usize,
     /// Cases to run: train (training targets per second), score (scored sequences per second),
-    /// matmul (the backend's matrix-product GFLOP/s at the model's shapes for `--batch · --seq`
-    /// rows, `--steps` timed products each).
+    /// matmul (GFLOP/s of the model's linear op, `x·wᵀ`, at its forward shapes for
+    /// `--batch · --seq` rows, `--steps` timed products each).
     #[cfg_attr(
         feature = "clap",
         arg(long, value_enum, value_delimiter = ',', default_value = "train,score")
