@@ -15,12 +15,25 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{FloatDType, Shape, TensorMetadata};
 
 use super::{AttentionShape, LmBackend};
+
+/// Register each parent's gradient (`None`: that parent needs none).
+fn register<B: Backend, const N: usize>(
+    grads: &mut Gradients,
+    parents: [Option<NodeId>; N],
+    values: [FloatTensor<B>; N],
+) {
+    for (id, grad) in parents.into_iter().zip(values) {
+        if let Some(id) = id {
+            grads.register::<B>(id, grad);
+        }
+    }
+}
 
 /// Backward step of the fused head: parents `[h, e]`, state `(∂loss/∂h, ∂loss/∂e)`.
 #[derive(Debug)]
@@ -38,13 +51,12 @@ impl<B: Backend> Backward<B, 2> for HeadNllBackward {
             dtype if dtype != g.dtype() => B::float_cast(g, FloatDType::from(dtype)),
             _ => g,
         };
-        let [parent_h, parent_e] = ops.parents;
-        if let Some(node) = parent_h {
-            grads.register::<B>(node.id, B::float_mul(dh, g.clone()));
-        }
-        if let Some(node) = parent_e {
-            grads.register::<B>(node.id, B::float_mul(de, g));
-        }
+        let parents = ops.parents.map(|p| p.map(|n| n.id));
+        register::<B, _>(
+            grads,
+            parents,
+            [B::float_mul(dh, g.clone()), B::float_mul(de, g)],
+        );
     }
 }
 
@@ -67,11 +79,7 @@ impl<B: LmBackend> Backward<B, 3> for AttentionBackward {
         let dout = grads.consume::<B>(&ops.node);
         let ([q, k, v, cos, sin], out, lse, shape) = ops.state;
         let (dq, dk, dv) = B::causal_attention_grads(q, k, v, cos, sin, out, lse, dout, shape);
-        for (parent, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        register::<B, _>(grads, ops.parents.map(|p| p.map(|n| n.id)), [dq, dk, dv]);
     }
 }
 
@@ -86,11 +94,7 @@ impl<B: LmBackend> Backward<B, 2> for LinearBackward {
         let dy = grads.consume::<B>(&ops.node);
         let (x, w) = ops.state;
         let (dx, dw) = B::lm_linear_grads(x, w, dy);
-        for (parent, grad) in ops.parents.into_iter().zip([dx, dw]) {
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        register::<B, _>(grads, ops.parents.map(|p| p.map(|n| n.id)), [dx, dw]);
     }
 }
 
@@ -105,11 +109,7 @@ impl<B: LmBackend> Backward<B, 2> for SiluMulBackward {
         let dout = grads.consume::<B>(&ops.node);
         let (gate, up) = ops.state;
         let (dgate, dup) = B::silu_mul_grads(gate, up, dout);
-        for (parent, grad) in ops.parents.into_iter().zip([dgate, dup]) {
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        register::<B, _>(grads, ops.parents.map(|p| p.map(|n| n.id)), [dgate, dup]);
     }
 }
 
@@ -124,11 +124,7 @@ impl<B: LmBackend> Backward<B, 2> for RmsNormBackward {
         let dy = grads.consume::<B>(&ops.node);
         let (x, w, eps) = ops.state;
         let (dx, dw) = B::rms_norm_grads(x, w, eps, dy);
-        for (parent, grad) in ops.parents.into_iter().zip([dx, dw]) {
-            if let Some(node) = parent {
-                grads.register::<B>(node.id, grad);
-            }
-        }
+        register::<B, _>(grads, ops.parents.map(|p| p.map(|n| n.id)), [dx, dw]);
     }
 }
 

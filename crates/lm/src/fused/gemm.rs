@@ -31,26 +31,29 @@ fn check_reach(x: &[f32], (cs, rs): Strides, rows: usize, cols: usize) {
     }
 }
 
-/// `dst[m, n] = lhs · rhs` (or `+=` when `accumulate`), `dst` row-major; `lhs` is `[m, k]` and
-/// `rhs` `[k, n]` with the given strides.
-pub fn matmul_into(
+/// `dst[m, n] = lhs · rhs` (or `+=` when `accumulate`) through `gemm`, `dst` row-major.
+///
+/// # Safety
+/// `dst` must be valid for writes of `m·n` elements (and initialised, for reads, when
+/// `accumulate`) and must not overlap the operands. With `accumulate` false and `k > 0`, gemm
+/// writes every element without reading any.
+unsafe fn gemm_to(
     (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
+    dst: *mut f32,
     accumulate: bool,
     (lhs, lhs_strides): (&[f32], Strides),
     (rhs, rhs_strides): (&[f32], Strides),
 ) {
-    assert!(dst.len() >= m * n, "gemm destination too small");
     check_reach(lhs, lhs_strides, m, k);
     check_reach(rhs, rhs_strides, k, n);
-    // SAFETY: every index gemm touches lies inside the slices (checked above); the
-    // destination is row-major `[m, n]` and does not alias the inputs (distinct borrows).
+    // SAFETY: every operand index gemm touches lies inside its slice (checked above); the
+    // destination is the caller's to vouch for.
     unsafe {
         gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -70,6 +73,21 @@ pub fn matmul_into(
     }
 }
 
+/// `dst[m, n] = lhs · rhs` (or `+=` when `accumulate`), `dst` row-major; `lhs` is `[m, k]` and
+/// `rhs` `[k, n]` with the given strides.
+pub fn matmul_into(
+    mnk: (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: (&[f32], Strides),
+    rhs: (&[f32], Strides),
+) {
+    assert!(dst.len() >= mnk.0 * mnk.1, "gemm destination too small");
+    // SAFETY: `dst` is an initialised slice of at least `m·n` elements, a distinct borrow
+    // from the operands.
+    unsafe { gemm_to(mnk, dst.as_mut_ptr(), accumulate, lhs, rhs) }
+}
+
 /// `lhs · rhs` as a new row-major `[m, n]` vector (`lhs` `[m, k]`, `rhs` `[k, n]` with the given
 /// strides), written by gemm without a zero fill first.
 pub fn matmul_new(
@@ -80,34 +98,12 @@ pub fn matmul_new(
     if k == 0 || m == 0 || n == 0 {
         return vec![0.0; m * n];
     }
-    check_reach(lhs.0, lhs.1, m, k);
-    check_reach(rhs.0, rhs.1, k, n);
     let mut dst: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: as in `matmul_into` for the operands; the destination is the vector's capacity
-    // of `m·n` elements, and gemm with `read_dst = false` and `k > 0` writes every one of them
-    // (`dst = lhs·rhs`) without reading any, so all are initialised when the length is set.
+    // SAFETY: the destination is the new vector's capacity of `m·n` elements; with
+    // `accumulate` false and `k > 0` gemm writes every one of them without reading any, so all
+    // are initialised when the length is set.
     unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.0.as_ptr(),
-            lhs.1 .0,
-            lhs.1 .1,
-            rhs.0.as_ptr(),
-            rhs.1 .0,
-            rhs.1 .1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par(m, n, k),
-        );
+        gemm_to((m, n, k), dst.as_mut_ptr(), false, lhs, rhs);
         dst.set_len(m * n);
     }
     dst
