@@ -92,6 +92,10 @@ pub struct DomainResult {
 /// every prefix of the sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
+    /// How the mixture routes: the routers folder's method (`em`, `tfidf`, `random`,
+    /// `domain`), when the evaluation read one (`smalltalk eval` does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<String>,
     /// Number of experts.
     pub experts: usize,
     /// Headline routing prefix M̂.
@@ -262,6 +266,7 @@ pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
     };
     let head = &sweep[0];
     Ok(EvalReport {
+        routing: None,
         experts: e_count,
         prefix_tokens: head.prefix_tokens,
         sequences: rows,

@@ -112,7 +112,7 @@ pub fn eval_run<B: Backend>(
         .filter(|&(i, &m)| i == 0 || m <= row_len)
         .map(|(_, &m)| m)
         .collect();
-    evaluate(
+    let report = evaluate(
         router.scorer.as_ref(),
         &Models {
             experts,
@@ -123,7 +123,11 @@ pub fn eval_run<B: Backend>(
         domains,
         &prefixes,
         options.seed,
-    )
+    )?;
+    Ok(EvalReport {
+        routing: Some(router.method.name().to_string()),
+        ..report
+    })
 }
 
 /// The rows of `data` and their domain labels (when every row has one): a dataset split

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use smalltalk_data::TextTokenizer;
 use smalltalk_lm::burn::tensor::backend::Backend;
-use smalltalk_router::load_scorer;
 use smalltalk_router::manifest::TOKENIZER_FILE;
+use smalltalk_router::{load_scorer, RouterMethod, RoutersManifest};
 use smalltalk_routing::{route, PrefixScorer, Routed, RoutingError};
 
 use crate::error::Result;
@@ -15,6 +15,8 @@ use crate::error::Result;
 pub struct TextRouter {
     /// The routers, whatever their method.
     pub scorer: Box<dyn PrefixScorer>,
+    /// Their method (router LMs by EM, or a baseline).
+    pub method: RouterMethod,
     /// Their tokenizer (`tokenizer.json` of the routers folder).
     pub tokenizer: TextTokenizer,
     tokenizer_hash: String,
@@ -23,11 +25,13 @@ pub struct TextRouter {
 impl TextRouter {
     /// Load the routers folder `dir` (router LMs run on backend `B`).
     pub fn load<B: Backend>(dir: &Path, device: &B::Device) -> Result<Self> {
+        let method = RoutersManifest::load(dir)?.method;
         let scorer = load_scorer::<B>(dir, device)?;
         let tokenizer = TextTokenizer::load(&dir.join(TOKENIZER_FILE), None)?;
         let tokenizer_hash = scorer.tokenizer_hash();
         Ok(TextRouter {
             scorer,
+            method,
             tokenizer,
             tokenizer_hash,
         })

@@ -170,6 +170,7 @@ pub(crate) mod fixture {
             dense_ppl: 13.0,
         };
         EvalReport {
+            routing: None,
             experts: 2,
             prefix_tokens: 32,
             sequences: 10,

@@ -36,10 +36,22 @@ pub(crate) fn headline(r: &Report) -> String {
     table(&r.eval)
 }
 
+/// How the mixture of `ev` routes, for the table's first row.
+fn routing(ev: &EvalReport) -> String {
+    let m = ev.prefix_tokens;
+    match ev.routing.as_deref() {
+        Some("domain") => "by the rows' domain labels: an oracle, not a router".into(),
+        Some("tfidf") => format!("TF-IDF nearest centroid on {m} tokens"),
+        Some("random") => "a random partition, routed at random".into(),
+        _ => format!("router argmax on {m} tokens"),
+    }
+}
+
 /// The perplexity table of one evaluation: the mixture, each dense protocol, random and
 /// oracle routing.
 fn table(ev: &EvalReport) -> String {
     let (m, e) = (ev.prefix_tokens, ev.experts);
+    let routing = routing(ev);
     let steps = ev.dense_steps_ppl.map_or(String::new(), |p| {
         format!(
             "| dense, E× the steps at the experts' batch (same total tokens) | {} | |\n",
@@ -48,7 +60,7 @@ fn table(ev: &EvalReport) -> String {
     });
     format!(
         "| model | perplexity | after the {m}-token prefix |\n|---|---|---|\n\
-         | mixture of {e} experts (router argmax on {m} tokens) | {} | {} |\n\
+         | mixture of {e} experts ({routing}) | {} | {} |\n\
          | dense, E× the experts' batch, same steps (the paper's protocol; same total tokens) | {} | {} |\n\
          {steps}| random routing (same experts) | {} | |\n\
          | oracle routing (best expert per sequence) | {} | |\n",

@@ -18,6 +18,7 @@ fn a_full_report_from_typed_inputs() {
     // The test split, with the E×-steps dense baseline too: the mixture loses to it.
     let test = EvalReport {
         dense_steps_ppl: Some(11.0),
+        routing: Some("domain".into()),
         ..fixture::eval()
     };
     let text = serde_json::to_string(&test).unwrap();
@@ -51,6 +52,7 @@ fn a_full_report_from_typed_inputs() {
         "## Perplexity",
         "- against the paper's dense (E× batch): -11.1% (the mixture's perplexity is **lower**)",
         "## Test split: text from files the training never saw",
+        "| mixture of 2 experts (by the rows' domain labels: an oracle, not a router) | 12.000 |",
         "## Branch-trained: experts and dense from the same pretrained weights",
         "| mixture (router argmax on 32 tokens) | 12.000 | 6.000 | -50.0% |",
         "| dense, E× the experts' batch (the paper's) | 13.500 | 8.000 | -40.7% |",
