@@ -133,7 +133,11 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         seconds: t.elapsed().as_secs_f64(),
     }];
     for (n, name, what) in [
-        (3, StageName::Routers, "E routers ([routers] method: EM by default)"),
+        (
+            3,
+            StageName::Routers,
+            "E routers ([routers] method: EM by default)",
+        ),
         (
             4,
             StageName::Partition,

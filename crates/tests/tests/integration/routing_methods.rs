@@ -84,7 +84,11 @@ fn every_method_partitions_every_row_once_and_evaluates() {
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(report.mixture_ppl.is_finite(), "{name}");
-        assert_eq!(report.routing.as_deref(), Some(name), "the report names its routing");
+        assert_eq!(
+            report.routing.as_deref(),
+            Some(name),
+            "the report names its routing"
+        );
         if method == RouterMethod::Domain {
             assert_eq!(report.routing_purity, Some(1.0));
         }
