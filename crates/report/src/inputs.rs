@@ -57,7 +57,8 @@ pub struct Inputs {
     pub manifest: Manifest,
     /// `partition/partition.json`.
     pub partition: PartitionManifest,
-    /// `routers/em/metrics.jsonl`, one record per EM iteration.
+    /// `routers/em/metrics.jsonl`, one record per EM iteration (empty when `eval.json` names
+    /// another routing method than `em`).
     pub em: Vec<IterationMetrics>,
     /// `stage_seconds.json` (empty when the file does not exist).
     pub stage_seconds: Vec<StageSeconds>,
@@ -65,7 +66,8 @@ pub struct Inputs {
 
 impl Inputs {
     /// Read every input of the run folder; a missing or malformed file is an error naming it
-    /// (only `stage_seconds.json` may be absent).
+    /// (only `stage_seconds.json` may be absent, and the EM record of routers that are not
+    /// EM router LMs).
     pub fn read(layout: &RunLayout) -> Result<Self> {
         let stage_seconds = match read_text(&layout.stage_seconds()) {
             Err(ReportError::Io { source, .. })
@@ -75,8 +77,14 @@ impl Inputs {
             }
             other => parse_json(&layout.stage_seconds(), 1, &other?)?,
         };
+        let eval = EvalFile::read(&layout.eval_json())?;
+        // Routing by a baseline method (TF-IDF, random, domain labels) has no EM record.
+        let em = match eval.report.routing.as_deref() {
+            Some(method) if method != "em" => Vec::new(),
+            _ => read_json_lines(&layout.em_metrics())?,
+        };
         Ok(Inputs {
-            eval: EvalFile::read(&layout.eval_json())?,
+            eval,
             eval_test: match layout.eval_test_json().exists() {
                 true => Some(EvalFile::read(&layout.eval_test_json())?),
                 false => None,
@@ -87,7 +95,7 @@ impl Inputs {
             },
             manifest: read_json(&layout.data_manifest())?,
             partition: read_json(&layout.partition_manifest())?,
-            em: read_json_lines(&layout.em_metrics())?,
+            em,
             stage_seconds,
         })
     }

@@ -192,10 +192,20 @@ pub(crate) fn render(
     md.push('\n');
     md.push_str(&plot(PREFIX_SWEEP, "prefix sweep"));
 
-    md.push_str(
-        "## Router EM\n\n| iteration | train loss per router | best prefix NLL/token | \
-         argmax load | changed | purity | seconds |\n|---|---|---|---|---|---|---|\n",
-    );
+    md.push_str("## Router EM\n\n");
+    if i.em.is_empty() {
+        let method = ev.routing.as_deref().unwrap_or("em");
+        let _ = writeln!(
+            md,
+            "None: this run routes by `{method}` (`[routers] method`), not by router LMs \
+             trained by EM.\n"
+        );
+    } else {
+        md.push_str(
+            "| iteration | train loss per router | best prefix NLL/token | argmax load | \
+             changed | purity | seconds |\n|---|---|---|---|---|---|---|\n",
+        );
+    }
     for m in &i.em {
         let _ = writeln!(
             md,

@@ -260,6 +260,30 @@ fn optional_inputs_may_be_absent_but_not_malformed() {
 }
 
 #[test]
+fn routers_of_a_baseline_method_have_no_em_record_but_em_routers_must() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = fixture::write_run(tmp.path());
+    std::fs::remove_file(layout.em_metrics()).unwrap();
+    // EM routers (the fixture's eval.json names no method: EM) without their record: refused.
+    let text = write_report(&layout, None).unwrap_err().to_string();
+    assert!(text.contains("routers/em/metrics.jsonl"), "{text}");
+    // Domain-label routing has no EM: the report says so and labels the mixture an oracle.
+    let mut eval = serde_json::to_value(fixture::eval()).unwrap();
+    eval["routing"] = "domain".into();
+    std::fs::write(layout.eval_json(), eval.to_string()).unwrap();
+    let report = write_report(&layout, None).unwrap();
+    assert!(report.router_em.is_empty());
+    let md = read(layout.report_md());
+    for line in [
+        "None: this run routes by `domain` (`[routers] method`), not by router LMs trained by EM.",
+        "| mixture of 2 experts (by the rows' domain labels: an oracle, not a router) | 12.000 |",
+    ] {
+        assert!(md.contains(line), "report.md lacks {line:?}:\n{md}");
+    }
+    assert!(!layout.report_file("em_nll.svg").exists());
+}
+
+#[test]
 fn sparse_inputs_make_a_report_without_the_plots_they_lack() {
     let tmp = tempfile::tempdir().unwrap();
     let layout = fixture::write_run(tmp.path());
