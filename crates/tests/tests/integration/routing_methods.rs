@@ -101,6 +101,32 @@ fn every_method_partitions_every_row_once_and_evaluates() {
         assert_eq!(at8.routing_purity, report.routing_purity, "{name}");
         assert_eq!(at8.expert_load, report.expert_load, "{name}");
         assert!((quality.prefixes[0].expert_load.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        // A labelled text file (`smalltalk eval --data FILE`) gets a routing purity too; its
+        // labels are matched by name (the file lists d1 first, the corpus d0).
+        let file = tmp.path().join(format!("held-{name}.jsonl"));
+        let lines: String = (0..12)
+            .map(|i| {
+                let d = 1 - i % 2;
+                format!(
+                    "{{\"text\": {:?}, \"domain\": \"d{d}\"}}\n",
+                    domain_text(d, 100 + i)
+                )
+            })
+            .collect();
+        std::fs::write(&file, lines).unwrap();
+        let on_file = eval_run::<B>(
+            &routers,
+            &run.layout.experts(),
+            &EvalData::File(&file),
+            &options,
+            &Default::default(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(on_file.sequences, 12, "{name}");
+        let purity = on_file.routing_purity.expect("labelled file: purity");
+        if method == RouterMethod::Domain {
+            assert_eq!(purity, 1.0, "{name}: labels matched by name");
+        }
         // Route: text methods route a text; the domain method needs labels and says so.
         let router = TextRouter::load::<B>(&routers, &Default::default()).unwrap();
         let routed = router.route(&domain_text(1, 7), 8);
