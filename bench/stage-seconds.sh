@@ -7,8 +7,10 @@
 # RUN: a finished `cargo xtask pipeline` run folder (data, routers, experts); RUNS: repetitions.
 # Partition: `smalltalk partition` of the training split into a fresh folder with
 # configs/pipeline-cpu.toml; eval: `smalltalk eval` of the validation split with the pipeline's
-# prefix sweep. Prints one markdown row per build and stage (wall seconds of each repetition),
-# and checks that every build writes the same partition and the same headline perplexities.
+# prefix sweep. Prints one markdown row per build and stage (wall seconds of each repetition, and
+# the sequences/s of the fastest: rows partitioned from partition.json, held-out rows from
+# eval.json), and checks that every build writes the same partition and the same headline
+# perplexities.
 set -euo pipefail
 run=$1 runs=$2
 shift 2
@@ -35,12 +37,16 @@ for ((i = 1; i <= runs; i++)); do
       echo "note: $key wrote another partition than $(basename "$1")" >&2
   done
 done
-echo "| build | stage | seconds per run |"
-echo "|---|---|---|"
+# Sequences per second of the fastest repetition: `rows / min(seconds)`.
+rate() { python3 -c "import sys; print(round(int(sys.argv[1]) / min(map(float, sys.argv[2:]))))" "$@"; }
+echo "| build | stage | seconds per run | sequences/s (fastest run) |"
+echo "|---|---|---|---|"
 for bin in "$@"; do
   key=$(basename "$bin")
-  echo "| $key | partition |${part[$key]} |"
-  echo "| $key | eval (validation) |${evals[$key]} |"
+  rows=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['rows'])" "$tmp/$key-partition-1/partition.json")
+  held=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['sequences'])" "$tmp/$key-eval-1.json")
+  echo "| $key | partition ($rows rows) |${part[$key]} | $(rate "$rows" ${part[$key]}) |"
+  echo "| $key | eval (validation, $held rows) |${evals[$key]} | $(rate "$held" ${evals[$key]}) |"
 done
 for bin in "$@"; do
   key=$(basename "$bin")

@@ -12,11 +12,18 @@
 //! Sums over the head dimension run in order `c = 0, 1, …` and sums over keys over [`LANES`]
 //! lanes, the same for every instruction set.
 
-use super::isa::LANES;
+use super::isa::{Isa, LANES};
 use super::rows::fast_exp;
 
 /// Query rows per block.
 pub const ROWS: usize = 4;
+
+/// Whether the block passes should write their row loops out (`UNROLL`) when compiled for
+/// `isa` (capped at the CPU's level, as the kernels run): for AVX-512 only, see
+/// [`mul_add_rows`].
+pub fn unroll_rows(isa: Isa) -> bool {
+    isa.min(Isa::detected()) == Isa::Avx512
+}
 
 /// `acc += a·b` lane by lane.
 #[inline(always)]
@@ -34,35 +41,73 @@ fn mul_add_lanes(acc: &mut [f32; LANES], a: &[f32; LANES], b: &[f32; LANES]) {
     }
 }
 
-/// `acc[r] += a[r]·b` for every row of a block, written out row by row: left as a loop over
-/// the rows, LLVM's AVX-512 cost model vectorises that loop with gathers and scatters (one
-/// lane of four rows at a time) instead of the lanes, three times slower than AVX2.
+// The three row helpers below come in two forms, chosen by `UNROLL` at compile time. As loops
+// over the rows, LLVM's AVX2 build vectorises the lanes (the fast form there); its AVX-512 build
+// instead vectorises the loop over the rows, four at a time, with gathers and scatters on the
+// stacked accumulators (three times slower than AVX2). Written out row by row (`UNROLL`), no
+// loop over rows is left to vectorise, which is the fast form for AVX-512 and about 20% slower
+// than the loops for AVX2 (`bench/isa-compare.sh`). Same arithmetic in the same order: same bits.
+
+/// `acc[r] += a[r]·b` for every row of a block.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn mul_add_rows(acc: &mut [[f32; LANES]; ROWS], a: &[f32; ROWS], b: &[f32; LANES]) {
-    let [a0, a1, a2, a3] = acc;
-    mul_add(a0, a[0], b);
-    mul_add(a1, a[1], b);
-    mul_add(a2, a[2], b);
-    mul_add(a3, a[3], b);
+fn mul_add_rows<const UNROLL: bool>(
+    acc: &mut [[f32; LANES]; ROWS],
+    a: &[f32; ROWS],
+    b: &[f32; LANES],
+) {
+    if UNROLL {
+        let [a0, a1, a2, a3] = acc;
+        mul_add(a0, a[0], b);
+        mul_add(a1, a[1], b);
+        mul_add(a2, a[2], b);
+        mul_add(a3, a[3], b);
+    } else {
+        for r in 0..ROWS {
+            mul_add(&mut acc[r], a[r], b);
+        }
+    }
 }
 
-/// `acc[r] += a[r] ⊙ b` for every row of a block, written out as [`mul_add_rows`].
+/// `acc[r] += a[r] ⊙ b` for every row of a block.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn mul_add_lanes_rows(acc: &mut [[f32; LANES]; ROWS], a: &[[f32; LANES]; ROWS], b: &[f32; LANES]) {
-    let [a0, a1, a2, a3] = acc;
-    mul_add_lanes(a0, &a[0], b);
-    mul_add_lanes(a1, &a[1], b);
-    mul_add_lanes(a2, &a[2], b);
-    mul_add_lanes(a3, &a[3], b);
+fn mul_add_lanes_rows<const UNROLL: bool>(
+    acc: &mut [[f32; LANES]; ROWS],
+    a: &[[f32; LANES]; ROWS],
+    b: &[f32; LANES],
+) {
+    if UNROLL {
+        let [a0, a1, a2, a3] = acc;
+        mul_add_lanes(a0, &a[0], b);
+        mul_add_lanes(a1, &a[1], b);
+        mul_add_lanes(a2, &a[2], b);
+        mul_add_lanes(a3, &a[3], b);
+    } else {
+        for r in 0..ROWS {
+            mul_add_lanes(&mut acc[r], &a[r], b);
+        }
+    }
 }
 
-/// `acc += Σ_r a[r]·b[r]`, rows added in order, written out as [`mul_add_rows`].
+/// `acc += Σ_r a[r]·b[r]`, rows added in order.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn mul_add_sum_rows(acc: &mut [f32; LANES], a: &[f32; ROWS], b: &[[f32; LANES]; ROWS]) {
-    mul_add(acc, a[0], &b[0]);
-    mul_add(acc, a[1], &b[1]);
-    mul_add(acc, a[2], &b[2]);
-    mul_add(acc, a[3], &b[3]);
+fn mul_add_sum_rows<const UNROLL: bool>(
+    acc: &mut [f32; LANES],
+    a: &[f32; ROWS],
+    b: &[[f32; LANES]; ROWS],
+) {
+    if UNROLL {
+        mul_add(acc, a[0], &b[0]);
+        mul_add(acc, a[1], &b[1]);
+        mul_add(acc, a[2], &b[2]);
+        mul_add(acc, a[3], &b[3]);
+    } else {
+        for r in 0..ROWS {
+            mul_add(acc, a[r], &b[r]);
+        }
+    }
 }
 
 /// The lane block of `x` at `at`.
@@ -77,7 +122,13 @@ fn lanes(x: &[f32], at: usize) -> &[f32; LANES] {
 // Indexed loops over the rows: in this form LLVM keeps every accumulator in a register.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn block_scores(qt: &[f32], kt: &[f32], stride: usize, width: usize, p: &mut [f32]) {
+fn block_scores<const UNROLL: bool>(
+    qt: &[f32],
+    kt: &[f32],
+    stride: usize,
+    width: usize,
+    p: &mut [f32],
+) {
     let hd = qt.len() / ROWS;
     for j in (0..width).step_by(LANES) {
         let mut acc = [[0f32; LANES]; ROWS];
@@ -86,7 +137,7 @@ fn block_scores(qt: &[f32], kt: &[f32], stride: usize, width: usize, p: &mut [f3
             let q: [f32; ROWS] = qt[c * ROWS..(c + 1) * ROWS]
                 .try_into()
                 .expect("a row block");
-            mul_add_rows(&mut acc, &q, &k);
+            mul_add_rows::<UNROLL>(&mut acc, &q, &k);
         }
         for (r, acc) in acc.iter().enumerate() {
             p[r * stride + j..][..LANES].copy_from_slice(acc);
@@ -139,7 +190,7 @@ fn masked_exp(row: &mut [f32], m: f32, seen: usize) -> f32 {
 // Indexed loops over the rows: in this form LLVM keeps every accumulator in a register.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn block_values(
+fn block_values<const UNROLL: bool>(
     p: &[f32],
     vt: &[f32],
     stride: usize,
@@ -156,7 +207,7 @@ fn block_values(
             // Every bounds check before the arithmetic, so the row loop unrolls into registers.
             let vb = *lanes(v, j);
             let pb: [[f32; LANES]; ROWS] = std::array::from_fn(|r| *lanes(p, r * stride + j));
-            mul_add_lanes_rows(&mut acc, &pb, &vb);
+            mul_add_lanes_rows::<UNROLL>(&mut acc, &pb, &vb);
         }
         for (r, acc) in acc.iter().enumerate().take(rows) {
             out[r * hd + c] = acc.iter().sum::<f32>() * inv[r];
@@ -180,7 +231,13 @@ fn load_rows_t(x: &[f32], hd: usize, i0: usize, rows: usize, xt: &mut [f32]) {
 /// [`LANES`]), rows added in order.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn block_outer(xt: &[f32], p: &[f32], stride: usize, width: usize, dst: &mut [f32]) {
+fn block_outer<const UNROLL: bool>(
+    xt: &[f32],
+    p: &[f32],
+    stride: usize,
+    width: usize,
+    dst: &mut [f32],
+) {
     let hd = xt.len() / ROWS;
     for j in (0..width).step_by(LANES) {
         let pb: [[f32; LANES]; ROWS] = std::array::from_fn(|r| *lanes(p, r * stride + j));
@@ -191,16 +248,24 @@ fn block_outer(xt: &[f32], p: &[f32], stride: usize, width: usize, dst: &mut [f3
             let d: &mut [f32; LANES] = (&mut dst[c * stride + j..][..LANES])
                 .try_into()
                 .expect("a lane block");
-            mul_add_sum_rows(d, &x, &pb);
+            mul_add_sum_rows::<UNROLL>(d, &x, &pb);
         }
     }
 }
 
 /// Causal attention of one head: `q` `[seq, hd]` (rotated, scaled), `kt`, `vt` `[hd, stride]`
 /// (rotated keys, values; `stride` is `seq` rounded up to a multiple of [`LANES`], the padding
-/// columns zero) into `out` `[seq, hd]` and the log-sum-exp of every score row.
+/// columns zero) into `out` `[seq, hd]` and the log-sum-exp of every score row. `UNROLL`: the
+/// row helpers' form for the instruction set ([`unroll_rows`]).
 #[inline(always)]
-pub fn forward(q: &[f32], kt: &[f32], vt: &[f32], stride: usize, out: &mut [f32], lse: &mut [f32]) {
+pub fn forward<const UNROLL: bool>(
+    q: &[f32],
+    kt: &[f32],
+    vt: &[f32],
+    stride: usize,
+    out: &mut [f32],
+    lse: &mut [f32],
+) {
     let seq = lse.len();
     let hd = q.len() / seq.max(1);
     debug_assert!(stride.is_multiple_of(LANES) && stride >= seq);
@@ -210,7 +275,7 @@ pub fn forward(q: &[f32], kt: &[f32], vt: &[f32], stride: usize, out: &mut [f32]
         let rows = ROWS.min(seq - i0);
         let width = (i0 + rows).div_ceil(LANES) * LANES;
         load_rows_t(q, hd, i0, rows, &mut qt);
-        block_scores(&qt, kt, stride, width, &mut p);
+        block_scores::<UNROLL>(&qt, kt, stride, width, &mut p);
         let mut inv = [0f32; ROWS];
         for r in 0..rows {
             let row = &mut p[r * stride..][..width];
@@ -220,7 +285,7 @@ pub fn forward(q: &[f32], kt: &[f32], vt: &[f32], stride: usize, out: &mut [f32]
             inv[r] = 1.0 / sum;
             lse[i0 + r] = m + sum.ln();
         }
-        block_values(
+        block_values::<UNROLL>(
             &p,
             vt,
             stride,
@@ -254,9 +319,15 @@ pub struct HeadSaved<'a> {
 
 /// Backward pass of one head: `dq` `[seq, hd]` (w.r.t. the rotated queries before the scale:
 /// times `scale`), and `dkt`, `dvt` `[hd, stride]` (w.r.t. the rotated keys and the values,
-/// transposed; accumulated into, so zero them first).
+/// transposed; accumulated into, so zero them first). `UNROLL` as in [`forward`].
 #[inline(always)]
-pub fn backward(h: HeadSaved<'_>, scale: f32, dq: &mut [f32], dkt: &mut [f32], dvt: &mut [f32]) {
+pub fn backward<const UNROLL: bool>(
+    h: HeadSaved<'_>,
+    scale: f32,
+    dq: &mut [f32],
+    dkt: &mut [f32],
+    dvt: &mut [f32],
+) {
     let (seq, stride) = (h.lse.len(), h.stride);
     let hd = h.q.len() / seq.max(1);
     let (mut p, mut ds) = (vec![0f32; ROWS * stride], vec![0f32; ROWS * stride]);
@@ -266,9 +337,9 @@ pub fn backward(h: HeadSaved<'_>, scale: f32, dq: &mut [f32], dkt: &mut [f32], d
         let width = (i0 + rows).div_ceil(LANES) * LANES;
         load_rows_t(h.q, hd, i0, rows, &mut qt);
         load_rows_t(h.d_o, hd, i0, rows, &mut dot_t);
-        block_scores(&qt, h.kt, stride, width, &mut p);
+        block_scores::<UNROLL>(&qt, h.kt, stride, width, &mut p);
         // ∂P rows = ∂O·Vᵀ.
-        block_scores(&dot_t, h.vt, stride, width, &mut ds);
+        block_scores::<UNROLL>(&dot_t, h.vt, stride, width, &mut ds);
         for r in 0..ROWS {
             let (pr, dr) = (
                 &mut p[r * stride..][..width],
@@ -288,7 +359,7 @@ pub fn backward(h: HeadSaved<'_>, scale: f32, dq: &mut [f32], dkt: &mut [f32], d
                 *g = pj * (*g - rowsum);
             }
         }
-        block_values(
+        block_values::<UNROLL>(
             &ds,
             h.kt,
             stride,
@@ -296,7 +367,64 @@ pub fn backward(h: HeadSaved<'_>, scale: f32, dq: &mut [f32], dkt: &mut [f32], d
             &[scale; ROWS],
             &mut dq[i0 * hd..][..rows * hd],
         );
-        block_outer(&qt, &ds, stride, width, dkt);
-        block_outer(&dot_t, &p, stride, width, dvt);
+        block_outer::<UNROLL>(&qt, &ds, stride, width, dkt);
+        block_outer::<UNROLL>(&dot_t, &p, stride, width, dvt);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both forms of the row helpers run on every machine here (compiled for the baseline), so
+    /// the AVX-512 form is checked even where no AVX-512 path can run: same bits, both passes.
+    #[test]
+    fn rows_written_out_give_the_bits_of_the_row_loops() {
+        for (seq, hd) in [(1usize, 2usize), (7, 4), (33, 6), (40, 12)] {
+            let stride = seq.div_ceil(LANES) * LANES;
+            let val =
+                |i: usize, salt: usize| ((i * 7919 + salt * 104_729) % 1013) as f32 / 1013.0 - 0.5;
+            let q: Vec<f32> = (0..seq * hd).map(|i| val(i, 1)).collect();
+            let d_o: Vec<f32> = (0..seq * hd).map(|i| val(i, 4)).collect();
+            // Transposed keys and values, zero past `seq` as the kernel pads them.
+            let padded = |salt| -> Vec<f32> {
+                (0..hd * stride)
+                    .map(|i| if i % stride < seq { val(i, salt) } else { 0.0 })
+                    .collect()
+            };
+            let (kt, vt) = (padded(2), padded(3));
+            let run = |unroll: bool| {
+                let (mut out, mut lse) = (vec![0f32; seq * hd], vec![0f32; seq]);
+                let (mut dq, mut dkt, mut dvt) = (
+                    vec![0f32; seq * hd],
+                    vec![0f32; hd * stride],
+                    vec![0f32; hd * stride],
+                );
+                let pass = |out: &mut Vec<f32>, lse: &mut Vec<f32>| {
+                    if unroll {
+                        forward::<true>(&q, &kt, &vt, stride, out, lse)
+                    } else {
+                        forward::<false>(&q, &kt, &vt, stride, out, lse)
+                    }
+                };
+                pass(&mut out, &mut lse);
+                let saved = HeadSaved {
+                    q: &q,
+                    kt: &kt,
+                    vt: &vt,
+                    stride,
+                    o: &out,
+                    d_o: &d_o,
+                    lse: &lse,
+                };
+                if unroll {
+                    backward::<true>(saved, 0.5, &mut dq, &mut dkt, &mut dvt);
+                } else {
+                    backward::<false>(saved, 0.5, &mut dq, &mut dkt, &mut dvt);
+                }
+                [out, lse, dq, dkt, dvt].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+            };
+            assert_eq!(run(true), run(false), "seq {seq}, head dim {hd}");
+        }
     }
 }

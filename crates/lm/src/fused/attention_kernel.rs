@@ -75,10 +75,11 @@ pub fn forward(inp: AttentionInputs<'_>, isa: Isa) -> (Vec<f32>, Vec<f32>) {
     let s = inp.shape;
     let mut out = vec![0f32; s.rows() * s.width()];
     let mut lse = vec![0f32; s.batch * s.heads * s.seq];
+    let unroll = attention_block::unroll_rows(isa);
     out.par_chunks_mut(s.seq * s.head_dim)
         .zip(lse.par_chunks_mut(s.seq))
         .enumerate()
-        .for_each(|(task, (o, l))| forward_head(isa, &inp, task, o, l));
+        .for_each(|(task, (o, l))| forward_head(isa, &inp, unroll, task, o, l));
     (heads_to_rows(&out, s, None), lse)
 }
 
@@ -103,13 +104,14 @@ pub fn backward(
     );
     let (mut dq, mut dk, mut dv) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
     let head = s.seq * s.head_dim;
+    let unroll = attention_block::unroll_rows(isa);
     dq.par_chunks_mut(head)
         .zip(dk.par_chunks_mut(head))
         .zip(dv.par_chunks_mut(head))
         .enumerate()
         .for_each(|(task, ((dq, dk), dv))| {
             let lse = &lse[task * s.seq..][..s.seq];
-            backward_head(isa, &inp, out, dout, lse, task, [dq, dk, dv]);
+            backward_head(isa, &inp, unroll, out, dout, lse, task, [dq, dk, dv]);
         });
     let rope = Some((inp.cos, inp.sin));
     AttentionGrads {
@@ -230,9 +232,11 @@ fn load_head(inp: &AttentionInputs<'_>, task: usize) -> Head {
 }
 
 crate::multiversion!(
-    /// Forward pass of head `task = b·heads + h` into its `[seq, hd]` output and `[seq]` lse.
+    /// Forward pass of head `task = b·heads + h` into its `[seq, hd]` output and `[seq]` lse;
+    /// `unroll`: [`attention_block::unroll_rows`].
     fn forward_head(
         inp: &AttentionInputs<'_>,
+        unroll: bool,
         task: usize,
         out: &mut [f32],
         lse: &mut [f32],
@@ -240,16 +244,28 @@ crate::multiversion!(
 );
 
 #[inline(always)]
-fn forward_head_body(inp: &AttentionInputs<'_>, task: usize, out: &mut [f32], lse: &mut [f32]) {
-    let head = load_head(inp, task);
-    attention_block::forward(&head.q, &head.kt, &head.vt, head.stride, out, lse);
+fn forward_head_body(
+    inp: &AttentionInputs<'_>,
+    unroll: bool,
+    task: usize,
+    out: &mut [f32],
+    lse: &mut [f32],
+) {
+    let h = load_head(inp, task);
+    if unroll {
+        attention_block::forward::<true>(&h.q, &h.kt, &h.vt, h.stride, out, lse);
+    } else {
+        attention_block::forward::<false>(&h.q, &h.kt, &h.vt, h.stride, out, lse);
+    }
 }
 
 crate::multiversion!(
     /// Backward pass of head `task`: writes its `[seq, hd]` gradients w.r.t. the rotated (and
-    /// for `q`, unscaled) queries, the rotated keys, and the values.
+    /// for `q`, unscaled) queries, the rotated keys, and the values; `unroll` as in
+    /// [`forward_head`].
     fn backward_head(
         inp: &AttentionInputs<'_>,
+        unroll: bool,
         out: &[f32],
         dout: &[f32],
         lse: &[f32],
@@ -261,6 +277,7 @@ crate::multiversion!(
 #[inline(always)]
 fn backward_head_body(
     inp: &AttentionInputs<'_>,
+    unroll: bool,
     out: &[f32],
     dout: &[f32],
     lse: &[f32],
@@ -285,7 +302,12 @@ fn backward_head_body(
         d_o: &d_o,
         lse,
     };
-    attention_block::backward(saved, s.scale() as f32, dq, &mut dkt, &mut dvt);
+    let scale = s.scale() as f32;
+    if unroll {
+        attention_block::backward::<true>(saved, scale, dq, &mut dkt, &mut dvt);
+    } else {
+        attention_block::backward::<false>(saved, scale, dq, &mut dkt, &mut dvt);
+    }
     transpose(&dkt, [hd, seq], stride, hd, dk);
     transpose(&dvt, [hd, seq], stride, hd, dv);
 }
