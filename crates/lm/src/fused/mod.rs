@@ -20,6 +20,8 @@ mod attention_block;
 #[cfg(feature = "flex")]
 pub mod attention_kernel;
 mod autodiff;
+#[cfg(feature = "flex")]
+mod block_rows;
 #[cfg(feature = "cube")]
 pub mod cube;
 #[cfg(feature = "flex")]
