@@ -263,6 +263,7 @@ crate::multiversion!(
     /// Backward pass of head `task`: writes its `[seq, hd]` gradients w.r.t. the rotated (and
     /// for `q`, unscaled) queries, the rotated keys, and the values; `unroll` as in
     /// [`forward_head`].
+    #[allow(clippy::too_many_arguments)]
     fn backward_head(
         inp: &AttentionInputs<'_>,
         unroll: bool,
