@@ -12,8 +12,8 @@
 //! Sums over the head dimension run in order `c = 0, 1, …` and sums over keys over [`LANES`]
 //! lanes, the same for every instruction set.
 
-use super::block_rows::{lanes, mul_add_lanes_rows, mul_add_rows, mul_add_sum_rows};
-pub use super::block_rows::{unroll_rows, ROWS};
+pub use super::block_rows::unroll_rows;
+use super::block_rows::{lanes, mul_add_lanes_rows, mul_add_rows, mul_add_sum_rows, ROWS};
 use super::isa::LANES;
 use super::rows::fast_exp;
 
@@ -301,14 +301,11 @@ mod tests {
                     vec![0f32; hd * stride],
                     vec![0f32; hd * stride],
                 );
-                let pass = |out: &mut Vec<f32>, lse: &mut Vec<f32>| {
-                    if unroll {
-                        forward::<true>(&q, &kt, &vt, stride, out, lse)
-                    } else {
-                        forward::<false>(&q, &kt, &vt, stride, out, lse)
-                    }
-                };
-                pass(&mut out, &mut lse);
+                if unroll {
+                    forward::<true>(&q, &kt, &vt, stride, &mut out, &mut lse);
+                } else {
+                    forward::<false>(&q, &kt, &vt, stride, &mut out, &mut lse);
+                }
                 let saved = HeadSaved {
                     q: &q,
                     kt: &kt,
