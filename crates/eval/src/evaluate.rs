@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use smalltalk_lm::burn::tensor::backend::Backend;
 use smalltalk_lm::rng::SplitMix64;
-use smalltalk_lm::{token_logprobs, Lm, ScoreOptions, SequenceSource};
+use smalltalk_lm::{token_logprobs, Lm, ModelSet, ScoreOptions, SequenceSource};
 use smalltalk_routing::route::argmax;
 use smalltalk_routing::{domain_mix, purity, DomainGroups, DomainLabels, PrefixScorer};
 
@@ -356,10 +356,10 @@ pub fn evaluate<B: Backend>(
         .chunks(row_len)
         .flat_map(|row| row[1..].iter().map(|&t| Some(t) != pad))
         .collect();
-    let expert_logprobs = experts
-        .iter()
-        .map(|m| token_logprobs(m, &tokens, row_len, &options))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    // Every expert scores every row once (stacked where that pays on `B`); the mixture and
+    // the oracle both read these log-probs.
+    let expert_logprobs =
+        ModelSet::new(experts.clone()).token_logprobs(&tokens, row_len, &options)?;
     let dense_logprobs = token_logprobs(&models.dense, &tokens, row_len, &options)?;
     let dense_steps_logprobs = models
         .dense_steps

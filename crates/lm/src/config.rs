@@ -86,6 +86,17 @@ pub fn apply_overrides<T: Serialize + DeserializeOwned>(
 }
 
 impl LmConfig {
+    /// Check that token ids are below `vocab_size` (the embedding lookup would fail otherwise).
+    pub fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        match tokens.iter().find(|&&t| t as usize >= self.vocab_size) {
+            Some(t) => Err(LmError::Data(format!(
+                "token id {t} is out of range for vocab_size {}",
+                self.vocab_size
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn base(vocab_size: usize, d_model: usize, n_layers: usize, n_heads: usize) -> Self {
         LmConfig {
             vocab_size,

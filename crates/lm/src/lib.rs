@@ -8,7 +8,9 @@
 //! - [`Lm`] / [`LmConfig`]: the model, named presets (`router-4.4m`, `expert-335m`, ...),
 //!   TOML overrides, analytic parameter count; weight names follow HF Llama ([`model`]).
 //! - [`score_prefix`] / [`token_logprobs`]: `log p(x_1..x_M)` per sequence (the routing score)
-//!   and per-token log-probs (perplexity), without autodiff and in bounded memory.
+//!   and per-token log-probs (perplexity), without autodiff and in bounded memory;
+//!   [`ModelSet`] scores the same rows under several models, stacked into one [`LmStack`]
+//!   where that pays (GPU backends) or one by one.
 //! - [`train`]: [`TrainConfig`], [`Trainer`] (AdamW, global-norm clipping, warm-up + cosine or
 //!   constant LR, gradient accumulation, seekable shuffling, atomic and byte-reproducible
 //!   checkpoints, bit-exact resume on CPU, stop requests, explicit budget extension), the
@@ -55,12 +57,14 @@ pub mod linear;
 pub mod loss;
 pub mod mlp;
 pub mod model;
+pub mod model_set;
 pub mod norm;
 pub mod precision;
 pub mod rng;
 pub mod rope;
 pub mod sample;
 pub mod score;
+pub mod stack;
 pub mod train;
 pub mod weights;
 
@@ -69,9 +73,11 @@ pub use config::{LmConfig, PRESET_NAMES};
 pub use error::{LmError, Result};
 pub use fused::{Kernel, LmBackend};
 pub use model::{ForwardOptions, Lm};
+pub use model_set::{stacking_pays, ModelSet, STACK_MAX_PARAMS};
 pub use precision::Precision;
 pub use sample::{generate, sample_logits, SamplingOptions};
 pub use score::{score_prefix, score_prefix_lengths, token_logprobs, ScoreOptions};
+pub use stack::LmStack;
 pub use train::{
     Checkpoint, JsonlMetrics, NoopObserver, ProgressObserver, SequenceSource, StepMetrics,
     SubsetSource, TrainConfig, TrainObserver, Trainer, VecSource,

@@ -27,7 +27,7 @@ use burn::tensor::{backend::Backend, FloatDType, Int, Tensor};
 use crate::block::DecoderLayer;
 use crate::config::LmConfig;
 use crate::embedding::Embedding;
-use crate::error::{LmError, Result};
+use crate::error::Result;
 use crate::fused::{head_logprobs, head_nll, Kernel};
 use crate::init::Init;
 use crate::linear::Linear;
@@ -214,16 +214,7 @@ impl<B: Backend> Lm<B> {
 
     /// Check that token ids are below `vocab_size` (the embedding lookup would fail otherwise).
     pub fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
-        match tokens
-            .iter()
-            .find(|&&t| t as usize >= self.config.vocab_size)
-        {
-            Some(t) => Err(LmError::Data(format!(
-                "token id {t} is out of range for vocab_size {}",
-                self.config.vocab_size
-            ))),
-            None => Ok(()),
-        }
+        self.config.check_tokens(tokens)
     }
 
     /// The same model with every parameter and table cast to `dtype` (e.g. `F64` for a

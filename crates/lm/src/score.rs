@@ -5,13 +5,18 @@
 //! process the rows in chunks so at most one chunk of `[rows, time, vocab]` logits exists at
 //! a time ([`ScoreOptions::max_logits`]). On `flex` the head itself is fused
 //! ([`Lm::head_logprobs`]): only a few hundred rows of logits exist at once.
+//!
+//! [`crate::ModelSet`] scores the same rows under several models with these functions, one
+//! model at a time or all of them stacked ([`LmStack`]) in one pass per chunk.
 
-use burn::tensor::{backend::Backend, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
+use crate::config::LmConfig;
 use crate::error::{LmError, Result};
 use crate::loss::token_tensor;
 use crate::model::{ForwardOptions, Lm};
 use crate::precision::Precision;
+use crate::stack::LmStack;
 
 /// Knobs for [`score_prefix`] and [`token_logprobs`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,19 +52,8 @@ pub fn score_prefix<B: Backend>(
     prefix_len: usize,
     options: &ScoreOptions,
 ) -> Result<Vec<f64>> {
-    let rows = check_batch(model, tokens, row_len, prefix_len)?;
-    let mut scores = vec![0f64; rows];
-    for_each_row_logprobs(
-        model,
-        tokens,
-        row_len,
-        prefix_len,
-        options,
-        |row, logprobs| {
-            scores[row] = logprobs.iter().map(|&l| l as f64).sum();
-        },
-    );
-    Ok(scores)
+    let mut by_length = score_prefix_lengths(model, tokens, row_len, &[prefix_len], options)?;
+    Ok(by_length.remove(0))
 }
 
 /// [`score_prefix`] at several prefix lengths from one forward pass over the longest: for each
@@ -73,20 +67,38 @@ pub fn score_prefix_lengths<B: Backend>(
     prefix_lens: &[usize],
     options: &ScoreOptions,
 ) -> Result<Vec<Vec<f64>>> {
+    Ok(prefix_sums(model, tokens, row_len, prefix_lens, options)?.remove(0))
+}
+
+/// The prefix sums of [`score_prefix_lengths`] for every model of `models`.
+pub(crate) fn prefix_sums<B: Backend>(
+    models: &impl BatchLogprobs<B>,
+    tokens: &[u32],
+    row_len: usize,
+    prefix_lens: &[usize],
+    options: &ScoreOptions,
+) -> Result<Vec<Vec<Vec<f64>>>> {
     let longest = prefix_lens.iter().copied().max().unwrap_or(0);
-    let rows = check_batch(model, tokens, row_len, longest)?;
-    let mut scores = vec![vec![0f64; rows]; prefix_lens.len()];
+    let rows = check_batch(models.config(), tokens, row_len, longest)?;
+    let mut scores = vec![vec![vec![0f64; rows]; prefix_lens.len()]; models.models()];
     let mut cumulative = Vec::with_capacity(longest);
-    for_each_row_logprobs(model, tokens, row_len, longest, options, |row, logprobs| {
-        cumulative.clear();
-        cumulative.push(0f64);
-        for &l in logprobs {
-            cumulative.push(cumulative[cumulative.len() - 1] + l as f64);
-        }
-        for (out, &m) in scores.iter_mut().zip(prefix_lens) {
-            out[row] = cumulative[m.saturating_sub(1).min(logprobs.len())];
-        }
-    });
+    for_each_row_logprobs(
+        models,
+        tokens,
+        row_len,
+        longest,
+        options,
+        |m, row, logprobs| {
+            cumulative.clear();
+            cumulative.push(0f64);
+            for &l in logprobs {
+                cumulative.push(cumulative[cumulative.len() - 1] + l as f64);
+            }
+            for (out, &len) in scores[m].iter_mut().zip(prefix_lens) {
+                out[row] = cumulative[len.saturating_sub(1).min(logprobs.len())];
+            }
+        },
+    );
     Ok(scores)
 }
 
@@ -99,17 +111,100 @@ pub fn token_logprobs<B: Backend>(
     row_len: usize,
     options: &ScoreOptions,
 ) -> Result<Vec<f32>> {
-    let rows = check_batch(model, tokens, row_len, row_len)?;
+    Ok(all_logprobs(model, tokens, row_len, options)?.remove(0))
+}
+
+/// The per-token log-probs of [`token_logprobs`] for every model of `models`.
+pub(crate) fn all_logprobs<B: Backend>(
+    models: &impl BatchLogprobs<B>,
+    tokens: &[u32],
+    row_len: usize,
+    options: &ScoreOptions,
+) -> Result<Vec<Vec<f32>>> {
+    let rows = check_batch(models.config(), tokens, row_len, row_len)?;
     let per_row = row_len.saturating_sub(1);
-    let mut out = vec![0f32; rows * per_row];
-    for_each_row_logprobs(model, tokens, row_len, row_len, options, |row, logprobs| {
-        out[row * per_row..(row + 1) * per_row].copy_from_slice(logprobs);
-    });
+    let mut out = vec![vec![0f32; rows * per_row]; models.models()];
+    for_each_row_logprobs(
+        models,
+        tokens,
+        row_len,
+        row_len,
+        options,
+        |m, row, logprobs| {
+            out[m][row * per_row..(row + 1) * per_row].copy_from_slice(logprobs);
+        },
+    );
     Ok(out)
 }
 
-fn check_batch<B: Backend>(
-    model: &Lm<B>,
+/// One model or a stack of them: next-token log-probs of a batch under each.
+pub(crate) trait BatchLogprobs<B: Backend> {
+    /// Number of models.
+    fn models(&self) -> usize;
+    /// The config the models share.
+    fn config(&self) -> &LmConfig;
+    /// The device of the weights.
+    fn device(&self) -> B::Device;
+    /// `log p(targets[i])` after `inputs: [rows, time]`, one `[rows·time]` tensor per model.
+    fn logprobs(
+        &self,
+        inputs: Tensor<B, 2, Int>,
+        targets: Tensor<B, 1, Int>,
+        precision: Precision,
+    ) -> Vec<Tensor<B, 1>>;
+}
+
+fn forward_options(precision: Precision) -> ForwardOptions {
+    ForwardOptions {
+        precision,
+        ..ForwardOptions::default()
+    }
+}
+
+impl<B: Backend> BatchLogprobs<B> for Lm<B> {
+    fn models(&self) -> usize {
+        1
+    }
+    fn config(&self) -> &LmConfig {
+        Lm::config(self)
+    }
+    fn device(&self) -> B::Device {
+        Lm::device(self)
+    }
+    fn logprobs(
+        &self,
+        inputs: Tensor<B, 2, Int>,
+        targets: Tensor<B, 1, Int>,
+        precision: Precision,
+    ) -> Vec<Tensor<B, 1>> {
+        let hidden = self.forward_hidden_with(inputs, forward_options(precision));
+        vec![self.head_logprobs(hidden, targets, precision)]
+    }
+}
+
+impl<B: Backend> BatchLogprobs<B> for LmStack<B> {
+    fn models(&self) -> usize {
+        LmStack::models(self)
+    }
+    fn config(&self) -> &LmConfig {
+        LmStack::config(self)
+    }
+    fn device(&self) -> B::Device {
+        LmStack::device(self)
+    }
+    fn logprobs(
+        &self,
+        inputs: Tensor<B, 2, Int>,
+        targets: Tensor<B, 1, Int>,
+        precision: Precision,
+    ) -> Vec<Tensor<B, 1>> {
+        let hidden = self.forward_hidden(inputs, forward_options(precision));
+        self.head_logprobs(hidden, targets, precision)
+    }
+}
+
+fn check_batch(
+    config: &LmConfig,
     tokens: &[u32],
     row_len: usize,
     prefix_len: usize,
@@ -125,35 +220,36 @@ fn check_batch<B: Backend>(
             "prefix {prefix_len} is longer than the rows ({row_len})"
         )));
     }
-    if prefix_len > model.config().max_seq_len + 1 {
+    if prefix_len > config.max_seq_len + 1 {
         return Err(LmError::Data(format!(
             "prefix {prefix_len} needs {} positions, the model has max_seq_len {}",
             prefix_len - 1,
-            model.config().max_seq_len
+            config.max_seq_len
         )));
     }
-    model.check_tokens(tokens)?;
+    config.check_tokens(tokens)?;
     Ok(tokens.len() / row_len)
 }
 
-/// Calls `f(row, logprobs)` for every row with the `prefix_len − 1` next-token log-probs of
-/// its first `prefix_len` tokens (pad targets zeroed), one forward pass per chunk of rows.
+/// Calls `f(model, row, logprobs)` for every model and row with the `prefix_len − 1`
+/// next-token log-probs of the row's first `prefix_len` tokens (pad targets zeroed), one
+/// forward pass per chunk of rows.
 fn for_each_row_logprobs<B: Backend>(
-    model: &Lm<B>,
+    models: &impl BatchLogprobs<B>,
     tokens: &[u32],
     row_len: usize,
     prefix_len: usize,
     options: &ScoreOptions,
-    mut f: impl FnMut(usize, &[f32]),
+    mut f: impl FnMut(usize, usize, &[f32]),
 ) {
     let rows = tokens.len() / row_len;
     let time = prefix_len.saturating_sub(1);
     if time == 0 || rows == 0 {
         return;
     }
-    let vocab = model.config().vocab_size;
-    let chunk = (options.max_logits / (time * vocab)).clamp(1, rows);
-    let device = model.device();
+    let vocab = models.config().vocab_size;
+    let chunk = (options.max_logits / (time * vocab * models.models())).clamp(1, rows);
+    let device = models.device();
     let mut start = 0;
     while start < rows {
         let n = chunk.min(rows - start);
@@ -164,30 +260,30 @@ fn for_each_row_logprobs<B: Backend>(
             inputs.extend_from_slice(&row[..time]);
             targets.extend(row[1..].iter().map(|&t| t as i32));
         }
-        let forward = ForwardOptions {
-            precision: options.precision,
-            ..ForwardOptions::default()
-        };
-        let hidden =
-            model.forward_hidden_with(token_tensor::<B>(&inputs, n, time, &device), forward);
         let targets_t = Tensor::from_data(TensorData::new(targets, [n * time]), &device);
-        let logprobs = model
-            .head_logprobs(hidden, targets_t, options.precision)
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("converted to f32");
-        for (i, r) in (start..start + n).enumerate() {
-            let mut lp = logprobs[i * time..(i + 1) * time].to_vec();
-            if let Some(pad) = options.pad_id {
-                let row_targets = &tokens[r * row_len + 1..r * row_len + prefix_len];
-                for (l, &t) in lp.iter_mut().zip(row_targets) {
-                    if t == pad {
-                        *l = 0.0;
+        let per_model = models.logprobs(
+            token_tensor::<B>(&inputs, n, time, &device),
+            targets_t,
+            options.precision,
+        );
+        for (m, logprobs) in per_model.into_iter().enumerate() {
+            let logprobs = logprobs
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .expect("converted to f32");
+            for (i, r) in (start..start + n).enumerate() {
+                let mut lp = logprobs[i * time..(i + 1) * time].to_vec();
+                if let Some(pad) = options.pad_id {
+                    let row_targets = &tokens[r * row_len + 1..r * row_len + prefix_len];
+                    for (l, &t) in lp.iter_mut().zip(row_targets) {
+                        if t == pad {
+                            *l = 0.0;
+                        }
                     }
                 }
+                f(m, r, &lp);
             }
-            f(r, &lp);
         }
         start += n;
     }

@@ -24,7 +24,9 @@ use std::time::Instant;
 
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
 use smalltalk_lm::train::{Sampler, SamplerPosition};
-use smalltalk_lm::{Checkpoint, SequenceSource, StepMetrics, SubsetSource, TrainObserver, Trainer};
+use smalltalk_lm::{
+    Checkpoint, ModelSet, SequenceSource, StepMetrics, SubsetSource, TrainObserver, Trainer,
+};
 use smalltalk_partition::{
     argmax_assign, balanced_assign, equal_capacities, part_sizes, random_balanced_assign,
     ScoreMatrix,
@@ -288,10 +290,9 @@ pub fn run_em<AB: AutodiffBackend>(
         }
         // E-step on a fresh chunk.
         let next_rows = chunk_rows(cfg.seed, n_rows, chunk, i + 1);
-        let models: Vec<_> = trainers.iter().map(|t| t.valid_model()).collect();
-        let refs: Vec<_> = models.iter().collect();
+        let models = ModelSet::new(trainers.iter().map(|t| t.valid_model()).collect());
         let scores = score_rows(
-            &refs,
+            &models,
             source,
             &next_rows,
             cfg.prefix_len,

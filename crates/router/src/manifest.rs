@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use smalltalk_lm::burn::tensor::backend::{AutodiffBackend, Backend};
-use smalltalk_lm::{Checkpoint, Lm, LmConfig, Trainer};
+use smalltalk_lm::{Checkpoint, LmConfig, ModelSet, Trainer};
 
 use smalltalk_routing::{DomainGroups, PrefixScorer, ScorerError};
 
@@ -109,8 +109,8 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub struct RouterSet<B: Backend> {
     /// The manifest they were loaded from.
     pub manifest: RoutersManifest,
-    /// Router `e` is `models[e]`.
-    pub models: Vec<Lm<B>>,
+    /// The routers (router `e` is model `e`), stacked where that pays on `B`.
+    pub models: ModelSet<B>,
     /// Checksum of the folder's `tokenizer.json` (the ids the routers read).
     pub tokenizer_hash: String,
 }
@@ -154,8 +154,8 @@ impl<B: Backend> RouterSet<B> {
             models.push(ckpt.load_model::<B>(device)?);
         }
         Ok(RouterSet {
+            models: ModelSet::new(models),
             manifest,
-            models,
             tokenizer_hash,
         })
     }
@@ -163,11 +163,6 @@ impl<B: Backend> RouterSet<B> {
     /// Number of routers.
     pub fn experts(&self) -> usize {
         self.models.len()
-    }
-
-    /// The models as a slice of references (for [`crate::score_rows`]).
-    pub fn model_refs(&self) -> Vec<&Lm<B>> {
-        self.models.iter().collect()
     }
 }
 
@@ -194,12 +189,7 @@ impl<B: Backend> PrefixScorer for RouterSet<B> {
         prefix_len: usize,
         pad: Option<u32>,
     ) -> std::result::Result<Vec<f32>, ScorerError> {
-        Ok(score_prefixes(
-            &self.model_refs(),
-            prefixes,
-            prefix_len,
-            pad,
-        )?)
+        Ok(score_prefixes(&self.models, prefixes, prefix_len, pad)?)
     }
 
     fn score_lengths(
@@ -209,9 +199,8 @@ impl<B: Backend> PrefixScorer for RouterSet<B> {
         prefix_lens: &[usize],
         pad: Option<u32>,
     ) -> std::result::Result<Vec<Vec<f32>>, ScorerError> {
-        let models = self.model_refs();
         Ok(score_prefix_lengths_all(
-            &models,
+            &self.models,
             rows,
             row_len,
             prefix_lens,

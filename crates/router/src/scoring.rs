@@ -1,8 +1,9 @@
 //! Scoring rows with several routers: the `[rows, routers]` matrix of prefix log-likelihoods
-//! that the E-step balances.
+//! that the E-step balances. The routers are a [`ModelSet`]: stacked into one model where that
+//! pays (GPU backends), so each batch of prefixes is one forward pass for all of them.
 
 use smalltalk_lm::burn::tensor::backend::Backend;
-use smalltalk_lm::{score_prefix, score_prefix_lengths, Lm, ScoreOptions, SequenceSource};
+use smalltalk_lm::{ModelSet, ScoreOptions, SequenceSource};
 
 use crate::error::Result;
 
@@ -11,7 +12,7 @@ use crate::error::Result;
 /// time (memory stays O(batch)). `progress(done, total)` is called after every batch of every
 /// model. Pad targets are skipped (the source's pad id).
 pub fn score_rows<B: Backend>(
-    models: &[&Lm<B>],
+    models: &ModelSet<B>,
     source: &dyn SequenceSource,
     rows: &[usize],
     prefix_len: usize,
@@ -41,35 +42,22 @@ pub fn score_rows<B: Backend>(
     Ok(scores)
 }
 
-/// Row-major `[n, models.len()]` scores of `n` prefixes of `prefix_len` tokens laid out one
-/// after another in `tokens` (targets equal to `pad` are skipped).
+/// Row-major `[n, E]` scores of `n` prefixes of `prefix_len` tokens laid out one after
+/// another in `tokens` under the `E` models (targets equal to `pad` are skipped).
 pub fn score_prefixes<B: Backend>(
-    models: &[&Lm<B>],
+    models: &ModelSet<B>,
     tokens: &[u32],
     prefix_len: usize,
     pad: Option<u32>,
 ) -> Result<Vec<f32>> {
-    let experts = models.len();
-    let n = tokens.len() / prefix_len.max(1);
-    let options = ScoreOptions {
-        pad_id: pad,
-        ..ScoreOptions::default()
-    };
-    let mut scores = vec![0f32; n * experts];
-    for (e, model) in models.iter().enumerate() {
-        let s = score_prefix(*model, tokens, prefix_len, prefix_len, &options)?;
-        for (i, v) in s.into_iter().enumerate() {
-            scores[i * experts + e] = v as f32;
-        }
-    }
-    Ok(scores)
+    Ok(score_prefix_lengths_all(models, tokens, prefix_len, &[prefix_len], pad)?.remove(0))
 }
 
 /// [`score_prefixes`] at several prefix lengths of the same rows (`row_len` tokens each in
-/// `tokens`, every length `≤ row_len`), each model run once over the longest: one row-major
-/// `[n, models.len()]` matrix per entry of `prefix_lens`.
+/// `tokens`, every length `≤ row_len`), the models run once over the longest: one row-major
+/// `[n, E]` matrix per entry of `prefix_lens`.
 pub fn score_prefix_lengths_all<B: Backend>(
-    models: &[&Lm<B>],
+    models: &ModelSet<B>,
     tokens: &[u32],
     row_len: usize,
     prefix_lens: &[usize],
@@ -81,9 +69,9 @@ pub fn score_prefix_lengths_all<B: Backend>(
         pad_id: pad,
         ..ScoreOptions::default()
     };
+    let by_model = models.score_prefix_lengths(tokens, row_len, prefix_lens, &options)?;
     let mut scores = vec![vec![0f32; n * experts]; prefix_lens.len()];
-    for (e, model) in models.iter().enumerate() {
-        let by_length = score_prefix_lengths(*model, tokens, row_len, prefix_lens, &options)?;
+    for (e, by_length) in by_model.into_iter().enumerate() {
         for (out, s) in scores.iter_mut().zip(by_length) {
             for (i, v) in s.into_iter().enumerate() {
                 out[i * experts + e] = v as f32;

@@ -5,7 +5,10 @@ use burn::backend::flex::{Flex, FlexTensor, Layout};
 use burn::tensor::{DType, Shape, TensorMetadata};
 
 use super::attention_kernel::{self, AttentionInputs};
-use super::flex_ops::{linear, linear_grads, rms_norm, rms_norm_grads, silu_mul, silu_mul_grads};
+use super::flex_ops::{
+    grouped_linear, linear, linear_grads, rms_norm, rms_norm_grads, rms_norm_grouped, silu_mul,
+    silu_mul_grads,
+};
 use super::head_kernel::{self as kernel, default_chunk_rows, HeadShape};
 use super::isa::Isa;
 use super::{float, int, prim, reference_nll_grads, LmBackend};
@@ -72,12 +75,22 @@ impl LmBackend for Flex {
         linear(&x, &w).unwrap_or_else(|| super::reference_linear::<Flex>(x, w))
     }
 
+    fn lm_grouped_linear(x: FlexTensor, w: FlexTensor, groups: usize) -> FlexTensor {
+        grouped_linear(&x, &w, groups)
+            .unwrap_or_else(|| super::reference_grouped_linear::<Flex>(x, w, groups))
+    }
+
     fn lm_linear_grads(x: FlexTensor, w: FlexTensor, dy: FlexTensor) -> (FlexTensor, FlexTensor) {
         linear_grads(&x, &w, &dy).unwrap_or_else(|| super::reference_linear_grads::<Flex>(x, w, dy))
     }
 
     fn rms_norm(x: FlexTensor, w: FlexTensor, eps: f64) -> FlexTensor {
         rms_norm(&x, &w, eps).unwrap_or_else(|| super::reference_rms_norm_prim::<Flex>(x, w, eps))
+    }
+
+    fn rms_norm_grouped(x: FlexTensor, w: FlexTensor, eps: f64, groups: usize) -> FlexTensor {
+        rms_norm_grouped(&x, &w, eps, groups)
+            .unwrap_or_else(|| super::reference_rms_norm_grouped::<Flex>(x, w, eps, groups))
     }
 
     fn rms_norm_grads(

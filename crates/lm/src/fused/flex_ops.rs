@@ -81,6 +81,25 @@ pub(crate) fn linear(x: &FlexTensor, w: &FlexTensor) -> Option<FlexTensor> {
     Some(f32_vec_tensor(y, Shape::new([n, d_out])))
 }
 
+/// `groups` linear layers side by side ([`super::LmBackend::lm_grouped_linear`]): f32
+/// `x: [groups·N, in]`, `w: [groups·out, in]`, each group's rows times its own weight by
+/// [`gemm::matmul_new_grouped`] (each group's bits those of [`linear`] alone); `None` for other
+/// dtypes or shapes.
+pub(crate) fn grouped_linear(x: &FlexTensor, w: &FlexTensor, groups: usize) -> Option<FlexTensor> {
+    let (x, w, [rows, d_in, outs]) = linear_inputs(x, w)?;
+    if groups == 0 || !rows.is_multiple_of(groups) || !outs.is_multiple_of(groups) {
+        return None;
+    }
+    let (n, d_out) = (rows / groups, outs / groups);
+    let y = gemm::matmul_new_grouped(
+        groups,
+        (n, d_out, d_in),
+        (slice(&x), (1, d_in as isize), n * d_in),
+        (slice(&w), (d_in as isize, 1), d_out * d_in),
+    );
+    Some(f32_vec_tensor(y, Shape::new([rows, d_out])))
+}
+
 /// Gradients `(∂x = dy·w, ∂w = dyᵀ·x)` of [`linear`] for an f32 `dy: [N, out]`, by
 /// [`gemm::matmul_new`]; `None` for other dtypes or shapes.
 pub(crate) fn linear_grads(
@@ -128,14 +147,44 @@ fn norm_inputs(x: &FlexTensor, w: &FlexTensor) -> Option<(FlexTensor, FlexTensor
 /// RMSNorm of an f32 `x: [N, d]` with an f32 gain `w: [d]` by [`super::rows::rms_norm_rows`],
 /// in parallel over blocks of rows; `None` for other dtypes or shapes.
 pub(crate) fn rms_norm(x: &FlexTensor, w: &FlexTensor, eps: f64) -> Option<FlexTensor> {
+    rms_norm_grouped(x, w, eps, 1)
+}
+
+/// [`rms_norm`] of `groups` equal blocks of rows of an f32 `x: [groups·N, d]`, block `g` with
+/// row `g` of the f32 gains `w: [groups, d]` (each row's bits those of [`rms_norm`] with its
+/// group's gain); `None` for other dtypes or shapes.
+pub(crate) fn rms_norm_grouped(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    eps: f64,
+    groups: usize,
+) -> Option<FlexTensor> {
     use rayon::prelude::*;
-    let (x, w, d) = norm_inputs(x, w)?;
+    let (dims, ws) = (x.shape(), w.shape());
+    let d = *dims.last()?;
+    if !all_f32(&[x, w])
+        || dims.num_dims() != 2
+        || groups == 0
+        || ws.num_elements() != groups * d
+        || !dims[0].is_multiple_of(groups)
+    {
+        return None;
+    }
+    let (x, w) = (x.to_contiguous(), w.to_contiguous());
     let (xs, ws) = (slice(&x), slice(&w));
     let mut out = vec![0f32; xs.len()];
+    let group = xs.len() / groups;
     let block = d * norm_block_rows(d);
-    out.par_chunks_mut(block)
-        .zip(xs.par_chunks(block))
-        .for_each(|(o, x)| super::rows::rms_norm_rows_on(Isa::active(), x, ws, eps as f32, o));
+    out.par_chunks_mut(group.max(1))
+        .zip(xs.par_chunks(group.max(1)))
+        .zip(ws.par_chunks(d.max(1)))
+        .for_each(|((out, xs), w)| {
+            out.par_chunks_mut(block)
+                .zip(xs.par_chunks(block))
+                .for_each(|(o, x)| {
+                    super::rows::rms_norm_rows_on(Isa::active(), x, w, eps as f32, o)
+                });
+        });
     Some(f32_vec_tensor(out, x.shape()))
 }
 

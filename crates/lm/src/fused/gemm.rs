@@ -91,21 +91,40 @@ pub fn matmul_into(
 /// `lhs · rhs` as a new row-major `[m, n]` vector (`lhs` `[m, k]`, `rhs` `[k, n]` with the given
 /// strides), written by gemm without a zero fill first.
 pub fn matmul_new(
-    (m, n, k): (usize, usize, usize),
+    mnk: (usize, usize, usize),
     lhs: (&[f32], Strides),
     rhs: (&[f32], Strides),
 ) -> Vec<f32> {
+    matmul_new_grouped(1, mnk, (lhs.0, lhs.1, 0), (rhs.0, rhs.1, 0))
+}
+
+/// `groups` products side by side as one new row-major `[groups·m, n]` vector: rows
+/// `g·m..(g+1)·m` are `lhs_g · rhs_g`, where operand `g` starts `g·step` elements into its
+/// slice (`(slice, strides, step)`), each `lhs_g` `[m, k]` and `rhs_g` `[k, n]` with the given
+/// strides. Each product is the one [`matmul_new`] computes alone (same bits); written without
+/// a zero fill first.
+pub fn matmul_new_grouped(
+    groups: usize,
+    (m, n, k): (usize, usize, usize),
+    (lhs, lhs_strides, lhs_step): (&[f32], Strides, usize),
+    (rhs, rhs_strides, rhs_step): (&[f32], Strides, usize),
+) -> Vec<f32> {
     if k == 0 || m == 0 || n == 0 {
-        return vec![0.0; m * n];
+        return vec![0.0; groups * m * n];
     }
-    let mut dst: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: the destination is the new vector's capacity of `m·n` elements; with
-    // `accumulate` false and `k > 0` gemm writes every one of them without reading any, so all
-    // are initialised when the length is set.
-    unsafe {
-        gemm_to((m, n, k), dst.as_mut_ptr(), false, lhs, rhs);
-        dst.set_len(m * n);
+    let mut dst: Vec<f32> = Vec::with_capacity(groups * m * n);
+    for g in 0..groups {
+        let (a, b) = (&lhs[g * lhs_step..], &rhs[g * rhs_step..]);
+        // SAFETY: group `g`'s destination is the `m·n` elements of the capacity from
+        // `g·m·n`; with `accumulate` false and `k > 0` gemm writes every one of them without
+        // reading any, so all `groups·m·n` are initialised when the length is set.
+        unsafe {
+            let out = dst.as_mut_ptr().add(g * m * n);
+            gemm_to((m, n, k), out, false, (a, lhs_strides), (b, rhs_strides));
+        }
     }
+    // SAFETY: see above; every group's block was written.
+    unsafe { dst.set_len(groups * m * n) };
     dst
 }
 
@@ -166,6 +185,31 @@ mod tests {
             matmul_new((2, 3, 0), (&[], (1, 0)), (&[], (1, 3))),
             vec![0.0; 6]
         );
+    }
+
+    #[test]
+    fn grouped_products_are_the_products_one_by_one() {
+        let (groups, m, n, k) = (3, 5, 4, 6);
+        let a = grid(groups * m, k, 5);
+        let bt = grid(groups * n, k, 6);
+        let got = matmul_new_grouped(
+            groups,
+            (m, n, k),
+            (&a, (1, k as isize), m * k),
+            (&bt, (k as isize, 1), n * k),
+        );
+        for g in 0..groups {
+            let want = naive(
+                m,
+                n,
+                k,
+                &a[g * m * k..],
+                (1, k as isize),
+                &bt[g * n * k..],
+                (k as isize, 1),
+            );
+            assert_eq!(got[g * m * n..(g + 1) * m * n], want[..], "group {g}");
+        }
     }
 
     #[test]

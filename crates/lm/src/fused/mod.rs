@@ -106,6 +106,17 @@ pub trait LmBackend: Backend {
         reference_linear::<Self>(x, w)
     }
 
+    /// `groups` bias-free linear layers side by side (inference only, no gradient op): rows
+    /// `g·N..(g+1)·N` of `x: [groups·N, in]` times `w_gᵀ`, where `w: [groups·out, in]` stacks the
+    /// groups' weights; `[groups·N, out]`.
+    fn lm_grouped_linear(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        groups: usize,
+    ) -> FloatTensor<Self> {
+        reference_grouped_linear::<Self>(x, w, groups)
+    }
+
     /// Gradients `(∂/∂x = dy·w, ∂/∂w = dyᵀ·x)` of [`LmBackend::lm_linear`] for `dy: [N, out]`.
     fn lm_linear_grads(
         x: FloatTensor<Self>,
@@ -132,6 +143,17 @@ pub trait LmBackend: Backend {
     /// RMSNorm `x / sqrt(mean(x²) + eps) · w` of each row of `x: [N, d]` (`w: [d]`).
     fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         reference_rms_norm_prim::<Self>(x, w, eps)
+    }
+
+    /// [`LmBackend::rms_norm`] of `groups` equal blocks of rows of `x: [groups·N, d]`, block
+    /// `g` with row `g` of the gains `w: [groups, d]` (inference only, no gradient op).
+    fn rms_norm_grouped(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        eps: f64,
+        groups: usize,
+    ) -> FloatTensor<Self> {
+        reference_rms_norm_grouped::<Self>(x, w, eps, groups)
     }
 
     /// Gradients `(∂/∂x, ∂/∂w)` of [`LmBackend::rms_norm`] for the upstream gradient `dy`.
@@ -265,6 +287,31 @@ pub fn reference_linear<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>) -> Flo
     prim(float::<B, 2>(x).matmul(float::<B, 2>(w).transpose()))
 }
 
+/// `groups` linear layers side by side ([`LmBackend::lm_grouped_linear`]): `x: [groups·N, in]`,
+/// `w: [groups·out, in]` → `[groups·N, out]`, on the backends with [`LmBackend`] ops their
+/// op (on `Flex` one gemm per group into one output), elsewhere burn's batched matmul.
+pub fn grouped_linear<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>, groups: usize) -> Tensor<B, 2> {
+    #[allow(dead_code)] // unused when no backend feature is on
+    type Args<X> = (Tensor<X, 2>, Tensor<X, 2>);
+    let (x, w) = on_lm_backend!(B, (x, w), Args, |a: L| {
+        float::<L, 2>(L::lm_grouped_linear(prim(a.0), prim(a.1), groups))
+    });
+    float(reference_grouped_linear::<B>(prim(x), prim(w), groups))
+}
+
+/// [`LmBackend::lm_grouped_linear`] from burn's batched matmul.
+pub fn reference_grouped_linear<B: Backend>(
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    groups: usize,
+) -> FloatTensor<B> {
+    let (x, w) = (float::<B, 2>(x), float::<B, 2>(w));
+    let ([rows, d_in], [outs, _]) = (x.dims(), w.dims());
+    let x = x.reshape([groups, rows / groups, d_in]);
+    let w = w.reshape([groups, outs / groups, d_in]);
+    prim(x.matmul(w.swap_dims(1, 2)).reshape([rows, outs / groups]))
+}
+
 /// [`LmBackend::lm_linear_grads`] from burn's matmul.
 pub fn reference_linear_grads<B: Backend>(
     x: FloatTensor<B>,
@@ -335,6 +382,42 @@ pub fn reference_rms_norm<B: Backend>(
 /// `1 / sqrt(mean(x²) + eps)` of each row, `[N, 1]`.
 fn inv_rms<B: Backend>(x: Tensor<B, 2>, eps: f64) -> Tensor<B, 2> {
     x.square().mean_dim(1).add_scalar(eps).sqrt().recip()
+}
+
+/// RMSNorm of `groups` equal blocks of rows of `x: [groups·N, d]`, block `g` with row `g` of
+/// `weight: [groups, d]` ([`LmBackend::rms_norm_grouped`] where the backend has it, elsewhere
+/// burn's ops).
+pub fn rms_norm_grouped<B: Backend>(
+    x: Tensor<B, 2>,
+    weight: Tensor<B, 2>,
+    eps: f64,
+    groups: usize,
+) -> Tensor<B, 2> {
+    #[allow(dead_code)] // unused when no backend feature is on
+    type Args<X> = (Tensor<X, 2>, Tensor<X, 2>);
+    let (x, weight) = on_lm_backend!(B, (x, weight), Args, |a: L| {
+        float::<L, 2>(L::rms_norm_grouped(prim(a.0), prim(a.1), eps, groups))
+    });
+    float(reference_rms_norm_grouped::<B>(
+        prim(x),
+        prim(weight),
+        eps,
+        groups,
+    ))
+}
+
+/// [`LmBackend::rms_norm_grouped`] from burn tensor ops: each group's rows times its gain row.
+pub fn reference_rms_norm_grouped<B: Backend>(
+    x: FloatTensor<B>,
+    w: FloatTensor<B>,
+    eps: f64,
+    groups: usize,
+) -> FloatTensor<B> {
+    let (x, w) = (float::<B, 2>(x), float::<B, 2>(w));
+    let [rows, d] = x.dims();
+    let normed = x.clone() * inv_rms(x, eps);
+    let gains = w.reshape([groups, 1, d]);
+    prim((normed.reshape([groups, rows / groups, d]) * gains).reshape([rows, d]))
 }
 
 /// [`reference_rms_norm`] on primitives (the default [`LmBackend::rms_norm`]).

@@ -8,6 +8,7 @@ mod lm_isa;
 mod lm_model;
 mod lm_precision;
 mod lm_run_control;
+mod lm_stack;
 mod lm_tiled;
 mod lm_train;
 mod lm_util;

@@ -17,7 +17,7 @@ use smalltalk_lm::burn::backend::wgpu::WgpuDevice;
 use smalltalk_lm::burn::backend::{Autodiff, Wgpu};
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
 use smalltalk_lm::{
-    score_prefix, HostTensor, Lm, NoopObserver, ScoreOptions, StepMetrics, TrainConfig,
+    score_prefix, HostTensor, Lm, ModelSet, NoopObserver, ScoreOptions, StepMetrics, TrainConfig,
     TrainObserver, Trainer, VecSource,
 };
 use smalltalk_stage::RunLayout;
@@ -128,6 +128,30 @@ fn wgpu_scores_match_flex_for_the_same_weights() {
             assert!(
                 (x - y).abs() <= SCORE_TOL,
                 "prefix {prefix} row {row}: {x} vs {y}"
+            );
+        }
+    }
+    // Two models on wgpu form one stack (one pass of each op for both), scoring as flex
+    // scores each model alone.
+    let fresh = dir.path().join("fresh.safetensors");
+    Lm::<B>::new(&cfg, 5, &dev())
+        .unwrap()
+        .save_safetensors(&fresh)
+        .unwrap();
+    let flex_fresh = Lm::<B>::from_safetensors(&cfg, &fresh, &dev()).unwrap();
+    let wgpu_fresh = Lm::<Wgpu>::from_safetensors(&cfg, &fresh, &wdev()).unwrap();
+    let set = ModelSet::new(vec![wgpu, wgpu_fresh]);
+    assert!(matches!(set, ModelSet::Stacked(_)), "wgpu stacks");
+    let options = ScoreOptions::default();
+    let stacked = set
+        .score_prefix_lengths(&tokens, 17, &[16], &options)
+        .unwrap();
+    for (m, model) in [&flex, &flex_fresh].into_iter().enumerate() {
+        let alone = score_prefix(model, &tokens, 17, 16, &options).unwrap();
+        for (row, (x, y)) in alone.iter().zip(&stacked[m][0]).enumerate() {
+            assert!(
+                (x - y).abs() <= SCORE_TOL,
+                "model {m} row {row}: {x} vs {y}"
             );
         }
     }

@@ -1,0 +1,118 @@
+//! The models that score the same rows: the E routers of the E-step and the partition, the E
+//! experts of evaluation ("No Need to Talk", §2.2 and §3). They run either stacked into one
+//! [`LmStack`] (one pass of every op for all of them) or one after another; both give the same
+//! values, bit for bit on `flex`.
+//!
+//! Which one pays depends on the backend. On a GPU each op of each model is a kernel launch,
+//! and the routers' ops are tiny (4.4M parameters), so stacking divides the launches by E. On
+//! CPU `flex` every op already runs long enough that its dispatch is a few percent of the step,
+//! and the stack's working set is E times larger: the default pipeline's partition ran about
+//! 14% slower stacked on our AVX-512 machine (BENCHMARKS.md), so `flex` runs them one by one.
+
+use std::any::TypeId;
+
+use burn::tensor::backend::Backend;
+
+use crate::error::Result;
+use crate::model::Lm;
+use crate::score::{all_logprobs, prefix_sums, ScoreOptions};
+use crate::stack::LmStack;
+
+/// Most parameters a [`ModelSet`] copies into a stack (2²⁸, 1 GiB of f32): larger models run
+/// one at a time rather than held twice while the stack is built.
+pub const STACK_MAX_PARAMS: usize = 1 << 28;
+
+/// Several models that score the same rows, stacked or one by one.
+#[derive(Debug, Clone)]
+pub enum ModelSet<B: Backend> {
+    /// One stack, one forward pass per chunk of rows for all models.
+    Stacked(LmStack<B>),
+    /// The models apart, run one after another.
+    Each(Vec<Lm<B>>),
+}
+
+/// Whether stacking pays on backend `B`: on every backend but CPU `flex` (see the module
+/// docs).
+pub fn stacking_pays<B: Backend>() -> bool {
+    #[cfg(feature = "flex")]
+    {
+        use burn::backend::{Autodiff, Flex};
+        let b = TypeId::of::<B>();
+        if b == TypeId::of::<Flex>() || b == TypeId::of::<Autodiff<Flex>>() {
+            return false;
+        }
+    }
+    let _ = TypeId::of::<B>;
+    true
+}
+
+impl<B: Backend> ModelSet<B> {
+    /// `models` stacked where that pays on `B` ([`stacking_pays`]) and they can be
+    /// ([`ModelSet::stacked`]), else apart.
+    pub fn new(models: Vec<Lm<B>>) -> Self {
+        if stacking_pays::<B>() {
+            Self::stacked(models)
+        } else {
+            ModelSet::Each(models)
+        }
+    }
+
+    /// `models` stacked when they share one config and hold at most [`STACK_MAX_PARAMS`]
+    /// parameters together, else apart.
+    pub fn stacked(models: Vec<Lm<B>>) -> Self {
+        let params: usize = models.iter().map(|m| m.config().num_params()).sum();
+        if params <= STACK_MAX_PARAMS {
+            let refs: Vec<&Lm<B>> = models.iter().collect();
+            if let Ok(stack) = LmStack::new(&refs) {
+                return ModelSet::Stacked(stack);
+            }
+        }
+        ModelSet::Each(models)
+    }
+
+    /// Number of models.
+    pub fn len(&self) -> usize {
+        match self {
+            ModelSet::Stacked(stack) => stack.models(),
+            ModelSet::Each(models) => models.len(),
+        }
+    }
+
+    /// Whether there are no models.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// [`crate::score_prefix_lengths`] under every model: indexed `[model][length][row]`.
+    pub fn score_prefix_lengths(
+        &self,
+        tokens: &[u32],
+        row_len: usize,
+        prefix_lens: &[usize],
+        options: &ScoreOptions,
+    ) -> Result<Vec<Vec<Vec<f64>>>> {
+        match self {
+            ModelSet::Stacked(stack) => prefix_sums(stack, tokens, row_len, prefix_lens, options),
+            ModelSet::Each(models) => models
+                .iter()
+                .map(|m| Ok(prefix_sums(m, tokens, row_len, prefix_lens, options)?.remove(0)))
+                .collect(),
+        }
+    }
+
+    /// [`crate::token_logprobs`] under every model: one `rows × (row_len − 1)` vector per model.
+    pub fn token_logprobs(
+        &self,
+        tokens: &[u32],
+        row_len: usize,
+        options: &ScoreOptions,
+    ) -> Result<Vec<Vec<f32>>> {
+        match self {
+            ModelSet::Stacked(stack) => all_logprobs(stack, tokens, row_len, options),
+            ModelSet::Each(models) => models
+                .iter()
+                .map(|m| Ok(all_logprobs(m, tokens, row_len, options)?.remove(0)))
+                .collect(),
+        }
+    }
+}
