@@ -128,8 +128,10 @@ impl Command {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    // A bad instruction-set cap is an error here rather than a panic inside a kernel.
+    // A bad instruction-set cap or stacking choice is an error here rather than a panic
+    // inside a kernel or a scoring pass.
     smalltalk_lm::fused::isa::Isa::from_env()?;
+    smalltalk_lm::model_set::stacking_from_env()?;
     let backend = BackendKind::select(&cli.backend)?;
     let out = report::Output::new(cli.json);
     match cli.command {

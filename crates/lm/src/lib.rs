@@ -73,7 +73,7 @@ pub use config::{LmConfig, PRESET_NAMES};
 pub use error::{LmError, Result};
 pub use fused::{Kernel, LmBackend};
 pub use model::{ForwardOptions, Lm};
-pub use model_set::{stacking_pays, ModelSet, STACK_MAX_PARAMS};
+pub use model_set::{stacking_pays, ModelSet, STACK_ENV, STACK_MAX_PARAMS};
 pub use precision::Precision;
 pub use sample::{generate, sample_logits, SamplingOptions};
 pub use score::{score_prefix, score_prefix_lengths, token_logprobs, ScoreOptions};

@@ -8,6 +8,7 @@
 //! CPU `flex` every op already runs long enough that its dispatch is a few percent of the step,
 //! and the stack's working set is E times larger: the default pipeline's partition ran about
 //! 14% slower stacked on our AVX-512 machine (BENCHMARKS.md), so `flex` runs them one by one.
+//! [`STACK_ENV`] overrides the choice, to measure both on one machine.
 
 use std::any::TypeId;
 
@@ -22,6 +23,36 @@ use crate::stack::LmStack;
 /// one at a time rather than held twice while the stack is built.
 pub const STACK_MAX_PARAMS: usize = 1 << 28;
 
+/// Environment variable that overrides [`stacking_pays`]: `on` stacks on every backend, `off`
+/// on none; unset or empty, the backend decides.
+pub const STACK_ENV: &str = "SMALLTALK_STACK_MODELS";
+
+/// [`STACK_ENV`] holds a value other than `on`, `off` or nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{STACK_ENV}={value:?}: expected on or off (or unset: stack on GPU backends only)")]
+pub struct UnknownStacking {
+    /// The value found.
+    pub value: String,
+}
+
+/// The choice set by [`STACK_ENV`]: `Some(true)` for `on`, `Some(false)` for `off`, `None`
+/// when unset or empty.
+pub fn stacking_from_env() -> std::result::Result<Option<bool>, UnknownStacking> {
+    parse_stacking(std::env::var(STACK_ENV).ok().as_deref())
+}
+
+/// The choice a value of [`STACK_ENV`] names (`None`: unset).
+fn parse_stacking(value: Option<&str>) -> std::result::Result<Option<bool>, UnknownStacking> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        Some("on") => Ok(Some(true)),
+        Some("off") => Ok(Some(false)),
+        None | Some("") => Ok(None),
+        Some(_) => Err(UnknownStacking {
+            value: value.unwrap_or_default().to_string(),
+        }),
+    }
+}
+
 /// Several models that score the same rows, stacked or one by one.
 #[derive(Debug, Clone)]
 pub enum ModelSet<B: Backend> {
@@ -31,9 +62,15 @@ pub enum ModelSet<B: Backend> {
     Each(Vec<Lm<B>>),
 }
 
-/// Whether stacking pays on backend `B`: on every backend but CPU `flex` (see the module
-/// docs).
+/// Whether [`ModelSet::new`] stacks on backend `B`: as [`STACK_ENV`] says when set, else on
+/// every backend but CPU `flex` (see the module docs). Panics with the message of
+/// [`UnknownStacking`] on a bad value; binaries check [`stacking_from_env`] first.
 pub fn stacking_pays<B: Backend>() -> bool {
+    match stacking_from_env() {
+        Ok(Some(choice)) => return choice,
+        Ok(None) => {}
+        Err(e) => panic!("{e}"),
+    }
     #[cfg(feature = "flex")]
     {
         use burn::backend::{Autodiff, Flex};
@@ -114,5 +151,20 @@ impl<B: Backend> ModelSet<B> {
                 .map(|m| Ok(all_logprobs(m, tokens, row_len, options)?.remove(0)))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stacking_variable_takes_on_off_or_nothing() {
+        assert_eq!(parse_stacking(Some(" ON ")), Ok(Some(true)));
+        assert_eq!(parse_stacking(Some("off")), Ok(Some(false)));
+        assert_eq!(parse_stacking(Some("")), Ok(None));
+        assert_eq!(parse_stacking(None), Ok(None));
+        let err = parse_stacking(Some("yes")).unwrap_err().to_string();
+        assert!(err.contains(STACK_ENV) && err.contains("\"yes\""), "{err}");
     }
 }
