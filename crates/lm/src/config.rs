@@ -97,6 +97,15 @@ impl LmConfig {
         }
     }
 
+    /// Panics unless a sequence of `seq` positions fits the model (`seq ≤ max_seq_len`).
+    pub(crate) fn assert_fits(&self, seq: usize) {
+        assert!(
+            seq <= self.max_seq_len,
+            "sequence length {seq} exceeds max_seq_len {}",
+            self.max_seq_len
+        );
+    }
+
     fn base(vocab_size: usize, d_model: usize, n_layers: usize, n_heads: usize) -> Self {
         LmConfig {
             vocab_size,

@@ -141,11 +141,7 @@ impl<B: Backend> Lm<B> {
         options: ForwardOptions,
     ) -> Tensor<B, 2> {
         let [batch, seq] = tokens.dims();
-        assert!(
-            seq <= self.config.max_seq_len,
-            "sequence length {seq} exceeds max_seq_len {}",
-            self.config.max_seq_len
-        );
+        self.config.assert_fits(seq);
         let mut x = self.embed_tokens.forward(tokens);
         for layer in &self.layers {
             x = layer.forward(x, batch, seq, &self.rope, options);

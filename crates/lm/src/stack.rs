@@ -118,11 +118,7 @@ impl<B: Backend> LmStack<B> {
         options: ForwardOptions,
     ) -> Tensor<B, 2> {
         let [batch, seq] = tokens.dims();
-        assert!(
-            seq <= self.config.max_seq_len,
-            "sequence length {seq} exceeds max_seq_len {}",
-            self.config.max_seq_len
-        );
+        self.config.assert_fits(seq);
         let (e, n) = (self.models, batch * seq);
         let offsets = Tensor::<B, 1, Int>::arange(0..e as i64, &tokens.device())
             .mul_scalar(self.config.vocab_size as i64)
