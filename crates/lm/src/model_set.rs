@@ -7,10 +7,8 @@
 //! and the routers' ops are tiny (4.4M parameters), so stacking divides the launches by E. On
 //! CPU `flex` every op already runs long enough that its dispatch is a few percent of the step,
 //! and the stack's working set is E times larger: the default pipeline's partition ran about
-//! 14% slower stacked on our AVX-512 machine (BENCHMARKS.md), so `flex` runs them one by one.
+//! 11% slower stacked on our AVX-512 machine (BENCHMARKS.md), so `flex` runs them one by one.
 //! [`STACK_ENV`] overrides the choice, to measure both on one machine.
-
-use std::any::TypeId;
 
 use burn::tensor::backend::Backend;
 
@@ -74,12 +72,12 @@ pub fn stacking_pays<B: Backend>() -> bool {
     #[cfg(feature = "flex")]
     {
         use burn::backend::{Autodiff, Flex};
+        use std::any::TypeId;
         let b = TypeId::of::<B>();
         if b == TypeId::of::<Flex>() || b == TypeId::of::<Autodiff<Flex>>() {
             return false;
         }
     }
-    let _ = TypeId::of::<B>;
     true
 }
 

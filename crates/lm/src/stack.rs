@@ -87,10 +87,7 @@ impl<B: Backend> LmStack<B> {
             layers,
             norm: gains(&|m| m.norm.weight.val()),
             heads: models.iter().map(|m| m.head_weight()).collect(),
-            rope: Rope {
-                cos: first.rope.cos.clone(),
-                sin: first.rope.sin.clone(),
-            },
+            rope: first.rope.clone(),
             config,
         })
     }

@@ -6,6 +6,7 @@
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{backend::Backend, Tensor};
 
+#[allow(unused_imports)] // `LmBackend` is named only by the dispatch of a compiled-in backend
 use super::{float, on_lm_backend, prim, LmBackend};
 
 /// A bias-free linear layer `x · wᵀ` (`x: [N, in]`, `w: [out, in]`): on the backends with
