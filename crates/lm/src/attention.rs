@@ -1,13 +1,13 @@
-//! Causal multi-head self-attention with RoPE, as in Llama (no biases, no GQA).
+//! Causal multi-head self-attention with RoPE, as in Llama (no biases, no GQA): its weights.
+//! The computation is `crate::block::block_forward` with causal attention over whole rows
+//! ([`crate::fused::causal_attention`]) or over a KV cache ([`crate::kv_cache`]).
 
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 
-use crate::fused::{causal_attention, AttentionShape};
-
+use crate::fused::{causal_attention, AttentionShape, Kernel};
 use crate::init::Init;
 use crate::linear::Linear;
-use crate::model::ForwardOptions;
 use crate::precision::cast_like;
 use crate::rope::Rope;
 
@@ -48,33 +48,27 @@ impl<B: Backend> SelfAttention<B> {
             n_heads,
         }
     }
+}
 
-    /// Apply to a flattened batch `x: [batch·seq, d]`; returns `[batch·seq, d]`.
-    /// Position `t` of a row only sees positions `≤ t` of the same row. `options` pick the
-    /// fused attention op or the reference ops ([`causal_attention`]) and the compute dtype
-    /// (the dtype of the result).
-    pub fn forward(
-        &self,
-        x: Tensor<B, 2>,
-        batch: usize,
-        seq: usize,
-        rope: &Rope<B>,
-        options: ForwardOptions,
-    ) -> Tensor<B, 2> {
-        let p = options.precision;
-        let [_, d] = x.dims();
-        let shape = AttentionShape {
-            batch,
-            seq,
-            heads: self.n_heads,
-            head_dim: d / self.n_heads,
-        };
-        let q = self.q_proj.forward(x.clone(), p);
-        let k = self.k_proj.forward(x.clone(), p);
-        let v = self.v_proj.forward(x, p);
-        let (cos, sin) = rope.tables(seq);
-        let rope = (cast_like(cos, &q), cast_like(sin, &q));
-        let out = causal_attention(q, k, v, rope, shape, options.kernel);
-        self.o_proj.forward(out, p)
-    }
+/// Causal attention over whole rows: `q`, `k`, `v: [batch·seq, d]` projections of `batch`
+/// sequences at positions `0..seq`, rotated by RoPE and attended causally in `heads` heads
+/// ([`causal_attention`]: the fused op of `kernel`); `[batch·seq, d]`, in `q`'s dtype.
+pub(crate) fn attend_rows<B: Backend>(
+    (q, k, v): (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>),
+    rope: &Rope<B>,
+    batch: usize,
+    seq: usize,
+    heads: usize,
+    kernel: Kernel,
+) -> Tensor<B, 2> {
+    let [_, d] = q.dims();
+    let shape = AttentionShape {
+        batch,
+        seq,
+        heads,
+        head_dim: d / heads,
+    };
+    let (cos, sin) = rope.tables(seq);
+    let tables = (cast_like(cos, &q), cast_like(sin, &q));
+    causal_attention(q, k, v, tables, shape, kernel)
 }

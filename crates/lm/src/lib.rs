@@ -21,7 +21,9 @@
 //!   causal attention with RoPE (per-head kernels, FlashAttention-2 backward, no `[seq, seq]`
 //!   tensors). Fused on `flex`; the reference burn ops elsewhere.
 //! - [`precision`]: [`Precision`] — f32 compute, or bf16 compute over f32 master weights.
-//! - [`sample`]: [`generate`] continuations with temperature / top-k / top-p sampling.
+//! - [`generate`](mod@generate): continuations of a prompt or a batch of prompts, decoded one
+//!   position per step from a [`KvCache`] ([`kv_cache`]), with temperature / top-k / top-p
+//!   sampling ([`sample`]); the whole-context recomputation kept as the reference.
 //! - [`backend`]: picking a compiled-in burn backend by name.
 //! - [`bench`](mod@bench): training and scoring throughput of a preset on random tokens
 //!   ([`bench_cases`], what `smalltalk lm bench` runs).
@@ -51,8 +53,10 @@ pub mod config;
 pub mod embedding;
 pub mod error;
 pub mod fused;
+pub mod generate;
 pub mod hf;
 pub mod init;
+pub mod kv_cache;
 pub mod linear;
 pub mod loss;
 pub mod mlp;
@@ -72,10 +76,12 @@ pub use bench::{bench_cases, BenchCase, BenchOptions, BenchResult};
 pub use config::{LmConfig, PRESET_NAMES};
 pub use error::{LmError, Result};
 pub use fused::{Kernel, LmBackend};
+pub use generate::{generate, generate_batch, generate_reference, window_start};
+pub use kv_cache::{CachedInput, KvCache};
 pub use model::{ForwardOptions, Lm};
 pub use model_set::{stacking_pays, ModelSet, STACK_ENV, STACK_MAX_PARAMS};
 pub use precision::Precision;
-pub use sample::{generate, sample_logits, SamplingOptions};
+pub use sample::{sample_logits, SamplingOptions};
 pub use score::{score_prefix, score_prefix_lengths, token_logprobs, ScoreOptions};
 pub use stack::LmStack;
 pub use train::{

@@ -1,12 +1,11 @@
-//! SwiGLU feed-forward block (Shazeer 2020), as in Llama.
+//! SwiGLU feed-forward block (Shazeer 2020), as in Llama: its weights (the computation is
+//! `crate::block::block_forward`).
 
 use burn::module::Module;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::backend::Backend;
 
-use crate::fused::silu_mul;
 use crate::init::Init;
 use crate::linear::Linear;
-use crate::precision::Precision;
 
 /// `down(silu(gate(x)) ⊙ up(x))`, no biases.
 #[derive(Module, Debug)]
@@ -35,12 +34,5 @@ impl<B: Backend> Mlp<B> {
             up_proj: Linear::new(d, d_ff, std, init, &format!("{name}.up_proj"), device),
             down_proj: Linear::new(d_ff, d, out_std, init, &format!("{name}.down_proj"), device),
         }
-    }
-
-    /// Apply to `[N, d]`; the result is in the compute dtype of `precision`.
-    pub fn forward(&self, x: Tensor<B, 2>, precision: Precision) -> Tensor<B, 2> {
-        let gate = self.gate_proj.forward(x.clone(), precision);
-        let up = self.up_proj.forward(x, precision);
-        self.down_proj.forward(silu_mul(gate, up), precision)
     }
 }

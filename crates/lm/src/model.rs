@@ -24,7 +24,8 @@
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{backend::Backend, FloatDType, Int, Tensor};
 
-use crate::block::DecoderLayer;
+use crate::attention::attend_rows;
+use crate::block::{block_forward, DecoderLayer};
 use crate::config::LmConfig;
 use crate::embedding::Embedding;
 use crate::error::Result;
@@ -142,9 +143,12 @@ impl<B: Backend> Lm<B> {
     ) -> Tensor<B, 2> {
         let [batch, seq] = tokens.dims();
         self.config.assert_fits(seq);
+        let heads = self.config.n_heads;
         let mut x = self.embed_tokens.forward(tokens);
         for layer in &self.layers {
-            x = layer.forward(x, batch, seq, &self.rope, options);
+            x = block_forward(layer, x, options.precision, |q, k, v| {
+                attend_rows((q, k, v), &self.rope, batch, seq, heads, options.kernel)
+            });
         }
         self.norm.forward(x)
     }

@@ -1,10 +1,7 @@
-//! Sampling continuations: temperature, top-k and nucleus (top-p) sampling from the next-token
-//! distribution, with a seeded RNG so a generation is reproducible.
+//! Drawing the next token: temperature, top-k and nucleus (top-p) sampling from the next-token
+//! distribution, with a seeded RNG so a generation is reproducible (the decoding loop is
+//! `crate::generate`).
 
-use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
-
-use crate::error::{LmError, Result};
-use crate::model::Lm;
 use crate::rng::SplitMix64;
 
 /// How the next token is drawn; with the `clap` feature, also command-line flags (defaults as
@@ -75,49 +72,6 @@ pub fn sample_logits(logits: &[f32], options: &SamplingOptions, rng: &mut SplitM
         u -= p;
     }
     order[kept - 1] as u32
-}
-
-/// Continue `prompt` (≥ 1 token) by up to `max_tokens` tokens, calling `on_token` with each new
-/// one; stops early after a token in `stop`. The context is the last `max_seq_len` tokens.
-/// Returns the generated ids.
-pub fn generate<B: Backend>(
-    model: &Lm<B>,
-    prompt: &[u32],
-    max_tokens: usize,
-    stop: &[u32],
-    options: &SamplingOptions,
-    mut on_token: impl FnMut(u32),
-) -> Result<Vec<u32>> {
-    if prompt.is_empty() {
-        return Err(LmError::Data("cannot continue an empty prompt".into()));
-    }
-    model.check_tokens(prompt)?;
-    let device = model.device();
-    let max_ctx = model.config().max_seq_len;
-    let mut rng = SplitMix64::for_stream(options.seed, "generate");
-    let mut ids = prompt.to_vec();
-    let mut out = Vec::with_capacity(max_tokens);
-    for _ in 0..max_tokens {
-        let ctx = &ids[ids.len().saturating_sub(max_ctx)..];
-        let data: Vec<i32> = ctx.iter().map(|&t| t as i32).collect();
-        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(data, [1, ctx.len()]), &device);
-        let hidden = model.forward_hidden(tokens);
-        let last = hidden.narrow(0, ctx.len() - 1, 1);
-        let logits = model
-            .head(last)
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("converted to f32");
-        let next = sample_logits(&logits, options, &mut rng);
-        ids.push(next);
-        out.push(next);
-        on_token(next);
-        if stop.contains(&next) {
-            break;
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -11,12 +11,13 @@
 
 use burn::tensor::{backend::Backend, Int, Tensor};
 
+use crate::attention::attend_rows;
+use crate::block::{block_forward, BlockWeights, Norm, Proj};
 use crate::config::LmConfig;
 use crate::error::{LmError, Result};
-use crate::fused::{causal_attention, grouped_linear, head_logprobs, rms_norm_grouped, silu_mul};
-use crate::fused::{AttentionShape, Kernel};
+use crate::fused::{grouped_linear, head_logprobs, rms_norm_grouped, Kernel};
 use crate::model::{ForwardOptions, Lm};
-use crate::precision::{cast_like, Precision};
+use crate::precision::Precision;
 use crate::rope::Rope;
 
 /// One decoder block of every model: gains `[E, d]`, projections stacked along their output
@@ -32,6 +33,8 @@ struct StackedLayer<B: Backend> {
     gate: Tensor<B, 2>,
     up: Tensor<B, 2>,
     down: Tensor<B, 2>,
+    /// The norms' epsilon.
+    eps: f64,
 }
 
 /// `E` models of one [`LmConfig`] with their weights stacked, run as one for inference.
@@ -79,6 +82,7 @@ impl<B: Backend> LmStack<B> {
                 gate: cat(&|m| m.layers[l].mlp.gate_proj.weight.val()),
                 up: cat(&|m| m.layers[l].mlp.up_proj.weight.val()),
                 down: cat(&|m| m.layers[l].mlp.down_proj.weight.val()),
+                eps: config.norm_eps,
             })
             .collect();
         Ok(LmStack {
@@ -121,11 +125,15 @@ impl<B: Backend> LmStack<B> {
             .mul_scalar(self.config.vocab_size as i64)
             .reshape([e, 1]);
         let ids = (tokens.reshape([1, n]) + offsets).reshape([e * n]);
+        let heads = self.config.n_heads;
         let mut x = self.embed.clone().select(0, ids);
         for layer in &self.layers {
-            x = self.layer(layer, x, batch, seq, options);
+            let stacked = (layer, self.models);
+            x = block_forward(&stacked, x, options.precision, |q, k, v| {
+                attend_rows((q, k, v), &self.rope, e * batch, seq, heads, options.kernel)
+            });
         }
-        self.norm(x, &self.norm)
+        rms_norm_grouped(x, self.norm.clone(), self.config.norm_eps, e)
     }
 
     /// `log p(t_i)` of each row under each model: `hidden` from [`LmStack::forward_hidden`],
@@ -147,51 +155,31 @@ impl<B: Backend> LmStack<B> {
             })
             .collect()
     }
+}
 
-    /// RMSNorm of `x: [E·N, d]` with model `m`'s gain on its rows.
-    fn norm(&self, x: Tensor<B, 2>, gains: &Tensor<B, 2>) -> Tensor<B, 2> {
-        rms_norm_grouped(x, gains.clone(), self.config.norm_eps, self.models)
+/// One layer of the stack with the number of models: gains `[E, d]` and projections
+/// `[E·out, in]` applied group by group to the model-major rows.
+impl<B: Backend> BlockWeights<B> for (&StackedLayer<B>, usize) {
+    fn norm(&self, which: Norm, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let (layer, models) = *self;
+        let gains = match which {
+            Norm::Input => &layer.input_norm,
+            Norm::Post => &layer.post_norm,
+        };
+        rms_norm_grouped(x, gains.clone(), layer.eps, models)
     }
 
-    /// [`crate::block::DecoderLayer::forward`] of every model at once.
-    fn layer(
-        &self,
-        layer: &StackedLayer<B>,
-        x: Tensor<B, 2>,
-        batch: usize,
-        seq: usize,
-        options: ForwardOptions,
-    ) -> Tensor<B, 2> {
-        let p = options.precision;
-        let e = self.models;
-        let linear = |x: Tensor<B, 2>, w: &Tensor<B, 2>| {
-            grouped_linear(p.compute(x), p.compute(w.clone()), e)
+    fn project(&self, which: Proj, x: Tensor<B, 2>, precision: Precision) -> Tensor<B, 2> {
+        let (layer, models) = *self;
+        let w = match which {
+            Proj::Q => &layer.q,
+            Proj::K => &layer.k,
+            Proj::V => &layer.v,
+            Proj::O => &layer.o,
+            Proj::Gate => &layer.gate,
+            Proj::Up => &layer.up,
+            Proj::Down => &layer.down,
         };
-        let normed = self.norm(x.clone(), &layer.input_norm);
-        let (q, k, v) = (
-            linear(normed.clone(), &layer.q),
-            linear(normed.clone(), &layer.k),
-            linear(normed, &layer.v),
-        );
-        let shape = AttentionShape {
-            batch: e * batch,
-            seq,
-            heads: self.config.n_heads,
-            head_dim: self.config.head_dim(),
-        };
-        let (cos, sin) = self.rope.tables(seq);
-        let rope = (cast_like(cos, &q), cast_like(sin, &q));
-        let attn = linear(
-            causal_attention(q, k, v, rope, shape, options.kernel),
-            &layer.o,
-        );
-        let h = x.clone() + cast_like(attn, &x);
-        let normed = self.norm(h.clone(), &layer.post_norm);
-        let mlp = silu_mul(
-            linear(normed.clone(), &layer.gate),
-            linear(normed, &layer.up),
-        );
-        let mlp = linear(mlp, &layer.down);
-        h.clone() + cast_like(mlp, &h)
+        grouped_linear(precision.compute(x), precision.compute(w.clone()), models)
     }
 }

@@ -31,15 +31,105 @@ fn check_reach(x: &[f32], (cs, rs): Strides, rows: usize, cols: usize) {
     }
 }
 
-/// `dst[m, n] = lhs · rhs` (or `+=` when `accumulate`) through `gemm`, `dst` row-major.
+/// Rows at most this many make a product *thin* (decoding: one row per sequence).
+const THIN_ROWS: usize = 8;
+
+/// A thin product (`m ≤` [`THIN_ROWS`]) with at least this many multiply-adds is split by
+/// output columns over the rayon threads: gemm runs those as one single-threaded
+/// matrix-vector pass, which on its own cannot draw all the memory bandwidth of the cores
+/// (decoding reads every weight once per token).
+const THIN_SPLIT_MIN: usize = 1 << 16;
+
+/// A pointer that may cross threads: each task writes its own columns.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to hand disjoint column ranges of one destination to rayon tasks.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// `dst[m, n] = lhs · rhs` (or `+=` when `accumulate`) through `gemm`, `dst` row-major; thin
+/// products split by columns over the threads (each column computed as gemm computes it alone).
+///
+/// # Safety
+/// As [`gemm_one`].
+unsafe fn gemm_to(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    accumulate: bool,
+    (lhs, lhs_strides): (&[f32], Strides),
+    (rhs, rhs_strides): (&[f32], Strides),
+) {
+    let threads = rayon::current_num_threads();
+    if m > THIN_ROWS || m * n * k < THIN_SPLIT_MIN || threads < 2 || n < 2 * threads {
+        // SAFETY: the caller's contract.
+        return unsafe {
+            gemm_one(
+                (m, n, k),
+                dst,
+                accumulate,
+                (lhs, lhs_strides),
+                (rhs, rhs_strides),
+            )
+        };
+    }
+    check_reach(rhs, rhs_strides, k, n);
+    // Whole 16-column blocks per task, so the kernels' vector lanes stay full.
+    let per_task = n.div_ceil(threads).div_ceil(16) * 16;
+    let out = SendPtr(dst);
+    use rayon::prelude::*;
+    (0..n.div_ceil(per_task)).into_par_iter().for_each(|t| {
+        let (j0, j1) = (t * per_task, ((t + 1) * per_task).min(n));
+        let offset = j0 * rhs_strides.0 as usize;
+        let out = out;
+        // SAFETY: task `t` writes only columns `j0..j1` of the caller's destination (row
+        // stride `n`); the operand slice starts at column `j0` and still reaches every element
+        // of its `k × (j1 − j0)` block (checked above for the whole operand).
+        unsafe {
+            gemm_strided(
+                (m, j1 - j0, k),
+                (out.0.add(j0), n),
+                accumulate,
+                (lhs, lhs_strides),
+                (&rhs[offset..], rhs_strides),
+            )
+        }
+    });
+}
+
+/// [`gemm_to`] on one thread (or gemm's own split of large products).
 ///
 /// # Safety
 /// `dst` must be valid for writes of `m·n` elements (and initialised, for reads, when
 /// `accumulate`) and must not overlap the operands. With `accumulate` false and `k > 0`, gemm
 /// writes every element without reading any.
-unsafe fn gemm_to(
+unsafe fn gemm_one(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
+    accumulate: bool,
+    (lhs, lhs_strides): (&[f32], Strides),
+    (rhs, rhs_strides): (&[f32], Strides),
+) {
+    // SAFETY: the caller's contract, with the destination's row stride `n`.
+    unsafe {
+        gemm_strided(
+            (m, n, k),
+            (dst, n),
+            accumulate,
+            (lhs, lhs_strides),
+            (rhs, rhs_strides),
+        )
+    }
+}
+
+/// `dst[m, n] = lhs · rhs` into a row-major destination whose rows are `dst_row_stride`
+/// elements apart.
+///
+/// # Safety
+/// `dst` must be valid for writes of the `m × n` block (rows `dst_row_stride` apart; and
+/// initialised, for reads, when `accumulate`) and must not overlap the operands.
+unsafe fn gemm_strided(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_row_stride): (*mut f32, usize),
     accumulate: bool,
     (lhs, lhs_strides): (&[f32], Strides),
     (rhs, rhs_strides): (&[f32], Strides),
@@ -55,7 +145,7 @@ unsafe fn gemm_to(
             k,
             dst,
             1,
-            n as isize,
+            dst_row_stride as isize,
             accumulate,
             lhs.as_ptr(),
             lhs_strides.0,
@@ -185,6 +275,28 @@ mod tests {
             matmul_new((2, 3, 0), (&[], (1, 0)), (&[], (1, 3))),
             vec![0.0; 6]
         );
+    }
+
+    #[test]
+    fn thin_products_split_over_threads_equal_the_naive_loop() {
+        // Above the split threshold with one to eight rows; three threads, so the column
+        // ranges have a ragged last one. Plain and transposed right operands.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for (m, n, k) in [(1, 300, 400), (4, 257, 130), (8, 97, 700)] {
+                let a = grid(m, k, 1);
+                let b = grid(k, n, 3);
+                let bt = grid(n, k, 4);
+                for (rhs, sb) in [(&b, (1, n as isize)), (&bt, (k as isize, 1))] {
+                    let want = naive(m, n, k, &a, (1, k as isize), rhs, sb);
+                    let got = matmul_new((m, n, k), (&a, (1, k as isize)), (rhs, sb));
+                    assert_eq!(got, want, "{m}x{n}x{k}");
+                }
+            }
+        });
     }
 
     #[test]

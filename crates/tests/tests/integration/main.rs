@@ -2,6 +2,7 @@ mod branch_train;
 mod data_to_lm;
 mod lm_attention;
 mod lm_checkpoint;
+mod lm_decode;
 mod lm_fused;
 mod lm_grad;
 mod lm_isa;

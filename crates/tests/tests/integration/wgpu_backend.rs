@@ -297,3 +297,22 @@ fn wgpu_without_a_driver_is_a_clear_error() {
         "{stdout}"
     );
 }
+
+#[test]
+fn wgpu_cached_decoding_matches_the_whole_sequence_and_flex() {
+    use crate::lm_decode::{check_cached_against_full, decode_model};
+    // The same weights on both backends (the init depends only on config and seed).
+    let flex = decode_model::<B>(32, &dev());
+    let wgpu = decode_model::<Wgpu>(32, &wdev());
+    let prompts: Vec<Vec<u32>> = [4usize, 9, 1]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| random_tokens(40 + i as u64, n, 41))
+        .collect();
+    let on_wgpu = check_cached_against_full(&wgpu, &prompts, 12, 1e-5);
+    let on_flex = check_cached_against_full(&flex, &prompts, 12, 1e-5);
+    assert_eq!(
+        on_wgpu, on_flex,
+        "greedy tokens differ between wgpu and flex"
+    );
+}
