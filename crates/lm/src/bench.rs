@@ -23,6 +23,7 @@ use crate::rng::SplitMix64;
 use crate::score::{score_prefix, ScoreOptions};
 use crate::train::{StepMetrics, TrainConfig, TrainObserver, Trainer, VecSource};
 
+pub mod generate;
 mod matmul;
 pub use matmul::{bench_matmul, matmul_shapes, MatmulBench, MatmulShape, MatmulTiming, HEAD_ROWS};
 

@@ -25,6 +25,10 @@ pub enum BenchTask {
     /// Matrix-product GFLOP/s at each preset's training shapes (the roofline of `bench lm`) next
     /// to `F.linear` at the same shapes (`bench/matmul_torch.py`).
     Matmul(crate::bench_matmul::MatmulBenchArgs),
+    /// KV-cached greedy generation (prefill and decode tokens/s at batch 1 and 8, the pipeline's
+    /// expert and expert-335m) next to `transformers` `generate` on the same weights
+    /// (`bench/generate_hf.py`), the copy-bandwidth roofline and the routing overhead.
+    Generate(crate::bench_generate::GenerateBenchArgs),
     /// Balanced greedy assignment on a 10M x 32 score matrix (one thread, in process) and its
     /// gap to the exact optimum on smaller matrices.
     Partition(crate::bench_partition::PartitionBenchArgs),
@@ -59,6 +63,7 @@ pub fn run(task: BenchTask) -> Result<()> {
         BenchTask::Data(args) => bench_data(args),
         BenchTask::Lm(args) => crate::bench_lm::run(args),
         BenchTask::Matmul(args) => crate::bench_matmul::run(args),
+        BenchTask::Generate(args) => crate::bench_generate::run(args),
         BenchTask::Partition(args) => crate::bench_partition::run(args),
     }
 }

@@ -11,6 +11,9 @@
 //!   (`bench/lm_torch.py`) in the same run.
 //! - `cargo xtask bench matmul`: matrix-product GFLOP/s at each preset's training shapes next to
 //!   `F.linear` (`bench/matmul_torch.py`): the roofline of `bench lm`.
+//! - `cargo xtask bench generate`: KV-cached generation (prefill / decode tokens/s, the
+//!   copy-bandwidth roofline, routing overhead) next to `transformers` `generate`
+//!   (`bench/generate_hf.py`) on the same weights.
 //! - `cargo xtask cluster-check`: `smalltalk launch slurm` against a live Slurm (TERM, requeue,
 //!   resume, resubmit) and the Kubernetes expert Job's command, compared with the pipeline.
 //! - `cargo xtask study`: the regime study (mixtures under every routing method and both dense
@@ -25,6 +28,7 @@
 //! otherwise it drives the CLI as a user would.
 
 mod bench;
+mod bench_generate;
 mod bench_lm;
 mod bench_matmul;
 mod bench_partition;
