@@ -167,6 +167,18 @@ fn agreeing_prefix(a: &[u64], b: &[u64]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// The first three fields of /proc/loadavg (1, 5, 15 minutes): other work on the machine
+/// during a run shows here.
+fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
 /// Every line of `stdout` that parses as a JSON object.
 fn json_lines(stdout: &str) -> Vec<Value> {
     stdout
@@ -241,6 +253,7 @@ pub fn run(args: GenerateBenchArgs) -> Result<()> {
         bail!("--runs and --batch must be given and --new-tokens at least 2");
     }
     let root = workspace_root();
+    let load_before = load_average();
     let config = if args.config.is_absolute() {
         args.config.clone()
     } else {
@@ -452,6 +465,7 @@ pub fn run(args: GenerateBenchArgs) -> Result<()> {
     rows.extend(targets(&rows));
     let header = json!({
         "result": "header", "machine": machine(), "runs": args.runs, "threads": threads,
+        "load_average_before": load_before, "load_average_after": load_average(),
         "cpu_isa": isa, "prompt_len": args.prompt_len, "new_tokens": args.new_tokens,
         "python": versions, "transformers_side": hf_meta.get("attn_implementation").map(|a| json!({
             "torch": hf_meta["torch"], "transformers": hf_meta["transformers"],
@@ -651,7 +665,12 @@ fn fmt(v: &Value, digits: usize) -> String {
 }
 
 fn print_report(args: &GenerateBenchArgs, header: &Value, rows: &[Value]) {
-    println!("machine: {}", header["machine"].as_str().unwrap_or("?"));
+    println!(
+        "machine: {}; load average (1, 5, 15 min) before {}, after {}",
+        header["machine"].as_str().unwrap_or("?"),
+        header["load_average_before"].as_str().unwrap_or("?"),
+        header["load_average_after"].as_str().unwrap_or("?"),
+    );
     println!(
         "greedy generation on flex, {} runs per side (fresh processes, interleaved), prompt {} + \
          {} new tokens; ours: {} threads, ISA {}; transformers: {}",
