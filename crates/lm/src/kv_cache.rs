@@ -3,17 +3,16 @@
 //! expert runs, so its decoding cost is the mixture's).
 //!
 //! A [`KvCache`] belongs to one sequence: per layer, its rotated keys and its values
-//! `[heads, capacity, head_dim]`, filled up to [`KvCache::len`] positions. Sequences of a batch
+//! `[capacity, heads·head_dim]`, filled up to [`KvCache::len`] positions. Sequences of a batch
 //! keep separate caches (a *ragged* batch): their new tokens are concatenated into one set of
 //! rows for the projections and the MLP, and each sequence attends to its own cache. No padding
 //! and no mask between sequences, so a sequence decodes to the same values alone or in a batch.
 
-use burn::tensor::activation::softmax;
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 use crate::block::block_forward;
 use crate::error::{LmError, Result};
-use crate::fused::attention::future_mask;
+use crate::fused::{cache_write, cached_attention};
 use crate::model::{ForwardOptions, Lm};
 use crate::precision::cast_like;
 use crate::rope::{rotate_half, Rope};
@@ -21,11 +20,12 @@ use crate::rope::{rotate_half, Rope};
 /// Capacity grows in steps of this many positions (and never past `max_seq_len`).
 const GROWTH: usize = 64;
 
-/// One layer's cached keys (after RoPE) and values, `[heads, capacity, head_dim]` each.
+/// One layer's cached keys (after RoPE) and values, `[capacity, heads·head_dim]` each,
+/// position-major (a new position is one contiguous row).
 #[derive(Debug, Clone)]
 struct LayerCache<B: Backend> {
-    keys: Tensor<B, 3>,
-    values: Tensor<B, 3>,
+    keys: Tensor<B, 2>,
+    values: Tensor<B, 2>,
 }
 
 /// The keys and values of one sequence's positions `0..len`, for every layer of one model.
@@ -79,29 +79,18 @@ impl<B: Backend> KvCache<B> {
     }
 
     /// Attention of `n` new positions of this sequence in layer `layer`: `q`, `k`, `v: [n, d]`
-    /// unrotated projections at positions `len..len + n` (`len` = [`KvCache::len`], not yet
-    /// advanced). Rotates `q` and `k` at their positions, appends `k` and `v` to the cache,
-    /// and attends each new position to every cached one up to itself; `[n, d]`.
+    /// projections at positions `len..len + n` (`len` = [`KvCache::len`], not yet advanced),
+    /// `q` and `k` rotated at those positions. Appends `k` and `v` to the cache and attends
+    /// each new position to every cached one up to itself ([`cached_attention`]); `[n, d]`.
     pub(crate) fn attend(
         &mut self,
         layer: usize,
         (q, k, v): (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>),
-        rope: &Rope<B>,
         heads: usize,
     ) -> Tensor<B, 2> {
-        let [n, d] = q.dims();
-        let head_dim = d / heads;
+        let [n, _] = q.dims();
         let (start, end) = (self.len, self.len + n);
         assert!(end <= self.max_len, "KV cache overflow at position {end}");
-        let cos = cast_like(rope.cos.clone().narrow(0, start, n), &q);
-        let sin = cast_like(rope.sin.clone().narrow(0, start, n), &q);
-        // [n, d] → [1, n, heads, head_dim] (rotate) → [heads, n, head_dim]
-        let split = |x: Tensor<B, 2>| x.reshape([1, n, heads, head_dim]);
-        let to_heads = |x: Tensor<B, 4>| x.swap_dims(1, 2).reshape([heads, n, head_dim]);
-        let q = to_heads(rotate_half(split(q), cos.clone(), sin.clone()));
-        let k = to_heads(rotate_half(split(k), cos, sin));
-        let v = to_heads(split(v));
-
         let room = |least: usize| (least.div_ceil(GROWTH) * GROWTH).min(self.max_len);
         let mut cache = match self.layers[layer].take() {
             None => LayerCache::empty(&k, room(end)),
@@ -111,50 +100,36 @@ impl<B: Backend> KvCache<B> {
             }
             Some(c) => c,
         };
-        let range = [0..heads, start..end, 0..head_dim];
-        cache.keys = cache.keys.slice_assign(range.clone(), k);
-        cache.values = cache.values.slice_assign(range, v);
-        let keys = cache.keys.clone().narrow(1, 0, end);
-        let values = cache.values.clone().narrow(1, 0, end);
-        let scale = 1.0 / (head_dim as f64).sqrt();
-        let mut scores = q.matmul(keys.swap_dims(1, 2)).mul_scalar(scale);
-        if n > 1 {
-            let mask = future_mask::<B>(start, n, end, &scores.device())
-                .reshape([1, n, end])
-                .expand([heads, n, end]);
-            scores = scores.mask_fill(mask, f64::NEG_INFINITY);
-        }
-        let out = softmax(scores, 2).matmul(values);
+        cache.keys = cache_write(cache.keys, k, start);
+        cache.values = cache_write(cache.values, v, start);
+        let out = cached_attention(q, cache.keys.clone(), cache.values.clone(), end, heads);
         self.layers[layer] = Some(cache);
-        out.swap_dims(0, 1).reshape([n, d])
+        out
     }
 }
 
 impl<B: Backend> LayerCache<B> {
-    /// Zero buffers shaped like `k: [heads, n, head_dim]` with room for `capacity` positions.
-    fn empty(k: &Tensor<B, 3>, capacity: usize) -> Self {
-        let [heads, _, head_dim] = k.dims();
-        let zeros = cast_like(
-            Tensor::<B, 3>::zeros([heads, capacity, head_dim], &k.device()),
-            k,
-        );
+    /// Zero buffers of `capacity` rows as wide as `k: [n, d]`, in its dtype.
+    fn empty(k: &Tensor<B, 2>, capacity: usize) -> Self {
+        let [_, d] = k.dims();
+        let zeros = || cast_like(Tensor::<B, 2>::zeros([capacity, d], &k.device()), k);
         LayerCache {
-            keys: zeros.clone(),
-            values: zeros,
+            keys: zeros(),
+            values: zeros(),
         }
     }
 
     /// Positions the buffers hold.
     fn capacity(&self) -> usize {
-        self.keys.dims()[1]
+        self.keys.dims()[0]
     }
 
     /// The same contents in buffers of `capacity` positions.
     fn grown(self, capacity: usize) -> Self {
         let extra = LayerCache::empty(&self.keys, capacity - self.capacity());
         LayerCache {
-            keys: Tensor::cat(vec![self.keys, extra.keys], 1),
-            values: Tensor::cat(vec![self.values, extra.values], 1),
+            keys: Tensor::cat(vec![self.keys, extra.keys], 0),
+            values: Tensor::cat(vec![self.values, extra.values], 0),
         }
     }
 }
@@ -205,21 +180,18 @@ impl<B: Backend> Lm<B> {
         let rows = ids.len();
         let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, rows]), &device);
         let heads = self.config.n_heads;
+        let rope = RowRope::new(&self.rope, inputs);
         let mut x = self.embed_tokens.forward(tokens);
         for (l, layer) in self.layers.iter().enumerate() {
             x = block_forward(layer, x, options.precision, |q, k, v| {
+                let (q, k) = rope.rotate(q, k, heads);
                 let mut first = 0;
                 let outs = inputs
                     .iter_mut()
                     .map(|input| {
                         let n = input.tokens.len();
                         let rows = |t: &Tensor<B, 2>| t.clone().narrow(0, first, n);
-                        let out = input.cache.attend(
-                            l,
-                            (rows(&q), rows(&k), rows(&v)),
-                            &self.rope,
-                            heads,
-                        );
+                        let out = input.cache.attend(l, (rows(&q), rows(&k), rows(&v)), heads);
                         first += n;
                         out
                     })
@@ -237,5 +209,50 @@ impl<B: Backend> Lm<B> {
         let n = last.len();
         let last = Tensor::<B, 1, Int>::from_data(TensorData::new(last, [n]), &device);
         Ok(self.head(self.norm.forward(x.select(0, last))))
+    }
+}
+
+/// The RoPE tables of every row of a ragged batch (row `i` of sequence `s` at position
+/// `cache_s.len() + i`), gathered once per forward pass and shared by the layers; stored twice
+/// over (`[2·rows, head_dim]`) so that queries and keys rotate in one pass.
+struct RowRope<B: Backend> {
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
+}
+
+impl<B: Backend> RowRope<B> {
+    fn new(rope: &Rope<B>, inputs: &[CachedInput<'_, B>]) -> Self {
+        let positions: Vec<i32> = inputs
+            .iter()
+            .flat_map(|input| {
+                let start = input.cache.len();
+                (start..start + input.tokens.len()).map(|p| p as i32)
+            })
+            .collect();
+        let rows = positions.len();
+        let twice = [positions.clone(), positions].concat();
+        let positions =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(twice, [2 * rows]), &rope.cos.device());
+        RowRope {
+            cos: rope.cos.clone().select(0, positions.clone()),
+            sin: rope.sin.clone().select(0, positions),
+        }
+    }
+
+    /// `q` and `k: [rows, d]` rotated at their rows' positions, in one pass over `[q; k]`.
+    fn rotate(
+        &self,
+        q: Tensor<B, 2>,
+        k: Tensor<B, 2>,
+        heads: usize,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let [rows, d] = q.dims();
+        let (cos, sin) = (
+            cast_like(self.cos.clone(), &q),
+            cast_like(self.sin.clone(), &q),
+        );
+        let qk = Tensor::cat(vec![q, k], 0).reshape([1, 2 * rows, heads, d / heads]);
+        let qk = rotate_half(qk, cos, sin).reshape([2 * rows, d]);
+        (qk.clone().narrow(0, 0, rows), qk.narrow(0, rows, rows))
     }
 }

@@ -155,10 +155,7 @@ impl<B: Backend> Lm<B> {
 
     /// LM head on flattened hidden states: `[N, d] → [N, vocab]` logits.
     pub fn head(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden, Precision::Full),
-            None => hidden.matmul(self.embed_tokens.weight.val().transpose()),
-        }
+        crate::fused::linear(hidden, self.head_weight())
     }
 
     /// The head matrix `[vocab, d]`: `lm_head.weight`, or the embedding table when tied.

@@ -43,14 +43,21 @@ impl Default for SamplingOptions {
 
 /// Draw a token from `logits` (one row, `[vocab]`) under `options` with `rng`.
 pub fn sample_logits(logits: &[f32], options: &SamplingOptions, rng: &mut SplitMix64) -> u32 {
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    // Most likely first; equal logits in id order (a total order, so a partial selection
+    // followed by a sort gives the prefix of the full sort).
+    let before = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
     if options.temperature <= 0.0 {
-        return order[0] as u32;
+        let best = (0..logits.len())
+            .min_by(before)
+            .expect("a non-empty row of logits");
+        return best as u32;
     }
-    if options.top_k > 0 {
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    if options.top_k > 0 && options.top_k < order.len() {
+        order.select_nth_unstable_by(options.top_k - 1, before);
         order.truncate(options.top_k);
     }
+    order.sort_by(before);
     let max = logits[order[0]] as f64;
     let mut probs: Vec<f64> = order
         .iter()

@@ -71,6 +71,44 @@ pub(super) fn slice(t: &FlexTensor) -> &[f32] {
 }
 
 impl LmBackend for Flex {
+    fn cache_write(buffer: FlexTensor, rows: FlexTensor, start: usize) -> FlexTensor {
+        let whole = |b: &FlexTensor| {
+            b.is_contiguous()
+                && b.layout().start_offset() == 0
+                && b.storage::<f32>().len() == b.shape().num_elements()
+        };
+        if !all_f32(&[&buffer, &rows]) || !whole(&buffer) {
+            return super::reference_cache_write::<Flex>(buffer, rows, start);
+        }
+        let (mut buffer, rows) = (buffer, rows.to_contiguous());
+        let d = buffer.shape()[1];
+        let new = slice(&rows);
+        // Copies the buffer only when it is shared (copy-on-write), never in decoding.
+        buffer.storage_mut::<f32>()[start * d..start * d + new.len()].copy_from_slice(new);
+        buffer
+    }
+
+    fn cached_attention(
+        q: FlexTensor,
+        keys: FlexTensor,
+        values: FlexTensor,
+        len: usize,
+        heads: usize,
+    ) -> FlexTensor {
+        if !all_f32(&[&q, &keys, &values]) {
+            return super::reference_cached_attention::<Flex>(q, keys, values, len, heads);
+        }
+        let [n, d] = [q.shape()[0], q.shape()[1]];
+        let [q, keys, values] = [&q, &keys, &values].map(|t| t.to_contiguous());
+        let out = super::cached_attention::cached_attention_kernel(
+            slice(&q),
+            slice(&keys),
+            slice(&values),
+            (n, len, d, heads),
+        );
+        f32_vec_tensor(out, Shape::new([n, d]))
+    }
+
     fn lm_linear(x: FlexTensor, w: FlexTensor) -> FlexTensor {
         linear(&x, &w).unwrap_or_else(|| super::reference_linear::<Flex>(x, w))
     }

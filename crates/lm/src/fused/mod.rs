@@ -22,6 +22,7 @@ pub mod attention_kernel;
 mod autodiff;
 #[cfg(feature = "flex")]
 mod block_rows;
+pub mod cached_attention;
 #[cfg(feature = "cube")]
 pub mod cube;
 #[cfg(feature = "flex")]
@@ -46,6 +47,9 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorPrimitive};
 pub use attention::{
     causal_attention, reference_attention, reference_attention_grads, reference_attention_lse,
     AttentionShape,
+};
+pub use cached_attention::{
+    cache_write, cached_attention, reference_cache_write, reference_cached_attention,
 };
 pub use head::{head_logprobs, head_nll, reference_nll, reference_nll_grads};
 pub use layer_ops::{
@@ -171,6 +175,28 @@ pub trait LmBackend: Backend {
         dy: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         reference_rms_norm_grads::<Self>(x, w, eps, dy)
+    }
+
+    /// A KV cache buffer `[capacity, d]` with rows `start..start + n` replaced by
+    /// `rows: [n, d]` ([`cache_write`]).
+    fn cache_write(
+        buffer: FloatTensor<Self>,
+        rows: FloatTensor<Self>,
+        start: usize,
+    ) -> FloatTensor<Self> {
+        reference_cache_write::<Self>(buffer, rows, start)
+    }
+
+    /// Attention of `q: [n, d]` (rotated) over the first `len` rows of a KV cache's `keys`,
+    /// `values: [capacity, d]` ([`cached_attention`]): `[n, d]`. Inference only.
+    fn cached_attention(
+        q: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        len: usize,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        reference_cached_attention::<Self>(q, keys, values, len, heads)
     }
 
     /// Causal self-attention with RoPE on `q` and `k`, softmax scale `1/√head_dim`:
