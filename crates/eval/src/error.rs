@@ -18,6 +18,9 @@ pub enum EvalError {
     /// A dataset, corpus file or tokenizer could not be read.
     #[error(transparent)]
     Data(#[from] smalltalk_data::DataError),
+    /// The mixture's manifest or one of its members was refused.
+    #[error(transparent)]
+    Mixture(#[from] smalltalk_mixture::MixtureError),
     /// A stage record could not be read or written.
     #[error(transparent)]
     Stage(#[from] smalltalk_stage::StageError),

@@ -237,3 +237,11 @@ pub(crate) fn verify_checksum(member: &str, model: &ModelRecord, weights: &Path)
     }
     Ok(())
 }
+
+/// The checkpoint `model`'s weights file belongs to (its `state.json`: step, tokens seen,
+/// model and training settings), under the manifest's folder `root`.
+pub fn checkpoint_of(root: &Path, model: &ModelRecord) -> Result<Checkpoint> {
+    let weights = resolve(root, &model.weights);
+    let dir = weights.parent().unwrap_or(root);
+    Ok(Checkpoint::load(dir)?)
+}

@@ -221,6 +221,36 @@ impl MixtureManifest {
         self.members.iter().map(|m| m.name.clone()).collect()
     }
 
+    /// Rewrite every path for a manifest file in the folder `to` instead of `from` (the files
+    /// stay where they are).
+    pub fn rebase(&mut self, from: &Path, to: &Path) -> Result<()> {
+        let (from, to) = (crate::write::absolute(from)?, crate::write::absolute(to)?);
+        let move_path = |p: &mut String| -> Result<()> {
+            let abs = crate::write::absolute(&resolve(&from, p))?;
+            *p = crate::write::relative(&to, &abs);
+            Ok(())
+        };
+        move_path(&mut self.routing.routers)?;
+        move_path(&mut self.tokenizer.file)?;
+        move_path(&mut self.partition.dir)?;
+        let mut models: Vec<&mut ModelRecord> = Vec::new();
+        for m in &mut self.members {
+            models.push(&mut m.expert);
+            if let Some(r) = &mut m.router {
+                models.push(r);
+            }
+        }
+        models.extend(self.dense.iter_mut().map(|d| &mut d.model));
+        for r in models {
+            move_path(&mut r.dir)?;
+            move_path(&mut r.weights)?;
+            if let Some(rows) = &mut r.data.rows {
+                move_path(rows)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the members carry router LMs (`em` routing).
     pub fn has_router_lms(&self) -> bool {
         self.routing.method == "em"

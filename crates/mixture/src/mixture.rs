@@ -10,11 +10,11 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use smalltalk_data::TextTokenizer;
 use smalltalk_lm::burn::tensor::backend::Backend;
-use smalltalk_lm::{token_logprobs, Checkpoint, Lm, ModelSet, SamplingOptions, ScoreOptions};
+use smalltalk_lm::{token_logprobs, Lm, ModelSet, SamplingOptions, ScoreOptions};
 use smalltalk_routing::{route, PrefixScorer};
 
 use crate::cache::{CacheLimits, CacheStats, ExpertCache};
-use crate::check::{verify_checksum, verify_manifest, Verify};
+use crate::check::{checkpoint_of, verify_checksum, verify_manifest, Verify};
 use crate::error::{MixtureError, Result};
 use crate::generate::{check_prompt, GenerateOptions, Generation, TextStream, Timing};
 use crate::manifest::{resolve, MixtureManifest, ModelRecord};
@@ -50,6 +50,17 @@ pub struct Mixture<B: Backend> {
     scorer: OffsetScorer,
     cache: ExpertCache<B>,
     device: B::Device,
+}
+
+impl<B: Backend> std::fmt::Debug for Mixture<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mixture")
+            .field("file", &self.file)
+            .field("members", &self.manifest.names())
+            .field("routing", &self.manifest.routing.method)
+            .field("cache", &self.cache.stats())
+            .finish()
+    }
 }
 
 impl<B: Backend> Mixture<B> {
@@ -206,9 +217,7 @@ impl<B: Backend> Mixture<B> {
             .manifest
             .member(name)
             .ok_or_else(|| MixtureError::Config(format!("no member `{name}`")))?;
-        let weights = resolve(&self.root, &m.expert.weights);
-        let dir = weights.parent().unwrap_or(Path::new("."));
-        Checkpoint::load(dir)?
+        checkpoint_of(&self.root, &m.expert)?
             .state
             .data
             .map(|d| d.row_len)

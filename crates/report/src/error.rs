@@ -30,6 +30,10 @@ pub enum ReportError {
         /// What is wrong, e.g. "missing field `experts`".
         message: String,
     },
+    /// The mixture's manifest (`mixture.json`) could not be read, or a run has trained
+    /// experts but no manifest.
+    #[error(transparent)]
+    Mixture(#[from] smalltalk_mixture::MixtureError),
     /// A stage's `config.toml` is not TOML or lacks the stage's table.
     #[error("{}: {message}", path.display())]
     Toml {
