@@ -113,7 +113,13 @@ fn data_routers_partition_and_route_from_the_command_line() {
         .exists());
     // The mixture's manifest: before it is written, readers name the command that writes it.
     let run = tmp.path().to_str().unwrap();
-    let route = ["route", "--mixture", run, "--text", "the cat sat on the mat"];
+    let route = [
+        "route",
+        "--mixture",
+        run,
+        "--text",
+        "the cat sat on the mat",
+    ];
     let err = format!("{:#}", smalltalk(&route).unwrap_err());
     assert!(err.contains("smalltalk mixture write --run"), "{err}");
     smalltalk(&[

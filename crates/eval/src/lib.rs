@@ -28,8 +28,8 @@ pub use error::{EvalError, Result};
 pub use evaluate::{
     aggregate, evaluate, DomainResult, EvalInputs, EvalReport, Models, PrefixResult, Segment,
 };
-pub use smalltalk_mixture::{GenerateOptions, Generation};
 pub use models::{latest_model, recorded_tokenizer};
 pub use routing_quality::{routing_quality, RoutingAtPrefix, RoutingQuality};
+pub use smalltalk_mixture::{GenerateOptions, Generation};
 pub use stage::{eval_run, EvalData, EvalOptions};
 pub use text_router::TextRouter;

@@ -108,7 +108,12 @@ pub fn eval_run<B: Backend>(
     prefixes.dedup();
     let first = manifest.members[0].name.clone();
     let file_row_len = || Ok(mix.trained_row_len(&first)?);
-    let (rows, domains) = eval_rows(mix.tokenizer(), &manifest.tokenizer.hash, data, file_row_len)?;
+    let (rows, domains) = eval_rows(
+        mix.tokenizer(),
+        &manifest.tokenizer.hash,
+        data,
+        file_row_len,
+    )?;
     let row_len = rows.row_len();
     let prefixes: Vec<usize> = prefixes
         .iter()

@@ -137,7 +137,10 @@ pub fn export_run(run: &Path, out: &Path) -> Result<MixtureCard> {
         Ok(name)
     };
     for member in &manifest.members {
-        let router = member.router.as_ref().expect("checked: em members have routers");
+        let router = member
+            .router
+            .as_ref()
+            .expect("checked: em members have routers");
         let folder = router.dir.rsplit('/').next().unwrap_or(&member.name);
         let router = export(router, format!("routers/{folder}"))?;
         let expert = export(&member.expert, format!("experts/{}", member.name))?;

@@ -142,7 +142,9 @@ pub(crate) fn verify_manifest(
                 let actual = hash_file(&rows)?;
                 hashed += 1;
                 if actual != *sum {
-                    return Err(MixtureError::mismatch(&m.name, rows, "checksum", sum, actual));
+                    return Err(MixtureError::mismatch(
+                        &m.name, rows, "checksum", sum, actual,
+                    ));
                 }
             }
         }
@@ -199,11 +201,7 @@ pub(crate) fn verify_model(
         let state = Checkpoint::load(dir)?.state;
         if state.step != model.step {
             return Err(MixtureError::mismatch(
-                member,
-                &weights,
-                "step",
-                model.step,
-                state.step,
+                member, &weights, "step", model.step, state.step,
             ));
         }
         let steps = state.train.total_steps.max(model.steps);

@@ -46,9 +46,7 @@ pub enum MixtureError {
         steps: usize,
     },
     /// No manifest where one was expected (a run folder written before manifests existed).
-    #[error(
-        "no mixture manifest at {path}: write it with `smalltalk mixture write --run {run}`"
-    )]
+    #[error("no mixture manifest at {path}: write it with `smalltalk mixture write --run {run}`")]
     NoManifest {
         /// Where the manifest was looked for.
         path: PathBuf,

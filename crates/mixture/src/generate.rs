@@ -138,7 +138,9 @@ impl<'a> TextStream<'a> {
         }
         self.body.push(t);
         let text = self.tokenizer.decode(&self.body).ok()?;
-        if !text.ends_with('\u{FFFD}') && text.len() > self.shown.len() && text.starts_with(&self.shown)
+        if !text.ends_with('\u{FFFD}')
+            && text.len() > self.shown.len()
+            && text.starts_with(&self.shown)
         {
             let piece = text[self.shown.len()..].to_string();
             self.shown = text;

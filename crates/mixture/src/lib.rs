@@ -36,9 +36,7 @@ pub use manifest::{
 pub use mixture::{Mixture, OpenOptions, TextScore};
 pub use route::{MemberScore, RoutingDecision};
 pub use scorer::OffsetScorer;
-pub use write::{
-    build_manifest, write_manifest, write_run_manifest, MixtureSources, WriteOptions,
-};
+pub use write::{build_manifest, write_manifest, write_run_manifest, MixtureSources, WriteOptions};
 
 #[cfg(test)]
 mod tests;

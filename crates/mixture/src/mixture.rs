@@ -198,7 +198,14 @@ impl<B: Backend> Mixture<B> {
             verify_checksum(name, &member.expert, &weights)?;
             load_weights::<B>(&self.root, &member.expert, &self.device)
         })?;
-        Ok((model, if loaded { t.elapsed().as_secs_f64() } else { 0.0 }))
+        Ok((
+            model,
+            if loaded {
+                t.elapsed().as_secs_f64()
+            } else {
+                0.0
+            },
+        ))
     }
 
     /// The dense baseline `name` (`dense`, `dense-steps`), loaded (not cached), its checksum
@@ -290,8 +297,10 @@ impl<B: Backend> Mixture<B> {
                 check_prompt(prompts[i], &routed[i].0, &model)?;
             }
             let ids: Vec<Vec<u32>> = group.iter().map(|&i| routed[i].0.clone()).collect();
-            let mut streams: Vec<TextStream> =
-                group.iter().map(|_| TextStream::new(&self.tokenizer)).collect();
+            let mut streams: Vec<TextStream> = group
+                .iter()
+                .map(|_| TextStream::new(&self.tokenizer))
+                .collect();
             let eos = self.tokenizer.eos_id;
             let started = Instant::now();
             let mut first: Option<f64> = None;
@@ -310,7 +319,11 @@ impl<B: Backend> Mixture<B> {
             )?;
             let total = started.elapsed().as_secs_f64();
             let prefill = first.unwrap_or(total);
-            for ((g, &i), (tokens, stream)) in group.iter().enumerate().zip(tokens.into_iter().zip(streams)) {
+            for ((g, &i), (tokens, stream)) in group
+                .iter()
+                .enumerate()
+                .zip(tokens.into_iter().zip(streams))
+            {
                 let _ = g;
                 let (completion, rest) = stream.finish()?;
                 if let Some(rest) = rest {

@@ -5,7 +5,7 @@
 use smalltalk_lm::burn::tensor::backend::Backend;
 use smalltalk_lm::ModelSet;
 use smalltalk_router::scoring::{score_prefix_lengths_all, score_prefixes};
-use smalltalk_routing::{PrefixScorer, ScorerError};
+use smalltalk_routing::{DomainGroups, PrefixScorer, ScorerError};
 
 /// The router LMs of the members (router `i` is member `i`'s).
 pub(crate) struct RouterLms<B: Backend> {
@@ -53,7 +53,8 @@ impl<B: Backend> PrefixScorer for RouterLms<B> {
     }
 }
 
-/// A scorer with each member's score offset added (the mixture's routing scores).
+/// A scorer with each member's score offset added (the mixture's routing scores). The
+/// `domain` method routes by labels, not scores: its offsets do not apply.
 pub struct OffsetScorer {
     pub(crate) inner: Box<dyn PrefixScorer + Send + Sync>,
     pub(crate) offsets: Vec<f32>,
@@ -101,5 +102,8 @@ impl PrefixScorer for OffsetScorer {
     ) -> Result<Vec<Vec<f32>>, ScorerError> {
         let all = self.inner.score_lengths(rows, row_len, prefix_lens, pad)?;
         Ok(all.into_iter().map(|s| self.shift(s)).collect())
+    }
+    fn domain_groups(&self) -> Option<&DomainGroups> {
+        self.inner.domain_groups()
     }
 }

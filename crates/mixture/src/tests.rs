@@ -69,7 +69,10 @@ fn the_manifest_round_trips_exactly() {
     let back = MixtureManifest::from_json(&json).unwrap();
     assert_eq!(back, m);
     assert_eq!(back.to_json(), json);
-    assert!(json.contains("\"format\": \"smalltalk-mixture/2\""), "{json}");
+    assert!(
+        json.contains("\"format\": \"smalltalk-mixture/2\""),
+        "{json}"
+    );
 }
 
 #[test]
@@ -97,10 +100,19 @@ fn a_missing_manifest_names_the_command_that_writes_it() {
 
 #[test]
 fn paths_are_recorded_relative_to_the_manifest() {
-    assert_eq!(relative(Path::new("/a/run"), Path::new("/a/run/routers")), "routers");
-    assert_eq!(relative(Path::new("/a/run/x"), Path::new("/a/run/routers")), "../routers");
+    assert_eq!(
+        relative(Path::new("/a/run"), Path::new("/a/run/routers")),
+        "routers"
+    );
+    assert_eq!(
+        relative(Path::new("/a/run/x"), Path::new("/a/run/routers")),
+        "../routers"
+    );
     assert_eq!(relative(Path::new("/a"), Path::new("/a")), ".");
-    assert_eq!(resolve(Path::new("/a/run"), "experts/expert-00"), Path::new("/a/run/experts/expert-00"));
+    assert_eq!(
+        resolve(Path::new("/a/run"), "experts/expert-00"),
+        Path::new("/a/run/experts/expert-00")
+    );
 }
 
 #[test]
@@ -108,16 +120,38 @@ fn bad_generation_options_are_refused_naming_the_option() {
     let ok = GenerateOptions::default();
     ok.validate().unwrap();
     for (opts, says) in [
-        (GenerateOptions { max_tokens: 0, ..ok.clone() }, "max-tokens"),
-        (GenerateOptions { max_tokens: 2_000_000, ..ok.clone() }, "max-tokens"),
-        (GenerateOptions { prefix: Some(1), ..ok.clone() }, "routing prefix"),
+        (
+            GenerateOptions {
+                max_tokens: 0,
+                ..ok.clone()
+            },
+            "max-tokens",
+        ),
+        (
+            GenerateOptions {
+                max_tokens: 2_000_000,
+                ..ok.clone()
+            },
+            "max-tokens",
+        ),
+        (
+            GenerateOptions {
+                prefix: Some(1),
+                ..ok.clone()
+            },
+            "routing prefix",
+        ),
     ] {
         let err = opts.validate().unwrap_err().to_string();
         assert!(err.contains(says), "{err}");
     }
     let mut nan = ok.clone();
     nan.sampling.temperature = f64::NAN;
-    assert!(nan.validate().unwrap_err().to_string().contains("temperature"));
+    assert!(nan
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("temperature"));
     let mut p = ok;
     p.sampling.top_p = 0.0;
     assert!(p.validate().unwrap_err().to_string().contains("top-p"));

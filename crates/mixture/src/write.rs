@@ -99,7 +99,9 @@ pub fn build_manifest(
     let tok_hash = hash_file(&tok_file)?;
     check_input(&sources.routers, "routers", "tokenizer", &tok_hash)?;
     let partition = PartitionManifest::load(&sources.partition)?;
-    let part_file = sources.partition.join(smalltalk_routing::manifest::MANIFEST_FILE);
+    let part_file = sources
+        .partition
+        .join(smalltalk_routing::manifest::MANIFEST_FILE);
     if partition.routers_fingerprint != routers.fingerprint {
         return Err(MixtureError::mismatch(
             "partition",
@@ -177,11 +179,18 @@ pub fn build_manifest(
         });
     }
     let mut dense = Vec::new();
-    for dir in [dense_dir(&sources.experts), dense_steps_dir(&sources.experts)] {
+    for dir in [
+        dense_dir(&sources.experts),
+        dense_steps_dir(&sources.experts),
+    ] {
         if !dir.join("checkpoints").is_dir() {
             continue;
         }
-        let name = dir.file_name().expect("named").to_string_lossy().to_string();
+        let name = dir
+            .file_name()
+            .expect("named")
+            .to_string_lossy()
+            .to_string();
         check_input(&dir, &name, "tokenizer", &tok_hash)?;
         let data = TrainedOn {
             dataset: recorded(&dir, "dataset")?,

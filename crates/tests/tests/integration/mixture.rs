@@ -110,11 +110,18 @@ fn the_manifest_round_trips_and_describes_the_run() {
     let run = &tiny_run().layout;
     let text = std::fs::read_to_string(run.mixture()).unwrap();
     let m = MixtureManifest::from_json(&text).unwrap();
-    assert_eq!(m.to_json(), text, "the manifest does not round-trip exactly");
+    assert_eq!(
+        m.to_json(),
+        text,
+        "the manifest does not round-trip exactly"
+    );
     assert_eq!(m.names(), ["expert-00", "expert-01"]);
     assert_eq!(m.routing.method, "em");
     assert_eq!(m.tokenizer.file, "routers/tokenizer.json");
-    assert_eq!(m.tokenizer.hash, hash_file(&run.routers().join("tokenizer.json")).unwrap());
+    assert_eq!(
+        m.tokenizer.hash,
+        hash_file(&run.routers().join("tokenizer.json")).unwrap()
+    );
     let dense: Vec<&str> = m.dense.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(dense, ["dense", "dense-steps"]);
     for member in &m.members {
@@ -122,9 +129,15 @@ fn the_manifest_round_trips_and_describes_the_run() {
         assert!(e.finished && e.step == e.steps && e.step > 0, "{member:?}");
         assert_eq!(e.dir, format!("experts/{}", member.name));
         assert_eq!(e.checksum, hash_file(&run.root().join(&e.weights)).unwrap());
-        assert_eq!(e.data.partition.as_deref(), Some(m.partition.fingerprint.as_str()));
+        assert_eq!(
+            e.data.partition.as_deref(),
+            Some(m.partition.fingerprint.as_str())
+        );
         let r = member.router.as_ref().unwrap();
-        assert_eq!(r.data.routers.as_deref(), Some(m.routing.fingerprint.as_str()));
+        assert_eq!(
+            r.data.routers.as_deref(),
+            Some(m.routing.fingerprint.as_str())
+        );
         assert!(r.parameters > 0 && e.parameters > r.parameters / 100);
         assert_eq!(member.score_offset, 0.0);
     }
@@ -166,7 +179,10 @@ fn a_missing_member_file_is_refused_naming_it() {
     let run = copy_of_run(tmp.path());
     let weights = expert_weights(&run, "expert-00");
     std::fs::remove_file(&weights).unwrap();
-    refused_everywhere(&run, &["expert-00", &weights.display().to_string(), "missing"]);
+    refused_everywhere(
+        &run,
+        &["expert-00", &weights.display().to_string(), "missing"],
+    );
 }
 
 #[test]
@@ -242,9 +258,15 @@ fn an_unfinished_expert_is_refused_unless_accepted_and_then_recorded() {
     assert!(eval(&run, false).unwrap_err().contains("expert-01"));
     assert!(generate_all(&open(&run, true).unwrap()).is_ok());
     let report = eval(&run, true).unwrap();
-    assert_eq!(report.unfinished, [format!("expert-01 (step {step} of {steps})")]);
+    assert_eq!(
+        report.unfinished,
+        [format!("expert-01 (step {step} of {steps})")]
+    );
     let json = serde_json::to_value(&report).unwrap();
-    assert_eq!(json["unfinished"][0], format!("expert-01 (step {step} of {steps})"));
+    assert_eq!(
+        json["unfinished"][0],
+        format!("expert-01 (step {step} of {steps})")
+    );
 }
 
 #[test]
@@ -254,7 +276,9 @@ fn a_run_without_a_manifest_names_the_command_that_writes_it() {
     std::fs::remove_file(run.mixture()).unwrap();
     let err = open(&run, false).unwrap_err();
     assert!(err.contains("smalltalk mixture write --run"), "{err}");
-    assert!(eval(&run, false).unwrap_err().contains("smalltalk mixture write"));
+    assert!(eval(&run, false)
+        .unwrap_err()
+        .contains("smalltalk mixture write"));
 }
 
 #[test]
@@ -272,8 +296,7 @@ fn a_one_expert_cache_answers_for_every_expert() {
     let want = generate_all(&unbounded).unwrap();
     let got = generate_all(&small).unwrap();
     assert_eq!(got, want, "a bounded cache changed an answer");
-    let members: std::collections::BTreeSet<&str> =
-        want.iter().map(|(m, _)| m.as_str()).collect();
+    let members: std::collections::BTreeSet<&str> = want.iter().map(|(m, _)| m.as_str()).collect();
     assert_eq!(members.len(), 2, "the prompts reach every expert: {want:?}");
     let (s, u) = (small.cache_stats(), unbounded.cache_stats());
     assert_eq!((u.loads, u.evictions, u.resident), (2, 0, 2), "{u:?}");
@@ -330,10 +353,18 @@ fn score_offsets_move_the_routing_and_bad_input_is_refused() {
     assert_eq!(scored[0].routing.member, moved.member);
     assert!(scored[0].logprob < 0.0 && scored[0].targets > 0);
 
-    let err = |p: &str, o: GenerateOptions| mixture.generate(p, &o, |_| {}).unwrap_err().to_string();
+    let err =
+        |p: &str, o: GenerateOptions| mixture.generate(p, &o, |_| {}).unwrap_err().to_string();
     assert!(err("", greedy(4)).contains("empty"));
-    let long = (0..3000).map(|i| domain_text(i % 2, i)).collect::<Vec<_>>().join(" ");
-    assert!(err(&long, greedy(4)).contains("context"), "{}", err(&long, greedy(4)));
+    let long = (0..3000)
+        .map(|i| domain_text(i % 2, i))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        err(&long, greedy(4)).contains("context"),
+        "{}",
+        err(&long, greedy(4))
+    );
     assert!(err(&text, greedy(0)).contains("max-tokens"));
     assert!(err(&text, greedy(5_000_000)).contains("max-tokens"));
     let mut nan = greedy(4);

@@ -8,12 +8,12 @@ use std::sync::OnceLock;
 
 use smalltalk_data::Split;
 use smalltalk_eval::{eval_run, EvalData, EvalOptions};
-use smalltalk_mixture::{write_run_manifest, GenerateOptions, Mixture, WriteOptions};
 use smalltalk_expert::{
     train_dense, train_expert, DenseScaling, ExpertConfig, ExpertJob, StepBudget,
 };
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
 use smalltalk_lm::{generate, SamplingOptions};
+use smalltalk_mixture::{write_run_manifest, GenerateOptions, Mixture, WriteOptions};
 use smalltalk_router::{train_routers, RouterSet};
 use smalltalk_routing::{partition_stage, PartitionManifest};
 use smalltalk_stage::{NoProgress, RunLayout};
@@ -163,13 +163,7 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
         dataset: &layout.data(),
         split: Split::Validation,
     };
-    let report = eval_run::<B>(
-        layout.root(),
-        &data,
-        &options,
-        &Default::default(),
-    )
-    .unwrap();
+    let report = eval_run::<B>(layout.root(), &data, &options, &Default::default()).unwrap();
     assert_eq!((report.experts, report.prefix_tokens), (2, 4));
     assert_eq!(report.members, ["expert-00", "expert-01"]);
     assert!(report.unfinished.is_empty());
@@ -210,8 +204,8 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
 
     // Route: a text of each domain goes to the expert that holds that domain; the chosen
     // expert has the highest score.
-    let mixture = Mixture::<B>::open(layout.root(), &Default::default(), &Default::default())
-        .unwrap();
+    let mixture =
+        Mixture::<B>::open(layout.root(), &Default::default(), &Default::default()).unwrap();
     for d in 0..2 {
         // Routed on the routers' training prefix (8 tokens in the tiny config).
         let r = mixture.route(&domain_text(d, 1000), Some(8)).unwrap();

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use smalltalk_mixture::{build_manifest, MixtureSources, WriteOptions};
 use smalltalk_expert::{train_expert, ExpertJob, StepBudget};
+use smalltalk_mixture::{build_manifest, MixtureSources, WriteOptions};
 use smalltalk_router::{train_routers, RouterSet};
 use smalltalk_routing::{partition_stage, PartitionManifest};
 use smalltalk_stage::{NoProgress, Progress, RunLayout};
@@ -318,7 +318,10 @@ fn routers_of_another_tokenizer_are_refused_everywhere() {
     };
     let file = tmp.path().join("mixture.json");
     let err = err_text(build_manifest(&sources, &file, &WriteOptions::default()));
-    assert!(err.contains("partition") && err.contains("routers fingerprint"), "{err}");
+    assert!(
+        err.contains("partition") && err.contains("routers fingerprint"),
+        "{err}"
+    );
     assert!(!file.exists());
 }
 

@@ -89,13 +89,8 @@ fn every_method_partitions_every_row_once_and_evaluates() {
             dataset: &run.layout.data(),
             split: Split::Validation,
         };
-        let report = eval_run::<B>(
-            &manifest,
-            &data,
-            &options,
-            &Default::default(),
-        )
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let report = eval_run::<B>(&manifest, &data, &options, &Default::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(report.mixture_ppl.is_finite(), "{name}");
         assert_eq!(
             report.routing.as_deref(),

@@ -297,7 +297,10 @@ pub fn run(args: StudyArgs) -> Result<()> {
             let label = format!("mixture-steps-{steps}-{}", series.name());
             manifests.push(job(&label, c, 1.0));
         }
-        runner.phase(&format!("mixture manifests, {steps} expert steps"), manifests)?;
+        runner.phase(
+            &format!("mixture manifests, {steps} expert steps"),
+            manifests,
+        )?;
         let mut evals = Vec::new();
         std::fs::create_dir_all(layout.root().join(format!("evals/steps-{steps}")))?;
         for series in Series::all() {
