@@ -319,12 +319,7 @@ impl<B: Backend> Mixture<B> {
             )?;
             let total = started.elapsed().as_secs_f64();
             let prefill = first.unwrap_or(total);
-            for ((g, &i), (tokens, stream)) in group
-                .iter()
-                .enumerate()
-                .zip(tokens.into_iter().zip(streams))
-            {
-                let _ = g;
+            for (&i, (tokens, stream)) in group.iter().zip(tokens.into_iter().zip(streams)) {
                 let (completion, rest) = stream.finish()?;
                 if let Some(rest) = rest {
                     on_text(i, &rest);
