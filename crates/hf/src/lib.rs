@@ -27,9 +27,9 @@ pub enum HfError {
     /// The tokenizer.
     #[error(transparent)]
     Data(#[from] smalltalk_data::DataError),
-    /// The mixture's manifest, or a member it names.
+    /// The mixture's manifest, or a member it names (boxed: the error is large).
     #[error(transparent)]
-    Mixture(#[from] smalltalk_mixture::MixtureError),
+    Mixture(Box<smalltalk_mixture::MixtureError>),
     /// A file could not be written or a run folder lacks a part.
     #[error("{}: {message}", path.display())]
     Run {
@@ -38,6 +38,12 @@ pub enum HfError {
         /// What is wrong.
         message: String,
     },
+}
+
+impl From<smalltalk_mixture::MixtureError> for HfError {
+    fn from(e: smalltalk_mixture::MixtureError) -> Self {
+        HfError::Mixture(Box::new(e))
+    }
 }
 
 /// Results of this crate.

@@ -7,19 +7,8 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum MixtureError {
     /// A recorded value and the value found on disk (or in another record) differ.
-    #[error("member `{member}`: {what} of {file}: expected {expected}, found {actual}")]
-    Mismatch {
-        /// The member (`expert-01`, `dense`, `routers`, `tokenizer`).
-        member: String,
-        /// The file whose value was checked.
-        file: PathBuf,
-        /// What was compared (`checksum`, `tokenizer`, `partition`, …).
-        what: String,
-        /// The value the manifest (or the routers) recorded.
-        expected: String,
-        /// The value found.
-        actual: String,
-    },
+    #[error("{0}")]
+    Mismatch(Box<Mismatch>),
     /// A file a member needs is not there.
     #[error("member `{member}`: {file} is missing{hint}")]
     Missing {
@@ -89,6 +78,35 @@ pub enum MixtureError {
     Stage(#[from] smalltalk_stage::StageError),
 }
 
+/// The details of a [`MixtureError::Mismatch`].
+#[derive(Debug)]
+pub struct Mismatch {
+    /// The member (`expert-01`, `dense`, `routers`, `partition`).
+    pub member: String,
+    /// The file whose value was checked.
+    pub file: PathBuf,
+    /// What was compared (`checksum`, `recorded input \`tokenizer\``, …).
+    pub what: String,
+    /// The value the manifest (or the routers) recorded.
+    pub expected: String,
+    /// The value found.
+    pub actual: String,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "member `{}`: {} of {}: expected {}, found {}",
+            self.member,
+            self.what,
+            self.file.display(),
+            self.expected,
+            self.actual
+        )
+    }
+}
+
 impl MixtureError {
     /// A [`MixtureError::Mismatch`].
     pub fn mismatch(
@@ -98,13 +116,13 @@ impl MixtureError {
         expected: impl std::fmt::Display,
         actual: impl std::fmt::Display,
     ) -> Self {
-        MixtureError::Mismatch {
+        MixtureError::Mismatch(Box::new(Mismatch {
             member: member.into(),
             file: file.into(),
             what: what.into(),
             expected: expected.to_string(),
             actual: actual.to_string(),
-        }
+        }))
     }
 
     /// A [`MixtureError::Missing`] with no hint.

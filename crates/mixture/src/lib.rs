@@ -27,7 +27,7 @@ pub mod write;
 
 pub use cache::{CacheLimits, CacheStats};
 pub use check::{check, CheckReport};
-pub use error::{MixtureError, Result};
+pub use error::{Mismatch, MixtureError, Result};
 pub use generate::{GenerateOptions, Generation, TextStream, Timing, MAX_NEW_TOKENS};
 pub use manifest::{
     Member, MixtureManifest, ModelRecord, NamedModel, PartitionRecord, Routing, TokenizerRecord,
