@@ -38,7 +38,7 @@ for ((i = 1; i <= runs; i++)); do
     run_spec "$bin" --json partition --data "$run/data" --routers "$run/routers" --out "$out" \
       --config "$root/configs/pipeline-cpu.toml" > /dev/null
     t1=$(date +%s.%N)
-    run_spec "$bin" --json eval --data "$run/data" --routers "$run/routers" --experts "$run/experts" \
+    run_spec "$bin" --json eval --data "$run/data" --mixture "$run" \
       --split validation --prefix 32 --prefix-sweep 8,16,32,64,128,256 \
       --out "$tmp/$key-eval-$i.json" > /dev/null
     t2=$(date +%s.%N)

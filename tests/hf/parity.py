@@ -80,9 +80,9 @@ def check_export(run, corpus, work):
             logp = torch.log_softmax(hf_logits(r, prefix)[:-1], -1)
             scores.append(logp.gather(1, torch.tensor(prefix[1:])[:, None]).sum().item())
         by_hand = max(range(len(scores)), key=scores.__getitem__)
-        routed = st("route", "--routers", os.path.join(run, "routers"), "--text", text, "--prefix", str(m))[0]
+        routed = st("route", "--mixture", run, "--text", text, "--prefix", str(m))[0]
         assert routed["expert"] == by_hand, f"{domain}: routed to {routed['expert']}, by hand to {by_hand}"
-        gen = st("generate", "--routers", os.path.join(run, "routers"), "--experts", os.path.join(run, "experts"),
+        gen = st("generate", "--mixture", run,
                  "--prompt", text, "--prefix", str(m), "--max-tokens", "32", "--temperature", "0")[-1]
         with torch.no_grad():
             hf = experts[by_hand].generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False,

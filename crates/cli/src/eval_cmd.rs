@@ -21,16 +21,22 @@ pub struct EvalArgs {
     /// experts' training row length, form one row (shorter ones are padded).
     #[arg(long)]
     data: PathBuf,
-    /// Routers folder (`smalltalk routers train`).
-    #[arg(long)]
-    routers: PathBuf,
-    /// Folder holding expert-NN/ and dense/ (`smalltalk expert train`, `smalltalk dense train`).
-    #[arg(long, required_unless_present = "routing_only")]
-    experts: Option<PathBuf>,
+    /// The mixture: a run folder (its mixture.json) or a mixture.json (`smalltalk mixture
+    /// write`): its members' routers and experts and its dense baselines.
+    #[arg(long, required_unless_present = "routers")]
+    mixture: Option<PathBuf>,
+    /// With --routing-only: a routers folder (`smalltalk routers train`), instead of a
+    /// mixture's.
+    #[arg(long, requires = "routing_only", conflicts_with = "mixture")]
+    routers: Option<PathBuf>,
     /// Measure the routing alone (expert load and domain purity at every prefix; no experts
     /// needed): how well the routers split held-out text by its first tokens.
     #[arg(long)]
     routing_only: bool,
+    /// Evaluate members that stopped before the end of their schedule (named in the report's
+    /// `unfinished`).
+    #[arg(long)]
+    allow_unfinished: bool,
     /// Which split of a dataset folder to evaluate.
     #[arg(long, default_value = "validation")]
     split: Split,
@@ -51,11 +57,24 @@ pub struct EvalArgs {
 /// Run `smalltalk eval`.
 pub fn run(args: EvalArgs, backend: BackendKind, out: &Output) -> Result<()> {
     let data = EvalData::at(&args.data, args.split);
-    let options = EvalOptions::new(args.prefix, &args.prefix_sweep, args.seed);
-    let Some(experts) = args.experts.as_ref().filter(|_| !args.routing_only) else {
+    let options = EvalOptions {
+        allow_unfinished: args.allow_unfinished,
+        ..EvalOptions::new(args.prefix, &args.prefix_sweep, args.seed)
+    };
+    let mixture = args.mixture.as_ref().filter(|_| !args.routing_only);
+    let Some(mixture) = mixture else {
+        let routers = match (&args.routers, &args.mixture) {
+            (Some(r), _) => r.clone(),
+            (None, Some(m)) => {
+                let (manifest, file) = smalltalk_mixture::MixtureManifest::load(m)?;
+                let root = file.parent().unwrap_or(std::path::Path::new("."));
+                smalltalk_mixture::manifest::resolve(root, &manifest.routing.routers)
+            }
+            (None, None) => anyhow::bail!("give --mixture (or --routers with --routing-only)"),
+        };
         let quality = on_backend!(backend, AB, _name => {
             type B = <AB as AutodiffBackend>::InnerBackend;
-            routing_quality::<B>(&args.routers, &data, &options.prefixes, &Default::default())
+            routing_quality::<B>(&routers, &data, &options.prefixes, &Default::default())
         })
         .context("routing held-out rows")?;
         out.result(&quality, || quality.describe());
@@ -63,7 +82,7 @@ pub fn run(args: EvalArgs, backend: BackendKind, out: &Output) -> Result<()> {
     };
     let (report, name) = on_backend!(backend, AB, name => {
         type B = <AB as AutodiffBackend>::InnerBackend;
-        (eval_run::<B>(&args.routers, experts, &data, &options, &Default::default()), name)
+        (eval_run::<B>(mixture, &data, &options, &Default::default()), name)
     });
     let report = report.context("evaluating the mixture")?;
     let mut value = serde_json::to_value(&report)?;

@@ -14,6 +14,7 @@ mod generate_cmd;
 mod hf_cmd;
 mod launch_cmd;
 mod lm_cmd;
+mod mixture_cmd;
 mod partition_cmd;
 mod progress;
 mod report;
@@ -32,7 +33,8 @@ use smalltalk_lm::backend::BackendKind;
 /// Stages, in order: `data` (tokenize and shard a corpus), `routers train` (E router LMs by
 /// hard EM), `partition` (split the training rows among E experts in equal parts), `expert train`
 /// (one independent job per expert) and `dense train` (the baseline), `eval` (routed
-/// evaluation), `report`. `route` and `generate` use a trained mixture.
+/// evaluation), `report`. `mixture write` records a trained mixture in mixture.json; `route` and
+/// `generate` use it.
 #[derive(Debug, Parser)]
 #[command(name = "smalltalk", version, propagate_version = true)]
 struct Cli {
@@ -81,6 +83,10 @@ enum Command {
     /// Route a prompt by its prefix, load only the chosen expert and stream a sampled
     /// continuation (temperature, top-k, top-p, seed); says which expert answered and why.
     Generate(generate_cmd::GenerateArgs),
+    /// The mixture's manifest (mixture.json): write it from a run's folders, show it, check
+    /// every file, checksum and tokenizer hash it records.
+    #[command(subcommand)]
+    Mixture(mixture_cmd::MixtureCommand),
     /// Write the run report (report.md with tables and SVG plots, report.json) from the files
     /// the stages wrote into a run folder, and print the headline table.
     Report(run_report::ReportArgs),
@@ -141,6 +147,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Partition(args) => partition_cmd::run(args, backend, &out),
         Command::Route(args) => route_cmd::run(args, backend, &out),
         Command::Generate(args) => generate_cmd::run(args, backend, &out),
+        Command::Mixture(cmd) => mixture_cmd::run(cmd, &out),
         Command::Report(args) => run_report::run(args, &out),
         Command::Launch(cmd) => launch_cmd::run(cmd, backend.name(), &out),
         Command::Status(args) => launch_cmd::status(args, &out),

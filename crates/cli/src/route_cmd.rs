@@ -1,13 +1,14 @@
-//! `smalltalk route`: which expert each text goes to (`smalltalk_eval::TextRouter`).
+//! `smalltalk route`: which member each text goes to (`smalltalk_mixture::Mixture::route`).
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use smalltalk_data::CorpusReader;
-use smalltalk_eval::TextRouter;
 use smalltalk_lm::backend::BackendKind;
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
+use smalltalk_mixture::{Mixture, MixtureError, OpenOptions};
+use smalltalk_routing::RoutingError;
 
 use crate::backends::on_backend;
 use crate::report::Output;
@@ -15,9 +16,10 @@ use crate::report::Output;
 /// `route` flags.
 #[derive(Debug, Args)]
 pub struct RouteArgs {
-    /// Routers folder written by `smalltalk routers train` (holds the tokenizer too).
+    /// The mixture: a run folder (its mixture.json) or a mixture.json
+    /// (`smalltalk mixture write`).
     #[arg(long)]
-    routers: PathBuf,
+    mixture: PathBuf,
     /// A text to route.
     #[arg(long, conflicts_with = "file", required_unless_present = "file")]
     text: Option<String>,
@@ -26,31 +28,47 @@ pub struct RouteArgs {
     #[arg(long)]
     file: Option<PathBuf>,
     /// Routing prefix M̂ in tokens, at least 2 (texts shorter than this are routed on what
-    /// there is).
-    #[arg(long, default_value_t = 32)]
-    prefix: usize,
+    /// there is). Default: the mixture's.
+    #[arg(long)]
+    prefix: Option<usize>,
+    /// Route with members that stopped before the end of their schedule.
+    #[arg(long)]
+    allow_unfinished: bool,
 }
 
 /// Run `smalltalk route`.
 pub fn run(args: RouteArgs, backend: BackendKind, out: &Output) -> Result<()> {
-    if args.prefix < 2 {
-        bail!(
-            "--prefix must be at least 2 (the first token is not scored), not {}",
-            args.prefix
-        );
+    if let Some(p) = args.prefix.filter(|&p| p < 2) {
+        bail!("--prefix must be at least 2 (the first token is not scored), not {p}");
     }
     let texts = match (&args.text, &args.file) {
         (Some(t), _) => vec![t.clone()],
         (None, Some(path)) => CorpusReader::texts(path)?,
         (None, None) => bail!("give --text or --file"),
     };
+    let options = OpenOptions {
+        allow_unfinished: args.allow_unfinished,
+        ..OpenOptions::default()
+    };
     on_backend!(backend, AB, _name => {
         type B = <AB as AutodiffBackend>::InnerBackend;
-        let router = TextRouter::load::<B>(&args.routers, &Default::default())
-            .with_context(|| format!("routers in {}", args.routers.display()))?;
+        let mixture = Mixture::<B>::open(&args.mixture, &options, &Default::default())
+            .with_context(|| format!("the mixture of {}", args.mixture.display()))?;
         for (i, text) in texts.iter().enumerate() {
-            let (value, line) = router.route_line(i, text, args.prefix)?;
-            out.result(&value, || line);
+            match mixture.route(text, args.prefix) {
+                Ok(r) => {
+                    let mut value = serde_json::to_value(&r)?;
+                    value["index"] = i.into();
+                    // The member's position, as `expert` (what scripts of earlier versions read).
+                    value["expert"] = r.index.into();
+                    out.result(&value, || format!("text {i} -> {}", r.describe()));
+                }
+                Err(MixtureError::Routing(e @ RoutingError::TooShort { .. })) => out.result(
+                    &serde_json::json!({"index": i, "expert": null, "member": null, "reason": e.to_string()}),
+                    || format!("text {i}: {e}"),
+                ),
+                Err(e) => return Err(e.into()),
+            }
         }
     });
     Ok(())

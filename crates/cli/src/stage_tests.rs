@@ -74,15 +74,6 @@ fn data_routers_partition_and_route_from_the_command_line() {
     );
     smalltalk(&partition).unwrap(); // finished: skipped
 
-    smalltalk(&[
-        "route",
-        "--routers",
-        &routers,
-        "--text",
-        "the cat sat on the mat",
-    ])
-    .unwrap();
-
     let experts = p("experts");
     for e in ["0", "1"] {
         let expert = [
@@ -120,14 +111,40 @@ fn data_routers_partition_and_route_from_the_command_line() {
     assert!(Path::new(&experts)
         .join("dense/checkpoints/step-00000004")
         .exists());
+    // The mixture's manifest: before it is written, readers name the command that writes it.
+    let run = tmp.path().to_str().unwrap();
+    let route = [
+        "route",
+        "--mixture",
+        run,
+        "--text",
+        "the cat sat on the mat",
+    ];
+    let err = format!("{:#}", smalltalk(&route).unwrap_err());
+    assert!(err.contains("smalltalk mixture write --run"), "{err}");
+    smalltalk(&[
+        "mixture",
+        "write",
+        "--routers",
+        &routers,
+        "--partition",
+        &part,
+        "--experts",
+        &experts,
+        "--out",
+        &p("mixture.json"),
+    ])
+    .unwrap();
+    smalltalk(&["mixture", "show", run]).unwrap();
+    smalltalk(&["mixture", "check", &p("mixture.json")]).unwrap();
+    smalltalk(&route).unwrap();
+    let mixture = p("mixture.json");
     let eval = [
         "eval",
         "--data",
         &data,
-        "--routers",
-        &routers,
-        "--experts",
-        &experts,
+        "--mixture",
+        &mixture,
         "--prefix",
         "4",
         "--prefix-sweep",
@@ -137,7 +154,6 @@ fn data_routers_partition_and_route_from_the_command_line() {
     let mut to_file = eval.to_vec();
     to_file.extend(["--out", &eval_json]);
     smalltalk(&to_file).unwrap();
-    let run = tmp.path().to_str().unwrap();
     smalltalk(&["report", "--run", run, "--config", &cfg]).unwrap();
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p("report.json")).unwrap()).unwrap();
@@ -204,11 +220,11 @@ fn data_routers_partition_and_route_from_the_command_line() {
     smalltalk(&on_file).unwrap();
     // A headline prefix longer than the rows is an error; a sweep prefix is left out.
     let mut too_long = eval.to_vec();
-    too_long[8] = "99";
+    too_long[6] = "99";
     let err = smalltalk(&too_long).unwrap_err();
     assert!(format!("{err:#}").contains("routing prefix 99"), "{err:#}");
     let mut sweep = eval.to_vec();
-    sweep[10] = "2,99";
+    sweep[8] = "2,99";
     let swept = p("swept.json");
     sweep.extend(["--out", &swept]);
     smalltalk(&sweep).unwrap();
@@ -224,10 +240,8 @@ fn data_routers_partition_and_route_from_the_command_line() {
 
     let generate = [
         "generate",
-        "--routers",
-        &routers,
-        "--experts",
-        &experts,
+        "--mixture",
+        run,
         "--prompt",
         "the cat",
         "--max-tokens",
@@ -243,6 +257,8 @@ fn data_routers_partition_and_route_from_the_command_line() {
         ("--top-p", "-0.5", "top-p"),
         ("--top-p", "2", "top-p"),
         ("--prefix", "0", "prefix"),
+        ("--max-tokens", "0", "max-tokens"),
+        ("--max-tokens", "2000000", "max-tokens"),
     ] {
         let mut bad = generate.to_vec();
         bad.extend([flag, value]);
@@ -251,7 +267,7 @@ fn data_routers_partition_and_route_from_the_command_line() {
     }
     let empty = p("empty.jsonl");
     std::fs::write(&empty, "").unwrap();
-    let err = smalltalk(&["route", "--routers", &routers, "--file", &empty]).unwrap_err();
+    let err = smalltalk(&["route", "--mixture", run, "--file", &empty]).unwrap_err();
     assert!(
         format!("{err:#}").contains("empty corpus: no document with text in")
             && format!("{err:#}").contains("empty.jsonl"),

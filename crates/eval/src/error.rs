@@ -18,9 +18,18 @@ pub enum EvalError {
     /// A dataset, corpus file or tokenizer could not be read.
     #[error(transparent)]
     Data(#[from] smalltalk_data::DataError),
+    /// The mixture's manifest or one of its members was refused (boxed: the error is large).
+    #[error(transparent)]
+    Mixture(Box<smalltalk_mixture::MixtureError>),
     /// A stage record could not be read or written.
     #[error(transparent)]
     Stage(#[from] smalltalk_stage::StageError),
+}
+
+impl From<smalltalk_mixture::MixtureError> for EvalError {
+    fn from(e: smalltalk_mixture::MixtureError) -> Self {
+        EvalError::Mixture(Box::new(e))
+    }
 }
 
 /// Result with [`EvalError`].

@@ -98,6 +98,14 @@ pub struct EvalReport {
     pub routing: Option<String>,
     /// Number of experts.
     pub experts: usize,
+    /// The members' names (`mixture.json`), in routing order: expert `i` is `members[i]`
+    /// (empty in reports written before manifests existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// Members (and dense baselines) evaluated although they stopped before the end of their
+    /// schedule (`--allow-unfinished`), as `name (step S of T)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unfinished: Vec<String>,
     /// Headline routing prefix M̂.
     pub prefix_tokens: usize,
     /// Held-out rows.
@@ -268,6 +276,8 @@ pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
     Ok(EvalReport {
         routing: None,
         experts: e_count,
+        members: Vec::new(),
+        unfinished: Vec::new(),
         prefix_tokens: head.prefix_tokens,
         sequences: rows,
         tokens: inp.valid.iter().filter(|&&v| v).count(),

@@ -6,18 +6,19 @@
 //!   to the expert whose router scores its first M̂ tokens highest; the mixture against the
 //!   dense baseline, random and oracle routing, per-expert segments, load, purity, a prefix
 //!   sweep. [`aggregate`] is a pure function of the models' numbers.
-//! - [`eval_run`]: the eval stage — loads the routers, experts and dense model from their
-//!   folders, checks they belong together, and evaluates a dataset split or a text file.
-//! - [`TextRouter`]: the routers of a folder with their tokenizer: route a text.
-//! - [`generate_text`]: route a prompt, load only the chosen expert, sample a continuation.
+//! - [`eval_run`]: the eval stage — opens the mixture of a `mixture.json` (every member
+//!   verified; see `smalltalk-mixture`) and evaluates a dataset split or a text file.
+//! - [`TextRouter`]: the routers of a folder with their tokenizer: route a text (routing
+//!   quality without experts). Generation lives in `smalltalk_mixture::Mixture`; its options
+//!   and result are re-exported here.
 //!
-//! Depends on `smalltalk-router` (loading routers), `smalltalk-routing` (the routing path),
-//! `smalltalk-lm`, `smalltalk-data` and `smalltalk-stage`.
+//! Depends on `smalltalk-mixture` (the loaded mixture), `smalltalk-router` (loading routers),
+//! `smalltalk-routing` (the routing path), `smalltalk-lm`, `smalltalk-data` and
+//! `smalltalk-stage`.
 
 pub mod describe;
 pub mod error;
 pub mod evaluate;
-pub mod generate;
 pub mod models;
 pub mod routing_quality;
 pub mod stage;
@@ -27,8 +28,8 @@ pub use error::{EvalError, Result};
 pub use evaluate::{
     aggregate, evaluate, DomainResult, EvalInputs, EvalReport, Models, PrefixResult, Segment,
 };
-pub use generate::{generate_text, GenerateOptions, Generation};
 pub use models::{latest_model, recorded_tokenizer};
 pub use routing_quality::{routing_quality, RoutingAtPrefix, RoutingQuality};
+pub use smalltalk_mixture::{GenerateOptions, Generation};
 pub use stage::{eval_run, EvalData, EvalOptions};
 pub use text_router::TextRouter;

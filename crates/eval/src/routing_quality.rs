@@ -71,7 +71,9 @@ pub fn routing_quality<B: Backend>(
         )));
     }
     let router = TextRouter::load::<B>(routers_dir, device)?;
-    let (rows, domains) = eval_rows(&router, data, || Ok(longest))?;
+    let (rows, domains) = eval_rows(&router.tokenizer, router.tokenizer_hash(), data, || {
+        Ok(longest)
+    })?;
     let (n, row_len) = (rows.num_sequences(), rows.row_len());
     if longest > row_len {
         return Err(EvalError::Config(format!(

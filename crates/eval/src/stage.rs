@@ -1,4 +1,4 @@
-//! The eval stage: load a mixture from its folders, check that its parts belong together, and
+//! The eval stage: load a mixture from its manifest (`mixture.json`, every part verified) and
 //! evaluate it on a dataset split or on any text file.
 
 use std::path::Path;
@@ -6,12 +6,10 @@ use std::path::Path;
 use smalltalk_data::{CorpusFormat, CorpusReader, Dataset, Split, TextTokenizer, Verify};
 use smalltalk_lm::burn::tensor::backend::Backend;
 use smalltalk_lm::{SequenceSource, VecSource};
-use smalltalk_stage::layout::{dense_dir, dense_steps_dir, expert_dir};
+use smalltalk_mixture::{Mixture, OpenOptions};
 
 use crate::error::{EvalError, Result};
 use crate::evaluate::{evaluate, Domains, EvalReport, Models};
-use crate::models::{check_tokenizer, latest_model, trained_row_len};
-use crate::text_router::TextRouter;
 
 /// What to evaluate on.
 #[derive(Debug, Clone)]
@@ -47,7 +45,11 @@ impl EvalOptions {
     pub fn new(prefix: usize, sweep: &[usize], seed: u64) -> Self {
         let mut prefixes = vec![prefix];
         prefixes.extend(sweep.iter().filter(|&&m| m != prefix));
-        EvalOptions { prefixes, seed }
+        EvalOptions {
+            prefixes,
+            seed,
+            allow_unfinished: false,
+        }
     }
 }
 
@@ -60,14 +62,18 @@ pub struct EvalOptions {
     pub prefixes: Vec<usize>,
     /// Seed of the random-routing baseline.
     pub seed: u64,
+    /// Evaluate members that stopped before the end of their schedule (the report names
+    /// them in `unfinished`).
+    pub allow_unfinished: bool,
 }
 
-/// Evaluate the mixture of the routers folder `routers_dir` and the experts folder
-/// `experts_dir` (`expert-NN/`, `dense/`) on `data`. Refuses experts, a dense model or a
-/// dataset made with another tokenizer than the routers'.
+/// Evaluate the mixture of the manifest `mixture` (a run folder or a `mixture.json`; see
+/// `smalltalk_mixture`) on `data`: its members' routers and experts and its dense baselines
+/// (`dense` required, `dense-steps` when listed), every file verified against the manifest.
+/// Refuses unfinished members unless [`EvalOptions::allow_unfinished`] (then the report
+/// names them), and a dataset made with another tokenizer than the mixture's.
 pub fn eval_run<B: Backend>(
-    routers_dir: &Path,
-    experts_dir: &Path,
+    mixture: &Path,
     data: &EvalData<'_>,
     options: &EvalOptions,
     device: &B::Device,
@@ -78,33 +84,36 @@ pub fn eval_run<B: Backend>(
             options.prefixes
         )));
     }
-    let router = TextRouter::load::<B>(routers_dir, device)?;
-    let tokenizer_hash = router.tokenizer_hash().to_string();
-    let runs: Vec<_> = (0..router.scorer.experts())
-        .map(|e| expert_dir(experts_dir, e))
-        .chain([dense_dir(experts_dir)])
-        .collect();
-    for run in &runs {
-        check_tokenizer(run, &tokenizer_hash)?;
-    }
-    let mut experts = runs
-        .iter()
-        .map(|run| latest_model::<B>(run, device))
-        .collect::<Result<Vec<_>>>()?;
-    let dense = experts.pop().expect("the dense run is listed");
-    // The E×-steps dense baseline, when the run trained one too.
-    let steps_dir = dense_steps_dir(experts_dir);
-    let dense_steps = match steps_dir.is_dir() {
-        true => {
-            check_tokenizer(&steps_dir, &tokenizer_hash)?;
-            Some(latest_model::<B>(&steps_dir, device)?)
-        }
-        false => None,
+    let open = OpenOptions {
+        allow_unfinished: options.allow_unfinished,
+        ..OpenOptions::default()
     };
+    let mix = Mixture::<B>::open(mixture, &open, device)?;
+    let manifest = mix.manifest();
+    let experts = manifest
+        .members
+        .iter()
+        .map(|m| Ok((*mix.expert(&m.name)?).clone()))
+        .collect::<Result<Vec<_>>>()?;
+    let dense = mix.dense(DENSE)?.ok_or_else(|| {
+        EvalError::Config(format!(
+            "{} lists no dense baseline `{DENSE}` (train it with `smalltalk dense train`, then \
+             write the manifest again with `smalltalk mixture write`)",
+            mix.file().display()
+        ))
+    })?;
+    // The E×-steps dense baseline, when the run trained one too.
+    let dense_steps = mix.dense(DENSE_STEPS)?;
     let mut prefixes = options.prefixes.clone();
     prefixes.dedup();
-    let file_row_len = || trained_row_len(&expert_dir(experts_dir, 0));
-    let (rows, domains) = eval_rows(&router, data, file_row_len)?;
+    let first = manifest.members[0].name.clone();
+    let file_row_len = || Ok(mix.trained_row_len(&first)?);
+    let (rows, domains) = eval_rows(
+        mix.tokenizer(),
+        &manifest.tokenizer.hash,
+        data,
+        file_row_len,
+    )?;
     let row_len = rows.row_len();
     let prefixes: Vec<usize> = prefixes
         .iter()
@@ -113,7 +122,7 @@ pub fn eval_run<B: Backend>(
         .map(|(_, &m)| m)
         .collect();
     let report = evaluate(
-        router.scorer.as_ref(),
+        mix.scorer(),
         &Models {
             experts,
             dense,
@@ -124,17 +133,33 @@ pub fn eval_run<B: Backend>(
         &prefixes,
         options.seed,
     )?;
+    let unfinished = manifest
+        .members
+        .iter()
+        .map(|m| (&m.name, &m.expert))
+        .chain(manifest.dense.iter().map(|d| (&d.name, &d.model)))
+        .filter(|(_, r)| !r.finished)
+        .map(|(name, r)| format!("{name} (step {} of {})", r.step, r.steps))
+        .collect();
     Ok(EvalReport {
-        routing: Some(router.method.name().to_string()),
+        routing: Some(manifest.routing.method.clone()),
+        members: manifest.names(),
+        unfinished,
         ..report
     })
 }
+
+/// The dense baseline's name in the manifest (E× the experts' batch, the paper's protocol).
+const DENSE: &str = "dense";
+/// The E×-steps dense baseline's name in the manifest.
+const DENSE_STEPS: &str = "dense-steps";
 
 /// The rows of `data` and their domain labels (when every row has one): a dataset split
 /// (refused when built with another tokenizer than the router's), or a file's documents cut
 /// to `file_row_len()` tokens each.
 pub(crate) fn eval_rows(
-    router: &TextRouter,
+    tokenizer: &TextTokenizer,
+    tokenizer_hash: &str,
     data: &EvalData<'_>,
     file_row_len: impl FnOnce() -> Result<usize>,
 ) -> Result<(Box<dyn SequenceSource>, Option<Domains>)> {
@@ -142,12 +167,12 @@ pub(crate) fn eval_rows(
         EvalData::Split { dataset, split } => {
             let dataset = Dataset::open(dataset)?;
             let m = dataset.manifest();
-            if m.tokenizer.hash != router.tokenizer_hash() {
+            if m.tokenizer.hash != tokenizer_hash {
                 return Err(EvalError::Config(format!(
                     "the dataset {} was built with tokenizer {}, but the routers read {}",
                     dataset.dir().display(),
                     m.tokenizer.hash,
-                    router.tokenizer_hash()
+                    tokenizer_hash
                 )));
             }
             let rows = dataset.reader(*split, Verify::Checksums)?;
@@ -156,7 +181,7 @@ pub(crate) fn eval_rows(
             Ok((Box::new(rows), domains))
         }
         EvalData::File(file) => {
-            let (rows, domains) = file_rows(&router.tokenizer, file, file_row_len()?)?;
+            let (rows, domains) = file_rows(tokenizer, file, file_row_len()?)?;
             Ok((Box::new(rows), domains))
         }
     }

@@ -3,7 +3,8 @@
 //! A trained mixture as Hugging Face Llama checkpoints (`LlamaForCausalLM`), the format
 //! lm-eval-harness, vLLM, llama.cpp and model hubs read. [`export_run`] writes one complete HF
 //! folder per router, expert and dense model of a run, the run's tokenizer in each, and a
-//! `mixture.json` + `README.md` saying how to route: score the first M̂ tokens of a text with
+//! `mixture.json` (the run's manifest projected onto the exported folders) + `README.md`
+//! saying how to route: score the first M̂ tokens of a text with
 //! every router and run the expert of the highest log-likelihood (paper §2.4, Eq. 7).
 //! [`import_model`] reads an HF Llama folder into our weights format. The tensor conversion
 //! itself is [`smalltalk_lm::hf`].
@@ -13,10 +14,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use smalltalk_data::TextTokenizer;
 use smalltalk_lm::hf::{export_weights, import_weights, SpecialIds};
-use smalltalk_lm::{Checkpoint, LmConfig, LmError};
-use smalltalk_router::manifest::{RoutersManifest, TOKENIZER_FILE};
-use smalltalk_stage::layout::{dense_dir, dense_steps_dir, expert_dir};
-use smalltalk_stage::RunLayout;
+use smalltalk_lm::{LmConfig, LmError};
+use smalltalk_mixture::manifest::resolve;
+use smalltalk_mixture::{MixtureManifest, ModelRecord};
 
 /// What can go wrong exporting or importing.
 #[derive(Debug, thiserror::Error)]
@@ -27,9 +27,9 @@ pub enum HfError {
     /// The tokenizer.
     #[error(transparent)]
     Data(#[from] smalltalk_data::DataError),
-    /// The routers' manifest.
+    /// The mixture's manifest, or a member it names (boxed: the error is large).
     #[error(transparent)]
-    Router(#[from] smalltalk_router::RouterError),
+    Mixture(Box<smalltalk_mixture::MixtureError>),
     /// A file could not be written or a run folder lacks a part.
     #[error("{}: {message}", path.display())]
     Run {
@@ -40,87 +40,130 @@ pub enum HfError {
     },
 }
 
+impl From<smalltalk_mixture::MixtureError> for HfError {
+    fn from(e: smalltalk_mixture::MixtureError) -> Self {
+        HfError::Mixture(Box::new(e))
+    }
+}
+
 /// Results of this crate.
 pub type Result<T> = std::result::Result<T, HfError>;
 
-/// `mixture.json`: how the exported folders make one mixture.
+/// Version of the exported card: a projection of the run's manifest (`smalltalk-mixture/2`)
+/// onto the exported folders.
+pub const CARD_FORMAT: &str = "smalltalk-mixture-hf/2";
+
+/// `mixture.json` of an export: how the exported folders make one mixture, projected from the
+/// run's manifest (`smalltalk_mixture::MixtureManifest`) with the exported folders' paths.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MixtureCard {
-    /// `smalltalk-mixture/1`.
+    /// [`CARD_FORMAT`].
     pub format: String,
     /// Number of experts E.
     pub experts: usize,
-    /// Routing prefix M̂ in tokens (the routers were trained on prefixes of M tokens).
+    /// Routing prefix M̂ in tokens (the manifest's).
     pub prefix_tokens: usize,
     /// The routing rule, in words.
     pub rule: String,
-    /// Router folder of each expert: router `i` scores for expert `i`.
+    /// Router folder of each member: router `i` scores for expert `i`.
     pub routers: Vec<String>,
-    /// Expert folders, in index order.
+    /// Expert folders, in member order.
     pub expert_models: Vec<String>,
     /// Dense baselines (`dense`: E× batch; `dense-steps`: E× steps), when the run has them.
     pub dense: Vec<String>,
+    /// The members as the run's manifest lists them, with their exported folders.
+    pub members: Vec<CardMember>,
+    /// The checksum of the tokenizer every member reads (the manifest's).
+    pub tokenizer_hash: String,
 }
 
-/// Export every model of the run in `run` into `out` (see the crate docs). Only EM routers are
-/// language models: a run routed by TF-IDF, random or domain labels is refused.
+/// One member of an exported mixture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CardMember {
+    /// The member's name (`expert-00`).
+    pub name: String,
+    /// Added to its router's score before the argmax.
+    pub score_offset: f64,
+    /// Its exported router folder.
+    pub router: String,
+    /// Its exported expert folder.
+    pub expert: String,
+    /// Checksum of the expert weights the export was made from (the manifest's).
+    pub source_checksum: String,
+    /// Step of those weights, and the steps their schedule asked for.
+    pub step: usize,
+    /// The steps the expert's schedule asked for.
+    pub steps: usize,
+}
+
+/// Export every model of the mixture of `run` (a run folder or a `mixture.json`; its manifest
+/// verified first: every checksum and tokenizer hash) into `out` (see the crate docs). Only
+/// EM routers are language models: a mixture routed by TF-IDF, random or domain labels is
+/// refused.
 pub fn export_run(run: &Path, out: &Path) -> Result<MixtureCard> {
-    let layout = RunLayout::new(run);
-    let manifest = RoutersManifest::load(&layout.routers())?;
-    if !manifest.method.is_em() {
+    smalltalk_mixture::check(run, false)?;
+    let (manifest, file) = MixtureManifest::load(run)?;
+    let root = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    if !manifest.has_router_lms() {
         return Err(HfError::Run {
-            path: layout.routers(),
+            path: file,
             message: format!(
                 "routers of method `{}` are not language models; only EM routers can be exported",
-                manifest.method.name()
+                manifest.routing.method
             ),
         });
     }
-    let tokenizer_file = layout.routers().join(TOKENIZER_FILE);
+    let tokenizer_file = resolve(&root, &manifest.tokenizer.file);
     let tokenizer = TextTokenizer::load(&tokenizer_file, None)?;
     let ids = SpecialIds {
         bos: tokenizer.eos_id,
         eos: tokenizer.eos_id,
         pad: tokenizer.pad_id,
     };
+    let m = manifest.routing.prefix;
     let mut card = MixtureCard {
-        format: "smalltalk-mixture/1".into(),
-        experts: manifest.experts,
-        prefix_tokens: manifest.prefix_len,
+        format: CARD_FORMAT.into(),
+        experts: manifest.members.len(),
+        prefix_tokens: m,
         rule: format!(
-            "route a text to the expert i whose router i gives its first {} tokens the highest \
-             log-likelihood, the sum of log p(x_t | x_<t) over t = 2..{} (the first token is not \
-             scored; no BOS is prepended); run only that expert",
-            manifest.prefix_len, manifest.prefix_len
+            "route a text to the member i whose router i gives its first {m} tokens the highest \
+             log-likelihood plus the member's score_offset, the log-likelihood being the sum of \
+             log p(x_t | x_<t) over t = 2..{m} (the first token is not scored; no BOS is \
+             prepended); run only that member's expert"
         ),
         routers: Vec::new(),
         expert_models: Vec::new(),
         dense: Vec::new(),
+        members: Vec::new(),
+        tokenizer_hash: manifest.tokenizer.hash.clone(),
     };
-    let export = |from: &Path, name: String, list: &mut Vec<String>| -> Result<()> {
-        export_model(from, &out.join(&name), ids, &tokenizer, &tokenizer_file)?;
-        list.push(name);
-        Ok(())
+    let export = |model: &ModelRecord, name: String| -> Result<String> {
+        let weights = resolve(&root, &model.weights);
+        export_model(&weights, &out.join(&name), ids, &tokenizer, &tokenizer_file)?;
+        Ok(name)
     };
-    for i in 0..manifest.experts {
-        export(
-            &layout.routers().join(format!("router-{i:02}")),
-            format!("routers/router-{i:02}"),
-            &mut card.routers,
-        )?;
-        export(
-            &expert_dir(&layout.experts(), i),
-            format!("experts/expert-{i:02}"),
-            &mut card.expert_models,
-        )?;
+    for member in &manifest.members {
+        let router = member
+            .router
+            .as_ref()
+            .expect("checked: em members have routers");
+        let folder = router.dir.rsplit('/').next().unwrap_or(&member.name);
+        let router = export(router, format!("routers/{folder}"))?;
+        let expert = export(&member.expert, format!("experts/{}", member.name))?;
+        card.routers.push(router.clone());
+        card.expert_models.push(expert.clone());
+        card.members.push(CardMember {
+            name: member.name.clone(),
+            score_offset: member.score_offset,
+            router,
+            expert,
+            source_checksum: member.expert.checksum.clone(),
+            step: member.expert.step,
+            steps: member.expert.steps,
+        });
     }
-    for (dir, name) in [
-        (dense_dir(&layout.experts()), "dense"),
-        (dense_steps_dir(&layout.experts()), "dense-steps"),
-    ] {
-        if dir.is_dir() {
-            export(&dir, name.into(), &mut card.dense)?;
-        }
+    for dense in &manifest.dense {
+        card.dense.push(export(&dense.model, dense.name.clone())?);
     }
     write(
         &out.join("mixture.json"),
@@ -130,19 +173,16 @@ pub fn export_run(run: &Path, out: &Path) -> Result<MixtureCard> {
     Ok(card)
 }
 
-/// Export the newest checkpoint of the training run `run` as a complete HF folder `out`.
+/// Export the weights file `weights` (a checkpoint's `model.safetensors`) as a complete HF
+/// folder `out`.
 fn export_model(
-    run: &Path,
+    weights: &Path,
     out: &Path,
     ids: SpecialIds,
     tokenizer: &TextTokenizer,
     tokenizer_file: &Path,
 ) -> Result<LmConfig> {
-    let ckpt = Checkpoint::latest(&run.join("checkpoints"))?.ok_or_else(|| HfError::Run {
-        path: run.into(),
-        message: "no checkpoint (train it first)".into(),
-    })?;
-    let config = export_weights(&ckpt.dir.join("model.safetensors"), out, ids)?;
+    let config = export_weights(weights, out, ids)?;
     let copy = std::fs::read(tokenizer_file).map_err(|e| io(tokenizer_file, e))?;
     write_bytes(&out.join("tokenizer.json"), &copy)?;
     let name = |id: u32| tokenizer.inner().id_to_token(id).unwrap_or_default();

@@ -22,7 +22,7 @@ pub enum StageName {
     Dense,
     /// The E×-steps dense baseline (same batch).
     DenseSteps,
-    /// Routed evaluation on validation and test.
+    /// The mixture's manifest (`mixture.json`), then routed evaluation on validation and test.
     Eval,
     /// report.md, report.json and plots.
     Report,
@@ -233,31 +233,47 @@ impl RunSpec {
                     "steps",
                 ])]
             }
-            StageName::Eval => [
-                ("validation", run.eval_json()),
-                ("test", run.eval_test_json()),
-            ]
-            .iter()
-            .map(|(split, out)| {
-                cmd(&[
-                    "eval",
-                    "--data",
-                    &data,
+            StageName::Eval => {
+                // The mixture's manifest first (every member checked: same partition, same
+                // tokenizer, finished), then both evaluations read it.
+                let mut commands = vec![cmd(&[
+                    "mixture",
+                    "write",
                     "--routers",
                     &p(&run.routers()),
+                    "--partition",
+                    &p(&run.partition()),
                     "--experts",
                     &p(&run.experts()),
-                    "--split",
-                    split,
-                    "--prefix",
-                    "32",
-                    "--prefix-sweep",
-                    EVAL_PREFIX_SWEEP,
                     "--out",
-                    &p(out),
-                ])
-            })
-            .collect(),
+                    &p(&run.mixture()),
+                ])];
+                commands.extend(
+                    [
+                        ("validation", run.eval_json()),
+                        ("test", run.eval_test_json()),
+                    ]
+                    .iter()
+                    .map(|(split, out)| {
+                        cmd(&[
+                            "eval",
+                            "--data",
+                            &data,
+                            "--mixture",
+                            &p(&run.mixture()),
+                            "--split",
+                            split,
+                            "--prefix",
+                            "32",
+                            "--prefix-sweep",
+                            EVAL_PREFIX_SWEEP,
+                            "--out",
+                            &p(out),
+                        ])
+                    }),
+                );
+                commands
+            }
             StageName::Report => vec![vec![
                 "report".into(),
                 "--run".into(),
@@ -307,9 +323,15 @@ mod tests {
         assert!(!c.contains(&"--expert".to_string()), "{c:?}");
         assert_eq!(c[..4], ["--backend", "flex", "expert", "train"]);
         let eval = spec().stage(StageName::Eval);
-        assert_eq!(eval.commands.len(), 2);
-        assert!(eval.commands[1].join(" ").contains("--split test"));
-        assert!(eval.commands[1]
+        assert_eq!(eval.commands.len(), 3);
+        let write = eval.commands[0].join(" ");
+        assert!(write.contains("mixture write"), "{write}");
+        assert!(write.ends_with("--out runs/a/mixture.json"), "{write}");
+        assert!(eval.commands[2].join(" ").contains("--split test"));
+        assert!(eval.commands[2]
+            .join(" ")
+            .contains("--mixture runs/a/mixture.json"));
+        assert!(eval.commands[2]
             .join(" ")
             .ends_with("--out runs/a/eval-test.json"));
     }

@@ -6,8 +6,8 @@
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
-use smalltalk_eval::models::latest_checkpoint;
-use smalltalk_stage::layout::{dense_dir, dense_steps_dir, expert_dir};
+use smalltalk_mixture::check::checkpoint_of;
+use smalltalk_mixture::{MixtureError, MixtureManifest, ModelRecord};
 use smalltalk_stage::RunLayout;
 
 use crate::error::Result;
@@ -16,7 +16,7 @@ use crate::inputs::{Manifest, PartitionManifest};
 /// One trained model's budget.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelBudget {
-    /// Its folder under `experts/` (`expert-00`, `dense`, `dense-steps`).
+    /// Its name in the mixture's manifest (`expert-00`, `dense`, `dense-steps`).
     pub name: String,
     /// Optimizer steps.
     pub steps: usize,
@@ -32,33 +32,48 @@ pub struct ModelBudget {
     pub epochs: f64,
 }
 
-/// The budget of every expert and dense model of the run folder that has a checkpoint (a run
-/// folder without trained models, e.g. a report test's fixture, has none).
+/// The budget of every member and dense model of the run's mixture (`mixture.json`); none
+/// when the run has no trained model yet (e.g. a report test's fixture). A run with trained
+/// models but no manifest is refused, naming the command that writes it.
 pub(crate) fn read_models(
     layout: &RunLayout,
     partition: &PartitionManifest,
     manifest: &Manifest,
 ) -> Result<Vec<ModelBudget>> {
-    let experts = layout.experts();
     let train_rows = manifest
         .splits
         .get(&smalltalk_data::Split::Train)
         .map_or(0, |s| s.sequences) as f64;
-    let mut runs: Vec<(String, std::path::PathBuf, f64)> = partition
-        .expert_rows
+    let mixture = match MixtureManifest::load(layout.root()) {
+        Ok((m, _)) => m,
+        Err(MixtureError::NoManifest { .. }) if !any_checkpoint(&layout.experts()) => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let root = layout.root();
+    // An expert's rows: its part of the partition (the member's rows file).
+    let rows_of = |name: &str| {
+        partition
+            .expert_rows
+            .iter()
+            .find(|p| p.file.trim_end_matches(".rows") == name)
+            .map_or(0.0, |p| p.sequences as f64)
+    };
+    let mut runs: Vec<(String, &ModelRecord, f64)> = mixture
+        .members
         .iter()
-        .enumerate()
-        .map(|(e, part)| {
-            let dir = expert_dir(&experts, e);
-            (format!("expert-{e:02}"), dir, part.sequences as f64)
-        })
+        .map(|m| (m.name.clone(), &m.expert, rows_of(&m.name)))
         .collect();
-    runs.push(("dense".into(), dense_dir(&experts), train_rows));
-    runs.push(("dense-steps".into(), dense_steps_dir(&experts), train_rows));
+    runs.extend(
+        mixture
+            .dense
+            .iter()
+            .map(|d| (d.name.clone(), &d.model, train_rows)),
+    );
     runs.into_iter()
-        .filter(|(_, dir, _)| dir.join("checkpoints").is_dir())
-        .map(|(name, dir, rows)| {
-            let state = latest_checkpoint(&dir)?.state;
+        .map(|(name, model, rows)| {
+            let state = checkpoint_of(root, model)?.state;
             let params = state.model.num_params();
             Ok(ModelBudget {
                 name,
@@ -71,6 +86,15 @@ pub(crate) fn read_models(
             })
         })
         .collect()
+}
+
+/// Whether any training run under `experts` has a checkpoint folder.
+fn any_checkpoint(experts: &std::path::Path) -> bool {
+    std::fs::read_dir(experts).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.path().join("checkpoints").is_dir())
+    })
 }
 
 /// `## Training budget`: one row per model, and the mixture's total next to the dense models.

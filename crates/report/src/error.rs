@@ -30,6 +30,10 @@ pub enum ReportError {
         /// What is wrong, e.g. "missing field `experts`".
         message: String,
     },
+    /// The mixture's manifest (`mixture.json`) could not be read, or a run has trained
+    /// experts but no manifest.
+    #[error(transparent)]
+    Mixture(Box<smalltalk_mixture::MixtureError>),
     /// A stage's `config.toml` is not TOML or lacks the stage's table.
     #[error("{}: {message}", path.display())]
     Toml {
@@ -60,6 +64,12 @@ pub enum ReportError {
     /// A model's checkpoint could not be read.
     #[error(transparent)]
     Model(Box<smalltalk_eval::EvalError>),
+}
+
+impl From<smalltalk_mixture::MixtureError> for ReportError {
+    fn from(e: smalltalk_mixture::MixtureError) -> Self {
+        ReportError::Mixture(Box::new(e))
+    }
 }
 
 impl From<smalltalk_eval::EvalError> for ReportError {

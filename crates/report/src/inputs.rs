@@ -180,6 +180,8 @@ pub(crate) mod fixture {
         EvalReport {
             routing: None,
             experts: 2,
+            members: vec!["expert-00".into(), "expert-01".into()],
+            unfinished: Vec::new(),
             prefix_tokens: 32,
             sequences: 10,
             tokens: 1_000,

@@ -81,7 +81,10 @@ pub fn fit_baseline(cfg: &EmConfig, rows: &TrainingRows, dir: &Path) -> Result<R
 
 /// The routers of folder `dir` as a scorer, whatever their method: router LMs on backend `B`,
 /// TF-IDF clusters, random routing or domain labels.
-pub fn load_scorer<B: Backend>(dir: &Path, device: &B::Device) -> Result<Box<dyn PrefixScorer>> {
+pub fn load_scorer<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<Box<dyn PrefixScorer + Send + Sync>> {
     let manifest = RoutersManifest::load(dir)?;
     if manifest.method == RouterMethod::Em {
         return Ok(Box::new(RouterSet::<B>::load(dir, device)?));

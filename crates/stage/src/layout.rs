@@ -79,6 +79,12 @@ impl RunLayout {
     pub fn partition_manifest(&self) -> PathBuf {
         self.partition().join("partition.json")
     }
+    /// The mixture's manifest (`mixture.json`, written by `smalltalk mixture write` after
+    /// the experts): every member's router and expert with checksums, the routing, the
+    /// tokenizer; what `eval`, `route`, `generate`, `export hf` and `report` read.
+    pub fn mixture(&self) -> PathBuf {
+        self.root.join("mixture.json")
+    }
     /// The evaluation written by `smalltalk eval --out` (`eval.json`).
     pub fn eval_json(&self) -> PathBuf {
         self.root.join("eval.json")

@@ -196,12 +196,16 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         });
     }
     let evals = spec.stage(StageName::Eval).commands;
+    // The mixture's manifest (cheap: it reads records and hashes the weights) is written
+    // every time, so that it describes the models that are there now.
+    let headline = "[7/10] mixture: write mixture.json (members, checksums, routing, tokenizer)";
+    run_stage(&mut times, "mixture", headline, command(&evals[0]))?;
     for ((n, name, split, eval_json), argv) in [
         (8, "eval", "validation", run.eval_json()),
         (9, "eval-test", "test", run.eval_test_json()),
     ]
     .into_iter()
-    .zip(&evals)
+    .zip(&evals[1..])
     {
         if eval_json.exists() {
             println!(
@@ -247,15 +251,24 @@ fn branch_train(spec: &RunSpec, bin: &Path, init: &Path, runner: &mut Runner) ->
         config,
         ..spec.clone()
     };
-    // The stage commands with their experts folder moved to experts-branched/.
+    // The stage commands with their experts folder (and the mixture's manifest) moved to
+    // experts-branched/.
     let moved = |argv: Vec<String>| -> Command {
-        let from = run.experts().display().to_string();
-        let to = run.experts_branched().display().to_string();
+        let show = |p: PathBuf| p.display().to_string();
+        let swaps = [
+            (show(run.experts()), show(run.experts_branched())),
+            (
+                show(run.mixture()),
+                show(run.experts_branched().join("mixture.json")),
+            ),
+        ];
         let mut cmd = Command::new(bin);
-        cmd.args(
-            argv.into_iter()
-                .map(|a| if a == from { to.clone() } else { a }),
-        );
+        cmd.args(argv.into_iter().map(|a| {
+            swaps
+                .iter()
+                .find(|(from, _)| *from == a)
+                .map_or(a, |(_, to)| to.clone())
+        }));
         cmd
     };
     let mut jobs = Vec::new();
@@ -283,7 +296,9 @@ fn branch_train(spec: &RunSpec, bin: &Path, init: &Path, runner: &mut Runner) ->
         jobs,
     )?;
     if !run.eval_branched_json().exists() {
-        let mut eval = branched.stage(StageName::Eval).commands.remove(0);
+        let mut evals = branched.stage(StageName::Eval).commands;
+        run_shown(&mut moved(evals.remove(0)))?;
+        let mut eval = evals.remove(0);
         let out = eval.len() - 1;
         eval[out] = run.eval_branched_json().display().to_string();
         println!("      routed evaluation of the branch-trained mixture on validation");

@@ -13,6 +13,7 @@ mod lm_stack;
 mod lm_tiled;
 mod lm_train;
 mod lm_util;
+mod mixture;
 mod pipeline_api;
 mod reliability;
 mod router_em;

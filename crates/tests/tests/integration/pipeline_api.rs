@@ -7,12 +7,13 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use smalltalk_data::Split;
-use smalltalk_eval::{eval_run, generate_text, EvalData, EvalOptions, GenerateOptions, TextRouter};
+use smalltalk_eval::{eval_run, EvalData, EvalOptions};
 use smalltalk_expert::{
     train_dense, train_expert, DenseScaling, ExpertConfig, ExpertJob, StepBudget,
 };
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
 use smalltalk_lm::{generate, SamplingOptions};
+use smalltalk_mixture::{write_run_manifest, GenerateOptions, Mixture, WriteOptions};
 use smalltalk_router::{train_routers, RouterSet};
 use smalltalk_routing::{partition_stage, PartitionManifest};
 use smalltalk_stage::{NoProgress, RunLayout};
@@ -103,6 +104,8 @@ pub fn train_tiny_run_on<A: AutodiffBackend>(
     )
     .unwrap();
     assert_eq!(out.dir, layout.dense_steps());
+    // The mixture's manifest, as the pipeline writes it after the experts.
+    write_run_manifest(layout, &WriteOptions::default()).unwrap();
 }
 
 /// The shared finished run.
@@ -154,20 +157,16 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
     let options = EvalOptions {
         prefixes: vec![4, 2, 8, 16, 64],
         seed: 0,
+        allow_unfinished: false,
     };
     let data = EvalData::Split {
         dataset: &layout.data(),
         split: Split::Validation,
     };
-    let report = eval_run::<B>(
-        &layout.routers(),
-        &layout.experts(),
-        &data,
-        &options,
-        &Default::default(),
-    )
-    .unwrap();
+    let report = eval_run::<B>(layout.root(), &data, &options, &Default::default()).unwrap();
     assert_eq!((report.experts, report.prefix_tokens), (2, 4));
+    assert_eq!(report.members, ["expert-00", "expert-01"]);
+    assert!(report.unfinished.is_empty());
     assert_eq!(report.prefix_sweep.len(), 4);
     for v in [
         report.mixture_ppl,
@@ -205,25 +204,29 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
 
     // Route: a text of each domain goes to the expert that holds that domain; the chosen
     // expert has the highest score.
-    let router = TextRouter::load::<B>(&layout.routers(), &Default::default()).unwrap();
+    let mixture =
+        Mixture::<B>::open(layout.root(), &Default::default(), &Default::default()).unwrap();
     for d in 0..2 {
         // Routed on the routers' training prefix (8 tokens in the tiny config).
-        let r = router.route(&domain_text(d, 1000), 8).unwrap();
-        assert_eq!(r.expert, expert_of_domain(&layout.partition(), d), "{r:?}");
+        let r = mixture.route(&domain_text(d, 1000), Some(8)).unwrap();
+        assert_eq!(r.index, expert_of_domain(&layout.partition(), d), "{r:?}");
+        assert_eq!(r.member, format!("expert-{:02}", r.index));
         assert_eq!(r.scores.len(), 2);
-        let other = 1 - r.expert;
-        assert!(r.scores[r.expert] > r.scores[other], "{r:?}");
+        let other = 1 - r.index;
+        assert!(r.scores[r.index].score > r.scores[other].score, "{r:?}");
         assert_eq!(r.prefix_tokens, 8);
+        assert!(r.seconds > 0.0);
     }
     assert!(
-        router.route("", 32).is_err(),
+        mixture.route("", Some(32)).is_err(),
         "an empty text cannot be routed"
     );
 
-    // Generate: a seeded generation is the chosen expert's own generation, token for token.
+    // Generate through the mixture: a seeded generation is the chosen expert's own
+    // generation (`smalltalk_lm::generate` on that expert's newest checkpoint), token for token.
     let prompt = "the cat sat on the mat";
     let options = GenerateOptions {
-        prefix: 8,
+        prefix: Some(8),
         max_tokens: 6,
         sampling: SamplingOptions {
             temperature: 0.8,
@@ -233,28 +236,25 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
         },
     };
     let mut streamed = String::new();
-    let g = generate_text::<B>(
-        &layout.routers(),
-        &layout.experts(),
-        prompt,
-        &options,
-        &Default::default(),
-        |piece| streamed.push_str(piece),
-    )
-    .unwrap();
-    assert_eq!(g.routed.expert, expert_of_domain(&layout.partition(), 0));
+    let g = mixture
+        .generate(prompt, &options, |piece| streamed.push_str(piece))
+        .unwrap();
+    assert_eq!(g.routing.index, expert_of_domain(&layout.partition(), 0));
     assert_eq!(streamed, g.completion);
     let expert =
-        smalltalk_eval::latest_model::<B>(&layout.expert(g.routed.expert), &Default::default())
+        smalltalk_eval::latest_model::<B>(&layout.expert(g.routing.index), &Default::default())
             .unwrap();
-    let ids = router.tokenizer.encode(prompt).unwrap();
-    let eos = router.tokenizer.eos_id;
+    let ids = mixture.tokenizer().encode(prompt).unwrap();
+    let eos = mixture.tokenizer().eos_id;
     let direct = generate(&expert, &ids, 6, &[eos], &options.sampling, |_| {}).unwrap();
     assert_eq!(
         g.tokens, direct,
-        "generate_text used another expert or other settings"
+        "the mixture used another expert or other settings"
     );
     assert!(!g.tokens.is_empty());
+    let t = &g.timing;
+    assert_eq!((t.prompt_tokens, t.new_tokens), (ids.len(), g.tokens.len()));
+    assert!(t.routing_seconds > 0.0 && t.prefill_seconds > 0.0 && t.load_seconds > 0.0);
 
     // Bad sampling values are refused before anything loads.
     for (t, p) in [
@@ -286,7 +286,7 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
     };
     assert!(greedy.validate().is_ok());
     assert!(GenerateOptions {
-        prefix: 0,
+        prefix: Some(0),
         ..options.clone()
     }
     .validate()

@@ -6,9 +6,8 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use smalltalk_data::Split;
-use smalltalk_eval::{eval_run, generate_text, EvalData, EvalOptions, GenerateOptions};
 use smalltalk_expert::{train_expert, ExpertJob, StepBudget};
+use smalltalk_mixture::{build_manifest, MixtureSources, WriteOptions};
 use smalltalk_router::{train_routers, RouterSet};
 use smalltalk_routing::{partition_stage, PartitionManifest};
 use smalltalk_stage::{NoProgress, Progress, RunLayout};
@@ -18,7 +17,7 @@ use crate::lm_util::{AB, B};
 use crate::pipeline_api::tiny_run;
 
 /// Copy a folder tree (no `.lock` files).
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap().flatten() {
         let (src, dst) = (entry.path(), to.join(entry.file_name()));
@@ -309,36 +308,21 @@ fn routers_of_another_tokenizer_are_refused_everywhere() {
         !tmp.path().join("p").exists(),
         "a refused partition wrote a folder"
     );
-    let options = EvalOptions {
-        prefixes: vec![4],
-        seed: 0,
+    // Routers of another tokenizer do not make one mixture with these experts: the manifest
+    // (which eval, route and generate read) is refused, naming the partition and both
+    // routers' fingerprints.
+    let sources = MixtureSources {
+        routers: routers2.clone(),
+        partition: l.partition(),
+        experts: l.experts(),
     };
-    let data = EvalData::Split {
-        dataset: &l.data(),
-        split: Split::Validation,
-    };
-    let err = err_text(eval_run::<B>(
-        &routers2,
-        &l.experts(),
-        &data,
-        &options,
-        &Default::default(),
-    ));
-    assert!(err.contains("tokenizer"), "{err}");
-    let gen = GenerateOptions {
-        prefix: 8,
-        max_tokens: 2,
-        sampling: Default::default(),
-    };
-    let err = err_text(generate_text::<B>(
-        &routers2,
-        &l.experts(),
-        "the cat sat on the mat",
-        &gen,
-        &Default::default(),
-        |_| {},
-    ));
-    assert!(err.contains("tokenizer"), "{err}");
+    let file = tmp.path().join("mixture.json");
+    let err = err_text(build_manifest(&sources, &file, &WriteOptions::default()));
+    assert!(
+        err.contains("partition") && err.contains("routers fingerprint"),
+        "{err}"
+    );
+    assert!(!file.exists());
 }
 
 #[test]

@@ -4,7 +4,8 @@
 
 use smalltalk_data::Split;
 use smalltalk_eval::{eval_run, routing_quality, EvalData, EvalOptions, TextRouter};
-use smalltalk_router::{load_scorer, train_routers, RouterMethod};
+use smalltalk_mixture::MixtureManifest;
+use smalltalk_router::{load_scorer, train_routers, RouterMethod, RoutersManifest};
 use smalltalk_routing::{partition_stage, PartitionManifest};
 use smalltalk_stage::{NoProgress, RunLayout};
 use smalltalk_tests::{build_tiny_dataset, domain_text, tiny_settings};
@@ -70,19 +71,26 @@ fn every_method_partitions_every_row_once_and_evaluates() {
         let options = EvalOptions {
             prefixes: vec![8],
             seed: 0,
+            allow_unfinished: false,
         };
+        // A mixture routed by this method over the run's experts: the run's manifest moved
+        // beside these routers, its routing replaced (members carry no router LM).
+        let (mut mixture, _) = MixtureManifest::load(run.layout.root()).unwrap();
+        mixture.rebase(run.layout.root(), tmp.path()).unwrap();
+        mixture.routing.method = name.into();
+        mixture.routing.routers = format!("routers-{name}");
+        mixture.routing.fingerprint = RoutersManifest::load(&routers).unwrap().fingerprint;
+        for m in &mut mixture.members {
+            m.router = None;
+        }
+        let manifest = tmp.path().join(format!("mixture-{name}.json"));
+        mixture.save(&manifest).unwrap();
         let data = EvalData::Split {
             dataset: &run.layout.data(),
             split: Split::Validation,
         };
-        let report = eval_run::<B>(
-            &routers,
-            &run.layout.experts(),
-            &data,
-            &options,
-            &Default::default(),
-        )
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let report = eval_run::<B>(&manifest, &data, &options, &Default::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(report.mixture_ppl.is_finite(), "{name}");
         assert_eq!(
             report.routing.as_deref(),
@@ -115,8 +123,7 @@ fn every_method_partitions_every_row_once_and_evaluates() {
             .collect();
         std::fs::write(&file, lines).unwrap();
         let on_file = eval_run::<B>(
-            &routers,
-            &run.layout.experts(),
+            &manifest,
             &EvalData::File(&file),
             &options,
             &Default::default(),

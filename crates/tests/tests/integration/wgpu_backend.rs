@@ -227,19 +227,18 @@ fn wgpu_runs_the_tiny_pipeline_and_evaluates_like_flex() {
     let options = EvalOptions {
         prefixes: vec![4],
         seed: 0,
+        allow_unfinished: false,
     };
     let (wgpu_data, flex_data) = (wgpu_run.data(), flex_run.data());
     let wgpu = eval_run::<Wgpu>(
-        &wgpu_run.routers(),
-        &wgpu_run.experts(),
+        wgpu_run.root(),
         &EvalData::at(&wgpu_data, Split::Validation),
         &options,
         &device,
     )
     .unwrap();
     let flex = eval_run::<B>(
-        &flex_run.routers(),
-        &flex_run.experts(),
+        flex_run.root(),
         &EvalData::at(&flex_data, Split::Validation),
         &options,
         &dev(),

@@ -284,6 +284,23 @@ pub fn run(args: StudyArgs) -> Result<()> {
         // The longest jobs first, so that the last ones running do not leave a core idle.
         jobs.sort_by(|a, b| b.cost.total_cmp(&a.cost));
         runner.phase(&format!("models, {steps} expert steps"), jobs)?;
+        // Each series' mixture manifest (its routers, partition and models), which the
+        // evaluations read.
+        let mut manifests = Vec::new();
+        for series in Series::all() {
+            let models = layout.models(steps, &series);
+            let mut c = cmd(&["mixture", "write"]);
+            c.args(["--routers", &p(&layout.routers(series.method, e))]);
+            c.args(["--partition", &p(&layout.partition(series.method))]);
+            c.args(["--experts", &p(&models)]);
+            c.args(["--out", &p(&models.join("mixture.json"))]);
+            let label = format!("mixture-steps-{steps}-{}", series.name());
+            manifests.push(job(&label, c, 1.0));
+        }
+        runner.phase(
+            &format!("mixture manifests, {steps} expert steps"),
+            manifests,
+        )?;
         let mut evals = Vec::new();
         std::fs::create_dir_all(layout.root().join(format!("evals/steps-{steps}")))?;
         for series in Series::all() {
@@ -293,8 +310,8 @@ pub fn run(args: StudyArgs) -> Result<()> {
                     continue;
                 }
                 let mut c = cmd(&["eval", "--data", &data, "--split", split, "--prefix", "32"]);
-                c.args(["--routers", &p(&layout.routers(series.method, e))]);
-                c.args(["--experts", &p(&layout.models(steps, &series))]);
+                let models = layout.models(steps, &series);
+                c.args(["--mixture", &p(&models.join("mixture.json"))]);
                 c.args(["--out", &p(&out)]);
                 evals.push(job(
                     &format!("eval-steps-{steps}-{}-{split}", series.name()),
