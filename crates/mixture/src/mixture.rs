@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use smalltalk_data::TextTokenizer;
 use smalltalk_lm::burn::tensor::backend::Backend;
-use smalltalk_lm::{token_logprobs, Lm, ModelSet, SamplingOptions, ScoreOptions};
+use smalltalk_lm::{token_logprobs, Lm, ModelSet, ScoreOptions};
 use smalltalk_routing::{route, PrefixScorer};
 
 use crate::cache::{CacheLimits, CacheStats, ExpertCache};
@@ -304,7 +304,7 @@ impl<B: Backend> Mixture<B> {
             let eos = self.tokenizer.eos_id;
             let started = Instant::now();
             let mut first: Option<f64> = None;
-            let tokens = decode_batch(
+            let tokens = smalltalk_lm::generate_batch(
                 &model,
                 &ids,
                 options.max_tokens,
@@ -345,33 +345,6 @@ impl<B: Backend> Mixture<B> {
             .map(|g| g.expect("every prompt went to a member"))
             .collect())
     }
-}
-
-/// Decode several prompts with one model: the one place where the mixture calls the LM's
-/// decoding, so that it can become one batched call. Today one `smalltalk_lm::generate` per
-/// prompt; `on_token(prompt index, token)`.
-fn decode_batch<B: Backend>(
-    model: &Lm<B>,
-    prompts: &[Vec<u32>],
-    max_tokens: usize,
-    stop: &[u32],
-    options: &SamplingOptions,
-    mut on_token: impl FnMut(usize, u32),
-) -> Result<Vec<Vec<u32>>> {
-    prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            Ok(smalltalk_lm::generate(
-                model,
-                p,
-                max_tokens,
-                stop,
-                options,
-                |t| on_token(i, t),
-            )?)
-        })
-        .collect()
 }
 
 /// The model of a weights file (its config from the file's metadata).
