@@ -12,7 +12,7 @@ use smalltalk_expert::{
     train_dense, train_expert, DenseScaling, ExpertConfig, ExpertJob, StepBudget,
 };
 use smalltalk_lm::burn::tensor::backend::AutodiffBackend;
-use smalltalk_lm::{generate, SamplingOptions};
+use smalltalk_lm::{generate, generate_reference, SamplingOptions};
 use smalltalk_mixture::{write_run_manifest, GenerateOptions, Mixture, WriteOptions};
 use smalltalk_router::{train_routers, RouterSet};
 use smalltalk_routing::{partition_stage, PartitionManifest};
@@ -252,6 +252,20 @@ fn the_line_runs_through_the_library_and_route_and_generate_use_it() {
         "the mixture used another expert or other settings"
     );
     assert!(!g.tokens.is_empty());
+    // Greedy through the mixture (KV-cached) is token for token the recomputing reference
+    // decode, the path `smalltalk generate` took before the cache.
+    let greedy = GenerateOptions {
+        max_tokens: 40,
+        sampling: SamplingOptions {
+            temperature: 0.0,
+            ..options.sampling
+        },
+        ..options.clone()
+    };
+    let cached = mixture.generate(prompt, &greedy, |_| {}).unwrap();
+    let reference =
+        generate_reference(&expert, &ids, 40, &[eos], &greedy.sampling, |_| {}).unwrap();
+    assert_eq!(cached.tokens, reference);
     let t = &g.timing;
     assert_eq!((t.prompt_tokens, t.new_tokens), (ids.len(), g.tokens.len()));
     assert!(t.routing_seconds > 0.0 && t.prefill_seconds > 0.0 && t.load_seconds > 0.0);
