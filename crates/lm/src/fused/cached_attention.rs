@@ -89,15 +89,21 @@ pub fn reference_cached_attention<B: Backend>(
     let keys = per_head(float::<B, 2>(keys).narrow(0, 0, len), len);
     let values = per_head(float::<B, 2>(values).narrow(0, 0, len), len);
     let scale = 1.0 / (head_dim as f64).sqrt();
-    let mut scores = per_head(q, n)
-        .matmul(keys.swap_dims(1, 2))
-        .mul_scalar(scale);
-    if n > 1 {
-        let mask = future_mask::<B>(len - n, n, len, &scores.device())
-            .reshape([1, n, len])
-            .expand([heads, n, len]);
-        scores = scores.mask_fill(mask, f64::NEG_INFINITY);
+    if n == 1 {
+        // One new position (decoding): products and sums, not a one-row matrix product
+        // (burn's wgpu backend gave wrong values for those, see `fused::linear`).
+        let q = q.reshape([heads, 1, head_dim]);
+        let scores = (q * keys).sum_dim(2).mul_scalar(scale); // [heads, len, 1]
+        let out = (softmax(scores, 1) * values).sum_dim(1); // [heads, 1, head_dim]
+        return prim(out.reshape([1, d]));
     }
+    let mask = future_mask::<B>(len - n, n, len, &q.device())
+        .reshape([1, n, len])
+        .expand([heads, n, len]);
+    let scores = per_head(q, n)
+        .matmul(keys.swap_dims(1, 2))
+        .mul_scalar(scale)
+        .mask_fill(mask, f64::NEG_INFINITY);
     let out = softmax(scores, 2).matmul(values);
     prim(out.swap_dims(0, 1).reshape([n, d]))
 }

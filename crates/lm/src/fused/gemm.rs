@@ -47,6 +47,17 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer `offset` elements on (a method, so closures capture the whole `SendPtr`).
+    ///
+    /// # Safety
+    /// As [`pointer::add`].
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.add(offset) }
+    }
+}
+
 /// `dst[m, n] = lhs · rhs` (or `+=` when `accumulate`) through `gemm`, `dst` row-major; thin
 /// products split by columns over the threads (each column computed as gemm computes it alone).
 ///
@@ -80,14 +91,13 @@ unsafe fn gemm_to(
     (0..n.div_ceil(per_task)).into_par_iter().for_each(|t| {
         let (j0, j1) = (t * per_task, ((t + 1) * per_task).min(n));
         let offset = j0 * rhs_strides.0 as usize;
-        let out = out;
         // SAFETY: task `t` writes only columns `j0..j1` of the caller's destination (row
         // stride `n`); the operand slice starts at column `j0` and still reaches every element
         // of its `k × (j1 − j0)` block (checked above for the whole operand).
         unsafe {
             gemm_strided(
                 (m, j1 - j0, k),
-                (out.0.add(j0), n),
+                (out.at(j0), n),
                 accumulate,
                 (lhs, lhs_strides),
                 (&rhs[offset..], rhs_strides),

@@ -19,12 +19,23 @@ pub fn linear<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
     let (x, w) = on_lm_backend!(B, (x, w), Args, |a: L| {
         float::<L, 2>(L::lm_linear(prim(a.0), prim(a.1)))
     });
-    x.matmul(w.transpose())
+    times_transposed(x, w)
 }
 
 /// [`LmBackend::lm_linear`] from burn's matmul.
 pub fn reference_linear<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>) -> FloatTensor<B> {
-    prim(float::<B, 2>(x).matmul(float::<B, 2>(w).transpose()))
+    prim(times_transposed(float::<B, 2>(x), float::<B, 2>(w)))
+}
+
+/// `x · wᵀ`; a single row (decoding one token) as products and a sum over `in`, not a matrix
+/// product: burn's wgpu backend picks a vector-matrix kernel for one row that gave wrong values
+/// with the transposed weight (see the `wgpu_backend` decoding test).
+fn times_transposed<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+    let ([rows, _], [out, _]) = (x.dims(), w.dims());
+    if rows == 1 {
+        return (w * x).sum_dim(1).reshape([1, out]);
+    }
+    x.matmul(w.transpose())
 }
 
 /// `groups` linear layers side by side ([`LmBackend::lm_grouped_linear`]): `x: [groups·N, in]`,

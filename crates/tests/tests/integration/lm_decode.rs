@@ -70,6 +70,18 @@ pub fn check_cached_against_full<BB: Backend>(
     steps: usize,
     tol: f32,
 ) -> Vec<Vec<u32>> {
+    check_cached_against(model, |s| full_logits(model, s), prompts, steps, tol)
+}
+
+/// [`check_cached_against_full`] with another oracle: `full(tokens)` gives the next-token
+/// logits at every position of `tokens` (e.g. the same weights on another backend).
+pub fn check_cached_against<BB: Backend>(
+    model: &Lm<BB>,
+    full: impl Fn(&[u32]) -> Vec<Vec<f32>>,
+    prompts: &[Vec<u32>],
+    steps: usize,
+    tol: f32,
+) -> Vec<Vec<u32>> {
     let vocab = model.config().vocab_size;
     let mut caches: Vec<_> = prompts.iter().map(|_| model.new_cache()).collect();
     let mut seqs: Vec<Vec<u32>> = prompts.to_vec();
@@ -92,7 +104,7 @@ pub fn check_cached_against_full<BB: Backend>(
         drop(inputs);
         for (i, s) in seqs.iter_mut().enumerate() {
             let got = &logits[i * vocab..(i + 1) * vocab];
-            let want = full_logits(model, s);
+            let want = full(s);
             let what = format!("sequence {i}, step {step}, position {}", s.len() - 1);
             assert_close(got, want.last().unwrap(), tol, &what);
             fed[i] = s.len();
