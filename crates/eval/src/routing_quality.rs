@@ -71,9 +71,10 @@ pub fn routing_quality<B: Backend>(
         )));
     }
     let router = TextRouter::load::<B>(routers_dir, device)?;
-    let (rows, domains) = eval_rows(&router.tokenizer, router.tokenizer_hash(), data, || {
-        Ok(longest)
-    })?;
+    let crate::stage::EvalRows { rows, domains, .. } =
+        eval_rows(&router.tokenizer, router.tokenizer_hash(), data, || {
+            Ok(longest)
+        })?;
     let (n, row_len) = (rows.num_sequences(), rows.row_len());
     if longest > row_len {
         return Err(EvalError::Config(format!(
