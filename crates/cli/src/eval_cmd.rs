@@ -49,7 +49,7 @@ pub struct EvalArgs {
     /// More routing prefixes to report in the same run, e.g. 8,16,32,64,128,256. The same
     /// rule as --prefix (2 to the row length); an entry longer than the rows is left out and
     /// named in the report (`prefix_sweep_left_out`, and a line of the summary), so one fixed
-    /// sweep serves datasets of any row length. (--routing-only refuses it instead.)
+    /// sweep serves datasets of any row length (--routing-only alike).
     #[arg(long, value_delimiter = ',')]
     prefix_sweep: Vec<usize>,
     /// Seed of the random-routing baseline.

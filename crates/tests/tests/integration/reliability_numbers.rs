@@ -4,7 +4,7 @@
 //! named in the report).
 
 use smalltalk_data::Split;
-use smalltalk_eval::{eval_run, EvalData, EvalOptions};
+use smalltalk_eval::{eval_run, routing_quality, EvalData, EvalOptions};
 
 use crate::lm_util::B;
 use crate::pipeline_api::tiny_run;
@@ -130,5 +130,23 @@ fn prefixes_longer_than_the_rows_follow_one_stated_rule() {
     assert!(serde_json::to_value(&fits).unwrap()["prefix_sweep_left_out"].is_null());
     // The headline prefix is the result: longer than the rows, it is refused.
     let err = eval(&[99, 8]).unwrap_err().to_string();
+    assert!(err.contains("routing prefix 99"), "{err}");
+    // The routing alone follows the same rule.
+    let routers = run.layout.routers();
+    let quality =
+        |prefixes: &[usize]| routing_quality::<B>(&routers, &data, prefixes, &Default::default());
+    let q = quality(&[4, 99, 8]).unwrap();
+    let at: Vec<usize> = q.prefixes.iter().map(|p| p.prefix_tokens).collect();
+    assert_eq!(
+        (at, q.prefix_sweep_left_out.clone()),
+        (vec![4, 8], vec![99])
+    );
+    assert!(
+        q.describe()
+            .contains("prefix sweep: left out 99 (longer than the rows)"),
+        "{}",
+        q.describe()
+    );
+    let err = quality(&[99, 8]).unwrap_err().to_string();
     assert!(err.contains("routing prefix 99"), "{err}");
 }
