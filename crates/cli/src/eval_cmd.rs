@@ -98,6 +98,8 @@ pub fn run(args: EvalArgs, backend: BackendKind, out: &Output) -> Result<()> {
             path,
             serde_json::to_string_pretty(&value)?.as_bytes(),
         )?;
+        // What a killed earlier run left: a successful rerun leaves no temporaries.
+        smalltalk_stage::atomic::remove_stale_temps(path)?;
     }
     out.result(&value, || report.describe());
     Ok(())
