@@ -99,12 +99,7 @@ pub fn routing_quality<B: Backend>(
             prefixes[0]
         )));
     }
-    let (kept, left_out): (Vec<(usize, usize)>, Vec<(usize, usize)>) = prefixes
-        .iter()
-        .copied()
-        .enumerate()
-        .partition(|&(i, m)| i == 0 || m <= row_len);
-    let prefixes: Vec<usize> = kept.into_iter().map(|(_, m)| m).collect();
+    let (prefixes, left_out) = crate::stage::fit_prefixes(prefixes, row_len);
     let prefixes = prefixes.as_slice();
     let mut tokens = vec![0u32; n * row_len];
     for (r, row) in tokens.chunks_mut(row_len).enumerate() {
@@ -134,6 +129,6 @@ pub fn routing_quality<B: Backend>(
         experts: scorer.experts(),
         sequences: n,
         prefixes,
-        prefix_sweep_left_out: left_out.into_iter().map(|(_, m)| m).collect(),
+        prefix_sweep_left_out: left_out,
     })
 }

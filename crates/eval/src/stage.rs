@@ -122,12 +122,7 @@ pub fn eval_run<B: Backend>(
     // One rule for every prefix: it must fit in the rows (2..=row length). The headline is the
     // result, so one that does not fit is refused (by `evaluate`); a sweep entry that does not
     // fit is left out and named in the report (`prefix_sweep_left_out`).
-    let (prefixes, left_out): (Vec<(usize, usize)>, Vec<(usize, usize)>) = prefixes
-        .iter()
-        .copied()
-        .enumerate()
-        .partition(|&(i, m)| i == 0 || m <= row_len);
-    let prefixes: Vec<usize> = prefixes.into_iter().map(|(_, m)| m).collect();
+    let (prefixes, left_out) = fit_prefixes(&prefixes, row_len);
     let report = evaluate(
         mix.scorer(),
         &Models {
@@ -153,9 +148,23 @@ pub fn eval_run<B: Backend>(
         members: manifest.names(),
         unfinished,
         skipped_documents,
-        prefix_sweep_left_out: left_out.into_iter().map(|(_, m)| m).collect(),
+        prefix_sweep_left_out: left_out,
         ..report
     })
+}
+
+/// The prefixes that fit in rows of `row_len` tokens (the first, the headline, is always kept:
+/// the caller refuses it when it does not fit) and the sweep entries left out.
+pub(crate) fn fit_prefixes(prefixes: &[usize], row_len: usize) -> (Vec<usize>, Vec<usize>) {
+    let mut kept = Vec::new();
+    let mut left_out = Vec::new();
+    for (i, &m) in prefixes.iter().enumerate() {
+        match i == 0 || m <= row_len {
+            true => kept.push(m),
+            false => left_out.push(m),
+        }
+    }
+    (kept, left_out)
 }
 
 /// The dense baseline's name in the manifest (E× the experts' batch, the paper's protocol).

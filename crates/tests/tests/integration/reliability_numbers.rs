@@ -61,6 +61,7 @@ fn empty_documents_are_skipped_and_counted_never_averaged_in() {
             &options(&[4, 2, 8]),
             &Default::default(),
         )
+        .map_err(|e| e.to_string())
     };
     let report = eval(&with_empty).unwrap();
     let clean = eval(&without).unwrap();
@@ -85,7 +86,7 @@ fn empty_documents_are_skipped_and_counted_never_averaged_in() {
     // Only empty documents: refused, saying why.
     let only_empty = tmp.path().join("only-empty.jsonl");
     std::fs::write(&only_empty, [docs[1], docs[3]].join("\n")).unwrap();
-    let err = eval(&only_empty).unwrap_err().to_string();
+    let err = eval(&only_empty).unwrap_err();
     assert!(
         err.contains("no document to evaluate") && err.contains("2 empty documents skipped"),
         "{err}"
@@ -107,6 +108,7 @@ fn prefixes_longer_than_the_rows_follow_one_stated_rule() {
             &options(prefixes),
             &Default::default(),
         )
+        .map_err(|e| e.to_string())
     };
     // The tiny rows hold 33 tokens. A sweep entry longer than that is left out and named.
     let report = eval(&[4, 8, 99, 33, 40]).unwrap();
@@ -129,12 +131,14 @@ fn prefixes_longer_than_the_rows_follow_one_stated_rule() {
     assert!(fits.prefix_sweep_left_out.is_empty());
     assert!(serde_json::to_value(&fits).unwrap()["prefix_sweep_left_out"].is_null());
     // The headline prefix is the result: longer than the rows, it is refused.
-    let err = eval(&[99, 8]).unwrap_err().to_string();
+    let err = eval(&[99, 8]).unwrap_err();
     assert!(err.contains("routing prefix 99"), "{err}");
     // The routing alone follows the same rule.
     let routers = run.layout.routers();
-    let quality =
-        |prefixes: &[usize]| routing_quality::<B>(&routers, &data, prefixes, &Default::default());
+    let quality = |prefixes: &[usize]| {
+        routing_quality::<B>(&routers, &data, prefixes, &Default::default())
+            .map_err(|e| e.to_string())
+    };
     let q = quality(&[4, 99, 8]).unwrap();
     let at: Vec<usize> = q.prefixes.iter().map(|p| p.prefix_tokens).collect();
     assert_eq!(
@@ -147,6 +151,6 @@ fn prefixes_longer_than_the_rows_follow_one_stated_rule() {
         "{}",
         q.describe()
     );
-    let err = quality(&[99, 8]).unwrap_err().to_string();
+    let err = quality(&[99, 8]).unwrap_err();
     assert!(err.contains("routing prefix 99"), "{err}");
 }
