@@ -18,7 +18,9 @@ pub struct EvalArgs {
     /// What to evaluate: a dataset folder (its --split), or any held-out file (JSON lines with
     /// `text` and optionally `domain`, or plain text; .gz/.zst) tokenized with the run's
     /// tokenizer (the routers folder's tokenizer.json): each document's first tokens, up to the
-    /// experts' training row length, form one row (shorter ones are padded).
+    /// experts' training row length, form one row (shorter ones are padded). Documents with no
+    /// token to score (empty text) are skipped and counted (`skipped_documents`), never
+    /// averaged in.
     #[arg(long)]
     data: PathBuf,
     /// The mixture: a run folder (its mixture.json) or a mixture.json (`smalltalk mixture
@@ -40,10 +42,14 @@ pub struct EvalArgs {
     /// Which split of a dataset folder to evaluate.
     #[arg(long, default_value = "validation")]
     split: Split,
-    /// Routing prefix M̂ in tokens (argmax over routers, no balancing); at least 2.
+    /// Routing prefix M̂ in tokens (argmax over routers, no balancing); at least 2 and at most
+    /// the row length: a longer one is refused (it is the headline result).
     #[arg(long, default_value_t = 32)]
     prefix: usize,
-    /// More routing prefixes to report in the same run, e.g. 8,16,32,64,128,256.
+    /// More routing prefixes to report in the same run, e.g. 8,16,32,64,128,256. The same
+    /// rule as --prefix (2 to the row length); an entry longer than the rows is left out and
+    /// named in the report (`prefix_sweep_left_out`, and a line of the summary), so one fixed
+    /// sweep serves datasets of any row length (--routing-only alike).
     #[arg(long, value_delimiter = ',')]
     prefix_sweep: Vec<usize>,
     /// Seed of the random-routing baseline.
@@ -92,6 +98,8 @@ pub fn run(args: EvalArgs, backend: BackendKind, out: &Output) -> Result<()> {
             path,
             serde_json::to_string_pretty(&value)?.as_bytes(),
         )?;
+        // What a killed earlier run left: a successful rerun leaves no temporaries.
+        smalltalk_stage::atomic::remove_stale_temps(path)?;
     }
     out.result(&value, || report.describe());
     Ok(())

@@ -114,12 +114,28 @@ fn main() {
         smalltalk_stage::stop::on_signals();
     }
     if let Err(err) = run(cli) {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", error_text(&err));
         let stopped = err
             .downcast_ref::<smalltalk_stage::stop::Stopped>()
             .is_some();
         std::process::exit(if stopped { 143 } else { 1 });
     }
+}
+
+/// An error and its causes, joined by `: `, each cause shown only when the text before it
+/// does not hold it already (many errors show their cause in their own message, e.g.
+/// `path: No such file or directory (os error 2)`, and chain it as their source too: printed
+/// with `{:#}` the OS error would appear twice).
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 impl Command {

@@ -20,11 +20,11 @@ pub struct RouteArgs {
     /// (`smalltalk mixture write`).
     #[arg(long)]
     mixture: PathBuf,
-    /// A text to route.
+    /// A text to route (an empty text, or one too short to route, is an error).
     #[arg(long, conflicts_with = "file", required_unless_present = "file")]
     text: Option<String>,
     /// A file of texts: JSON lines (one text per line, field `text`) or a plain-text file (one
-    /// text), optionally .gz/.zst.
+    /// text), optionally .gz/.zst. A text too short to route gets a row with the reason.
     #[arg(long)]
     file: Option<PathBuf>,
     /// Routing prefix M̂ in tokens, at least 2 (texts shorter than this are routed on what
@@ -42,6 +42,9 @@ pub fn run(args: RouteArgs, backend: BackendKind, out: &Output) -> Result<()> {
         bail!("--prefix must be at least 2 (the first token is not scored), not {p}");
     }
     let texts = match (&args.text, &args.file) {
+        (Some(t), _) if t.is_empty() => {
+            bail!("--text is empty: there is nothing to route (give a text of at least 2 tokens)")
+        }
         (Some(t), _) => vec![t.clone()],
         (None, Some(path)) => CorpusReader::texts(path)?,
         (None, None) => bail!("give --text or --file"),
@@ -62,6 +65,11 @@ pub fn run(args: RouteArgs, backend: BackendKind, out: &Output) -> Result<()> {
                     // The member's position, as `expert` (what scripts of earlier versions read).
                     value["expert"] = r.index.into();
                     out.result(&value, || format!("text {i} -> {}", r.describe()));
+                }
+                // The one text of --text must be routed: too short, it is an error. A file's
+                // texts each get a row, a too-short one with the reason.
+                Err(MixtureError::Routing(e @ RoutingError::TooShort { .. })) if args.text.is_some() => {
+                    bail!("--text cannot be routed: {e}")
                 }
                 Err(MixtureError::Routing(e @ RoutingError::TooShort { .. })) => out.result(
                     &serde_json::json!({"index": i, "expert": null, "member": null, "reason": e.to_string()}),

@@ -15,6 +15,40 @@ fn smalltalk(args: &[&str]) -> anyhow::Result<()> {
     run(Cli::try_parse_from(argv)?)
 }
 
+/// An OS error is shown once, not once per error of the chain that holds it.
+#[test]
+fn error_texts_show_the_os_error_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.toml");
+    let missing = missing.to_str().unwrap();
+    for args in [
+        vec![
+            "launch",
+            "k8s",
+            "r",
+            "--config",
+            missing,
+            "--corpus",
+            "c.jsonl",
+            "--experts",
+            "2",
+        ],
+        vec!["status", missing, "--experts", "1"],
+        vec!["mixture", "show", missing],
+    ] {
+        let Err(err) = smalltalk(&args) else { continue };
+        let text = crate::error_text(&err);
+        let os = "(os error";
+        assert!(text.matches(os).count() <= 1, "{args:?}: {text}");
+        if args[0] == "launch" {
+            assert_eq!(text.matches(os).count(), 1, "{text}");
+            assert!(text.contains("missing.toml"), "{text}");
+            // `{:#}` alone would repeat it: the chain holds the I/O error twice.
+            assert!(format!("{err:#}").matches(os).count() >= 2, "{err:#}");
+        }
+    }
+}
+
 #[test]
 fn data_routers_partition_and_route_from_the_command_line() {
     let tmp = tempfile::tempdir().unwrap();
@@ -153,8 +187,26 @@ fn data_routers_partition_and_route_from_the_command_line() {
     let eval_json = p("eval.json");
     let mut to_file = eval.to_vec();
     to_file.extend(["--out", &eval_json]);
+    // Temporaries a killed earlier `eval --out` / `report` left (their process is gone): a
+    // successful rerun removes them.
+    let dead = u32::MAX - 1;
+    for name in [
+        "eval.json",
+        "report.md",
+        "report.json",
+        "config.toml",
+        "prefix_sweep.svg",
+    ] {
+        std::fs::write(p(&format!("{name}.tmp-{dead}-0")), b"partial").unwrap();
+    }
     smalltalk(&to_file).unwrap();
     smalltalk(&["report", "--run", run, "--config", &cfg]).unwrap();
+    let left: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "temporaries left: {left:?}");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p("report.json")).unwrap()).unwrap();
     for key in [
@@ -264,6 +316,14 @@ fn data_routers_partition_and_route_from_the_command_line() {
         bad.extend([flag, value]);
         let err = format!("{:#}", smalltalk(&bad).unwrap_err());
         assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+    // An empty --text, or one too short to route, exits non-zero saying why.
+    for (text, says) in [("", "--text is empty"), ("a", "--text cannot be routed")] {
+        let err = format!(
+            "{:#}",
+            smalltalk(&["route", "--mixture", run, "--text", text]).unwrap_err()
+        );
+        assert!(err.contains(says), "{text:?}: {err}");
     }
     let empty = p("empty.jsonl");
     std::fs::write(&empty, "").unwrap();

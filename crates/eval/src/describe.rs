@@ -39,6 +39,23 @@ impl EvalReport {
                 p.prefix_tokens, p.mixture_ppl, p.mixture_ppl_excl_prefix, p.dense_ppl_excl_prefix
             ));
         }
+        if !r.prefix_sweep_left_out.is_empty() {
+            let left: Vec<String> = r
+                .prefix_sweep_left_out
+                .iter()
+                .map(|m| m.to_string())
+                .collect();
+            s.push_str(&format!(
+                "\nprefix sweep: left out {} (longer than the rows)",
+                left.join(", ")
+            ));
+        }
+        if r.skipped_documents > 0 {
+            s.push_str(&format!(
+                "\n{} documents skipped (empty: no token to score); not averaged in",
+                r.skipped_documents
+            ));
+        }
         s
     }
 }

@@ -139,6 +139,14 @@ pub struct EvalReport {
     /// Per labelled domain with rows here, in label order (empty when rows carry no labels).
     #[serde(default)]
     pub domains: Vec<DomainResult>,
+    /// Documents of a held-out file that were skipped because they hold no token to score
+    /// (empty text): counted here, never averaged in.
+    #[serde(default)]
+    pub skipped_documents: usize,
+    /// Sweep prefixes left out because they are longer than the rows (the headline prefix is
+    /// refused instead).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefix_sweep_left_out: Vec<usize>,
 }
 
 /// Sum of −log p and count of valid targets of row `r` under `lp`, from target `from` on.
@@ -293,6 +301,8 @@ pub fn aggregate(inp: &EvalInputs, seed: u64) -> Result<EvalReport> {
         segments,
         prefix_sweep: sweep,
         domains,
+        skipped_documents: 0,
+        prefix_sweep_left_out: Vec::new(),
     })
 }
 

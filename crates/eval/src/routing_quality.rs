@@ -33,6 +33,10 @@ pub struct RoutingQuality {
     pub sequences: usize,
     /// One entry per prefix, in the order asked.
     pub prefixes: Vec<RoutingAtPrefix>,
+    /// Sweep prefixes left out because they are longer than the rows (the first prefix is
+    /// refused instead), as in the full evaluation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefix_sweep_left_out: Vec<usize>,
 }
 
 impl RoutingQuality {
@@ -50,6 +54,17 @@ impl RoutingQuality {
             out += &format!(
                 "  prefix {:>4}: purity {purity}, largest expert load {max_load:.3}\n",
                 p.prefix_tokens
+            );
+        }
+        if !self.prefix_sweep_left_out.is_empty() {
+            let left: Vec<String> = self
+                .prefix_sweep_left_out
+                .iter()
+                .map(|m| m.to_string())
+                .collect();
+            out += &format!(
+                "prefix sweep: left out {} (longer than the rows)\n",
+                left.join(", ")
             );
         }
         out
@@ -71,15 +86,21 @@ pub fn routing_quality<B: Backend>(
         )));
     }
     let router = TextRouter::load::<B>(routers_dir, device)?;
-    let (rows, domains) = eval_rows(&router.tokenizer, router.tokenizer_hash(), data, || {
-        Ok(longest)
-    })?;
+    let crate::stage::EvalRows { rows, domains, .. } =
+        eval_rows(&router.tokenizer, router.tokenizer_hash(), data, || {
+            Ok(longest)
+        })?;
     let (n, row_len) = (rows.num_sequences(), rows.row_len());
-    if longest > row_len {
+    // The rule of the full evaluation: the first prefix must fit in the rows; a sweep entry
+    // that does not is left out and named.
+    if prefixes[0] > row_len {
         return Err(EvalError::Config(format!(
-            "routing prefix {longest} is longer than the rows ({row_len} tokens)"
+            "routing prefix {} is longer than the rows ({row_len} tokens)",
+            prefixes[0]
         )));
     }
+    let (prefixes, left_out) = crate::stage::fit_prefixes(prefixes, row_len);
+    let prefixes = prefixes.as_slice();
     let mut tokens = vec![0u32; n * row_len];
     for (r, row) in tokens.chunks_mut(row_len).enumerate() {
         rows.read_sequence(r, row);
@@ -108,5 +129,6 @@ pub fn routing_quality<B: Backend>(
         experts: scorer.experts(),
         sequences: n,
         prefixes,
+        prefix_sweep_left_out: left_out,
     })
 }

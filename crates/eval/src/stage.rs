@@ -108,19 +108,21 @@ pub fn eval_run<B: Backend>(
     prefixes.dedup();
     let first = manifest.members[0].name.clone();
     let file_row_len = || Ok(mix.trained_row_len(&first)?);
-    let (rows, domains) = eval_rows(
+    let EvalRows {
+        rows,
+        domains,
+        skipped_documents,
+    } = eval_rows(
         mix.tokenizer(),
         &manifest.tokenizer.hash,
         data,
         file_row_len,
     )?;
     let row_len = rows.row_len();
-    let prefixes: Vec<usize> = prefixes
-        .iter()
-        .enumerate()
-        .filter(|&(i, &m)| i == 0 || m <= row_len)
-        .map(|(_, &m)| m)
-        .collect();
+    // One rule for every prefix: it must fit in the rows (2..=row length). The headline is the
+    // result, so one that does not fit is refused (by `evaluate`); a sweep entry that does not
+    // fit is left out and named in the report (`prefix_sweep_left_out`).
+    let (prefixes, left_out) = fit_prefixes(&prefixes, row_len);
     let report = evaluate(
         mix.scorer(),
         &Models {
@@ -145,8 +147,24 @@ pub fn eval_run<B: Backend>(
         routing: Some(manifest.routing.method.clone()),
         members: manifest.names(),
         unfinished,
+        skipped_documents,
+        prefix_sweep_left_out: left_out,
         ..report
     })
+}
+
+/// The prefixes that fit in rows of `row_len` tokens (the first, the headline, is always kept:
+/// the caller refuses it when it does not fit) and the sweep entries left out.
+pub(crate) fn fit_prefixes(prefixes: &[usize], row_len: usize) -> (Vec<usize>, Vec<usize>) {
+    let mut kept = Vec::new();
+    let mut left_out = Vec::new();
+    for (i, &m) in prefixes.iter().enumerate() {
+        match i == 0 || m <= row_len {
+            true => kept.push(m),
+            false => left_out.push(m),
+        }
+    }
+    (kept, left_out)
 }
 
 /// The dense baseline's name in the manifest (E× the experts' batch, the paper's protocol).
@@ -154,15 +172,25 @@ const DENSE: &str = "dense";
 /// The E×-steps dense baseline's name in the manifest.
 const DENSE_STEPS: &str = "dense-steps";
 
+/// The rows to evaluate.
+pub(crate) struct EvalRows {
+    /// The rows.
+    pub rows: Box<dyn SequenceSource>,
+    /// Their domain labels, when every row has one.
+    pub domains: Option<Domains>,
+    /// Documents of a file skipped because they hold no token to score.
+    pub skipped_documents: usize,
+}
+
 /// The rows of `data` and their domain labels (when every row has one): a dataset split
 /// (refused when built with another tokenizer than the router's), or a file's documents cut
-/// to `file_row_len()` tokens each.
+/// to `file_row_len()` tokens each (empty documents skipped and counted).
 pub(crate) fn eval_rows(
     tokenizer: &TextTokenizer,
     tokenizer_hash: &str,
     data: &EvalData<'_>,
     file_row_len: impl FnOnce() -> Result<usize>,
-) -> Result<(Box<dyn SequenceSource>, Option<Domains>)> {
+) -> Result<EvalRows> {
     match data {
         EvalData::Split { dataset, split } => {
             let dataset = Dataset::open(dataset)?;
@@ -178,29 +206,44 @@ pub(crate) fn eval_rows(
             let rows = dataset.reader(*split, Verify::Checksums)?;
             let labels: Vec<u32> = (0..rows.len()).map(|i| rows.meta(i).domain).collect();
             let domains = (!m.domains.is_empty()).then(|| (labels, m.domains.clone()));
-            Ok((Box::new(rows), domains))
+            Ok(EvalRows {
+                rows: Box::new(rows),
+                domains,
+                skipped_documents: 0,
+            })
         }
         EvalData::File(file) => {
-            let (rows, domains) = file_rows(tokenizer, file, file_row_len()?)?;
-            Ok((Box::new(rows), domains))
+            let (rows, domains, skipped_documents) = file_rows(tokenizer, file, file_row_len()?)?;
+            Ok(EvalRows {
+                rows: Box::new(rows),
+                domains,
+                skipped_documents,
+            })
         }
     }
 }
 
 /// Rows of a held-out `file`: each document's first `row_len` tokens (its tokens and the
-/// end-of-document token), padded with the tokenizer's pad id; and the documents' domain
-/// labels when every document has one.
+/// end-of-document token), padded with the tokenizer's pad id; the documents' domain labels
+/// when every document has one; and how many documents were skipped because their text
+/// gives no token (an empty row has no target to score: averaged in, it would make every
+/// perplexity NaN).
 fn file_rows(
     tokenizer: &TextTokenizer,
     file: &Path,
     row_len: usize,
-) -> Result<(VecSource, Option<Domains>)> {
+) -> Result<(VecSource, Option<Domains>, usize)> {
     let pad = tokenizer.pad_id;
     let mut tokens = Vec::new();
     let (mut labels, mut names): (Vec<Option<u32>>, Vec<String>) = (Vec::new(), Vec::new());
+    let mut skipped = 0;
     for doc in CorpusReader::open(&[file.to_path_buf()], CorpusFormat::default())? {
         let doc = doc?;
         let mut ids = tokenizer.encode(&doc.text)?;
+        if ids.is_empty() {
+            skipped += 1;
+            continue;
+        }
         ids.push(tokenizer.eos_id);
         ids.resize(row_len, pad);
         tokens.extend_from_slice(&ids[..row_len]);
@@ -217,7 +260,7 @@ fn file_rows(
     }
     if tokens.is_empty() {
         return Err(EvalError::Config(format!(
-            "{}: no documents to evaluate",
+            "{}: no document to evaluate ({skipped} empty documents skipped)",
             file.display()
         )));
     }
@@ -226,5 +269,5 @@ fn file_rows(
         .all(Option::is_some)
         .then(|| (labels.into_iter().flatten().collect(), names))
         .filter(|(_, names): &(Vec<u32>, Vec<String>)| !names.is_empty());
-    Ok((VecSource::new(tokens, row_len, Some(pad)), domains))
+    Ok((VecSource::new(tokens, row_len, Some(pad)), domains, skipped))
 }

@@ -37,6 +37,17 @@ pub enum LaunchError {
         /// Their ids and names.
         jobs: String,
     },
+    /// A value that would reach a generated script is not one the scheduler accepts (or could
+    /// change what the script runs).
+    #[error("{key} = {value:?}: {rule}")]
+    Unsafe {
+        /// The flag, config key or path at fault (`--partition`, `[cluster] extra[0]`, `RUN`).
+        key: String,
+        /// The value refused.
+        value: String,
+        /// What is accepted.
+        rule: String,
+    },
     /// Writing a file failed.
     #[error(transparent)]
     Stage(#[from] smalltalk_stage::StageError),

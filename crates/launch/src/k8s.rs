@@ -178,9 +178,14 @@ pub fn write_manifests(spec: &RunSpec, jobs: &[Job]) -> crate::Result<Vec<std::p
         let file = format!("{i:02}-{stage}.json");
         let text = serde_json::to_string_pretty(job).expect("a Job serialises");
         smalltalk_stage::atomic::write_file(&dir.join(&file), text.as_bytes())?;
+        // The namespace is checked ([`ClusterConfig::check_k8s`]) and the name made of
+        // DNS-1123 characters; both are quoted all the same.
+        let namespace = job.metadata.namespace.as_deref().unwrap_or("default");
         apply.push_str(&format!(
-            "kubectl apply -f {file}\nkubectl wait --for=condition=complete --timeout=-1s -n {} job/{name}\n",
-            job.metadata.namespace.as_deref().unwrap_or("default")
+            "kubectl apply -f {}\nkubectl wait --for=condition=complete --timeout=-1s -n {} {}\n",
+            shell_quote(&file),
+            shell_quote(namespace),
+            shell_quote(&format!("job/{name}")),
         ));
         files.push(dir.join(file));
     }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::cluster::ClusterConfig;
 use crate::error::{LaunchError, Result};
 use crate::plan::RunSpec;
+use crate::safe;
 use crate::slurm::{BatchScript, Submitted};
 use crate::status::UnitStatus;
 
@@ -57,13 +58,32 @@ impl LaunchRequest {
             experts: self.experts,
             backend: self.backend.clone(),
         };
+        // Every path and word of the stages' commands is quoted into the scripts: it must be
+        // text a program can be given.
+        safe::check_path("--config", &spec.config)?;
+        for c in &spec.corpus {
+            safe::check_path("--corpus", c)?;
+        }
+        safe::check_arg("--backend", &spec.backend)?;
         Ok((spec, cluster))
     }
 
     /// Write the run's batch scripts and, unless `dry_run`, submit what is missing with the
     /// `smalltalk` binary at `bin` (see [`crate::slurm`]).
+    /// Every value is checked first ([`crate::safe`]): one Slurm would not accept, or that could
+    /// change what a script runs, is refused naming its flag, config key or path, before
+    /// anything is written.
     pub fn slurm(&self, bin: &Path, dry_run: bool) -> Result<Vec<(Submitted, BatchScript)>> {
+        if let Some(p) = &self.partition {
+            safe::check_partition("--partition", p)?;
+        }
+        if let Some(t) = &self.time {
+            safe::check_time("--time", t)?;
+        }
         let (spec, cluster) = self.resolve()?;
+        safe::check_slurm_run("RUN", &spec.run)?;
+        safe::check_path("--bin", bin)?;
+        cluster.check_slurm()?;
         let scripts = crate::slurm::batch_scripts(&spec, &cluster, bin);
         spec.save()?;
         let submitted = crate::slurm::launch(&scripts, &spec, dry_run)?;
@@ -71,8 +91,12 @@ impl LaunchRequest {
     }
 
     /// Write the run's Kubernetes Jobs (the image's binary is `bin`); the files written.
+    /// Every value is checked first, as for [`LaunchRequest::slurm`].
     pub fn k8s(&self, bin: &str) -> Result<Vec<PathBuf>> {
         let (spec, cluster) = self.resolve()?;
+        safe::check_path("RUN", &spec.run)?;
+        safe::check_arg("--bin", bin)?;
+        cluster.check_k8s()?;
         let jobs = crate::k8s::jobs(&spec, &cluster, bin);
         spec.save()?;
         crate::k8s::write_manifests(&spec, &jobs)

@@ -11,15 +11,20 @@
 //!
 //! The stages and their commands ([`plan`]) are the ones `cargo xtask pipeline` runs on one
 //! machine, so every way of running writes the same run folder. Resources come from the
-//! `[cluster]` table of the run's config ([`cluster`]).
+//! `[cluster]` table of the run's config ([`cluster`]). Every value that reaches a generated
+//! script is validated for the scheduler or quoted for the shell ([`safe`]).
 
 pub mod cluster;
 pub mod error;
 pub mod k8s;
 mod launch;
 pub mod plan;
+pub mod safe;
 pub mod slurm;
 pub mod status;
+
+#[cfg(test)]
+mod hostile_tests;
 
 pub use cluster::{ClusterConfig, Resources};
 pub use error::{LaunchError, Result};

@@ -12,6 +12,7 @@ use std::process::Command;
 use crate::cluster::ClusterConfig;
 use crate::error::{LaunchError, Result};
 use crate::plan::{RunSpec, Stage, StageName};
+pub use crate::safe::shell_quote;
 use crate::status::{log_pattern, stage_done, unfinished_experts, UnitStatus};
 
 /// The exit status of a `smalltalk` stage stopped on request after writing a checkpoint.
@@ -92,12 +93,20 @@ pub fn batch_scripts(spec: &RunSpec, cluster: &ClusterConfig, bin: &Path) -> Vec
         .collect()
 }
 
-/// The job name of a stage of the run: `smalltalk-<run folder name>-<stage>`.
+/// The job name of a stage of the run: `smalltalk-<run folder name>-<stage>`, every
+/// character of the folder name other than ASCII letters, digits, `_`, `-` and `.` written as
+/// `_` (the name is an `#SBATCH` value and a `squeue --name` list item).
 pub fn job_name(spec: &RunSpec, stage: StageName) -> String {
-    let run = spec
+    let run: String = spec
         .run
         .file_name()
-        .map_or("run".into(), |n| n.to_string_lossy().into_owned());
+        .map_or("run".into(), |n| n.to_string_lossy().into_owned())
+        .chars()
+        .map(|c| match c.is_ascii_alphanumeric() || "_-.".contains(c) {
+            true => c,
+            false => '_',
+        })
+        .collect();
     format!("smalltalk-{run}-{stage}")
 }
 
@@ -117,7 +126,7 @@ fn script(
     line(format!("--job-name={}", job_name(spec, stage.name)));
     line(format!(
         "--output={}",
-        logs.join(log_pattern(stage.name)).display()
+        sbatch_quote(&logs.join(log_pattern(stage.name)).display().to_string())
     ));
     line("--ntasks=1".into());
     line(format!("--cpus-per-task={}", r.cpus.unwrap_or(1)));
@@ -169,13 +178,16 @@ fn script(
     s
 }
 
-/// `arg` quoted for bash when it needs it.
-pub(crate) fn shell_quote(arg: &str) -> String {
+/// A value for an `#SBATCH` line that sbatch reads as one argument: as it is when it holds
+/// only safe characters, else in double quotes (sbatch's own quoting). The values are checked
+/// first ([`crate::safe`]): no line breaks, `"`, `\\` or `%` reach here.
+fn sbatch_quote(value: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c);
-    if !arg.is_empty() && arg.chars().all(plain) {
-        arg.into()
+    debug_assert!(!value.contains(|c: char| c.is_control() || c == '"' || c == '\\'));
+    if !value.is_empty() && value.chars().all(plain) {
+        value.into()
     } else {
-        format!("'{}'", arg.replace('\'', r"'\''"))
+        format!("\"{value}\"")
     }
 }
 

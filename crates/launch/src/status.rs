@@ -62,7 +62,7 @@ pub fn run_status(run: &Path, experts: usize) -> Vec<UnitStatus> {
         };
         for task in tasks {
             let mut state = unit_state(&layout, stage, task);
-            if !matches!(state, State::Done) {
+            if !matches!(state, State::Done | State::Failed { .. }) {
                 if let Some(error) = last_error(&logs, stage, task) {
                     state = State::Failed { error };
                 }
@@ -111,7 +111,30 @@ pub fn unfinished_experts(run: &Path, experts: usize) -> Vec<usize> {
         .collect()
 }
 
+/// The stage folder of a unit, for the units that own one (eval and report write files).
+fn unit_folder(run: &RunLayout, stage: StageName, task: Option<usize>) -> Option<PathBuf> {
+    Some(match stage {
+        StageName::Data => run.data(),
+        StageName::Routers => run.routers(),
+        StageName::Partition => run.partition(),
+        StageName::Experts => expert_dir(&run.experts(), task.unwrap_or(0)),
+        StageName::Dense => dense_dir(&run.experts()),
+        StageName::DenseSteps => dense_steps_dir(&run.experts()),
+        StageName::Eval | StageName::Report => return None,
+    })
+}
+
+/// Where a unit stands. A stage folder whose ownership marker (`stage.json`) exists but
+/// cannot be read is never done: the stage itself refuses to resume from it, so it is
+/// `Failed` with the marker's error, whatever its other files say.
 fn unit_state(run: &RunLayout, stage: StageName, task: Option<usize>) -> State {
+    if let Some(dir) = unit_folder(run, stage, task) {
+        if let Err(e) = smalltalk_stage::Identity::read(&dir) {
+            return State::Failed {
+                error: format!("error: {e}"),
+            };
+        }
+    }
     let done = |paths: &[PathBuf]| paths.iter().all(|p| p.exists());
     match stage {
         StageName::Data => state_of(done(&[run.data_manifest()]), None),
@@ -310,6 +333,52 @@ mod tests {
         let table = describe(&rows);
         assert!(
             table.contains("failed: error: expert 1: disk full"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_finished_expert_with_a_garbage_stage_marker_is_not_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        let layout = RunLayout::new(run);
+        for e in 0..2 {
+            let expert = layout.expert(e);
+            std::fs::create_dir_all(expert.join("checkpoints/step-00000040")).unwrap();
+            std::fs::write(
+                expert.join("metrics.jsonl"),
+                "{\"step\":40,\"total_steps\":40}\n",
+            )
+            .unwrap();
+            let marker = serde_json::json!({
+                "format": smalltalk_stage::folder::MARKER_FORMAT,
+                "kind": "expert",
+                "inputs": {},
+                "settings": {},
+            });
+            std::fs::write(expert.join("stage.json"), marker.to_string()).unwrap();
+        }
+        assert!(stage_done(run, StageName::Experts, 2));
+        std::fs::write(layout.expert(1).join("stage.json"), "\u{0}garbage{").unwrap();
+        let rows = run_status(run, 2);
+        let expert = |e| rows.iter().find(|r| r.task == Some(e)).unwrap();
+        assert_eq!(expert(0).state, State::Done);
+        let State::Failed { error } = &expert(1).state else {
+            panic!("{:?}", expert(1).state);
+        };
+        assert!(error.contains("stage.json"), "{error}");
+        assert!(!stage_done(run, StageName::Experts, 2));
+        assert_eq!(unfinished_experts(run, 2), [1]);
+        // A marker of another format is not done either.
+        std::fs::write(
+            layout.expert(1).join("stage.json"),
+            "{\"format\":\"other/9\",\"kind\":\"expert\",\"inputs\":{},\"settings\":{}}",
+        )
+        .unwrap();
+        assert!(!stage_done(run, StageName::Experts, 2));
+        let table = describe(&run_status(run, 2));
+        assert!(
+            table.contains("failed: error: ") && table.contains("other/9"),
             "{table}"
         );
     }

@@ -204,6 +204,8 @@ pub(crate) mod fixture {
                 sweep(256, 11.25),
             ],
             domains: Vec::new(),
+            skipped_documents: 0,
+            prefix_sweep_left_out: Vec::new(),
         }
     }
 

@@ -156,7 +156,7 @@ pub fn write_report(layout: &RunLayout, config_file: Option<&Path>) -> Result<Re
         test: inputs.eval_test.as_ref().map(|e| e.report.clone()),
         branched: inputs.eval_branched.as_ref().map(|e| e.report.clone()),
     };
-    let write = smalltalk_stage::atomic::write_file;
+    let write = write_clean;
     write(&layout.config(), effective.text.as_bytes())?;
     let plots = plots::draw_all(layout, &inputs)?;
     let md = markdown::render(&report, &inputs, &plots, &effective, quoted.as_ref());
@@ -164,6 +164,14 @@ pub fn write_report(layout: &RunLayout, config_file: Option<&Path>) -> Result<Re
     let json = serde_json::to_string_pretty(&report).expect("the report serializes to JSON");
     write(&layout.report_json(), json.as_bytes())?;
     Ok(report)
+}
+
+/// Write `path` atomically, then remove the temporaries of `path` that killed writers left
+/// (`<name>.tmp-<pid>-<n>` of processes no longer running): a successful rerun leaves none.
+pub(crate) fn write_clean(path: &Path, bytes: &[u8]) -> Result<()> {
+    smalltalk_stage::atomic::write_file(path, bytes)?;
+    smalltalk_stage::atomic::remove_stale_temps(path)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -115,8 +115,7 @@ pub(crate) fn write_svg(path: &std::path::Path, draw: &dyn Fn(&Area) -> Drawn) -
                 message: e.to_string(),
             })?;
     }
-    smalltalk_stage::atomic::write_file(path, svg.as_bytes())?;
-    Ok(())
+    crate::write_clean(path, svg.as_bytes())
 }
 
 /// The white area under `title` with the legend `entries` in a strip below it; returns the

@@ -16,6 +16,7 @@ mod lm_util;
 mod mixture;
 mod pipeline_api;
 mod reliability;
+mod reliability_numbers;
 mod router_em;
 mod routing_methods;
 #[cfg(feature = "wgpu")]
