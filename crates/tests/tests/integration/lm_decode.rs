@@ -125,7 +125,7 @@ fn greedy() -> SamplingOptions {
 fn cached_decoding_gives_the_logits_of_the_whole_sequence() {
     let model = decode_model::<B>(64, &dev());
     let prompt = random_tokens(1, 6, 41);
-    let seqs = check_cached_against_full(&model, &[prompt.clone()], 40, 1e-5);
+    let seqs = check_cached_against_full(&model, std::slice::from_ref(&prompt), 40, 1e-5);
     let tokens = &seqs[0][prompt.len()..];
     let distinct: std::collections::BTreeSet<_> = tokens.iter().collect();
     assert!(distinct.len() > 3, "greedy decoding is stuck: {tokens:?}");
