@@ -19,7 +19,8 @@ use crate::error::{MixtureError, Result};
 use crate::generate::{check_prompt, GenerateOptions, Generation, TextStream, Timing};
 use crate::manifest::{resolve, MixtureManifest, ModelRecord};
 use crate::route::{MemberScore, RoutingDecision};
-use crate::scorer::{OffsetScorer, RouterLms};
+use crate::scorer::OffsetScorer;
+use smalltalk_router::{RouterSet, RoutersManifest};
 
 /// How to open a mixture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -87,10 +88,10 @@ impl<B: Backend> Mixture<B> {
                     load_weights::<B>(&root, r, device)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Box::new(RouterLms {
+            let routers = resolve(&root, &manifest.routing.routers);
+            Box::new(RouterSet {
+                manifest: RoutersManifest::load(&routers)?,
                 models: ModelSet::new(models),
-                trained_prefix: manifest.routing.trained_prefix,
-                fingerprint: manifest.routing.fingerprint.clone(),
                 tokenizer_hash: manifest.tokenizer.hash.clone(),
             })
         } else {

@@ -1,57 +1,8 @@
-//! The members' routers as one `PrefixScorer` (paper §2.4, Eqs. 4–7): router LMs loaded
-//! from each member's own weights file, in member order, or a baseline method's scorer; each
-//! member's score offset added to its score.
+//! The members' routers as one `PrefixScorer` (paper §2.4, Eqs. 4–7): the router LMs (a
+//! `smalltalk_router::RouterSet` of each member's own weights file, in member order) or a
+//! baseline method's scorer, with each member's score offset added to its score.
 
-use smalltalk_lm::burn::tensor::backend::Backend;
-use smalltalk_lm::ModelSet;
-use smalltalk_router::scoring::{score_prefix_lengths_all, score_prefixes};
 use smalltalk_routing::{DomainGroups, PrefixScorer, ScorerError};
-
-/// The router LMs of the members (router `i` is member `i`'s).
-pub(crate) struct RouterLms<B: Backend> {
-    pub models: ModelSet<B>,
-    pub trained_prefix: usize,
-    pub fingerprint: String,
-    pub tokenizer_hash: String,
-}
-
-impl<B: Backend> PrefixScorer for RouterLms<B> {
-    fn experts(&self) -> usize {
-        self.models.len()
-    }
-    fn trained_prefix(&self) -> usize {
-        self.trained_prefix
-    }
-    fn fingerprint(&self) -> String {
-        self.fingerprint.clone()
-    }
-    fn tokenizer_hash(&self) -> String {
-        self.tokenizer_hash.clone()
-    }
-    fn score(
-        &self,
-        prefixes: &[u32],
-        prefix_len: usize,
-        pad: Option<u32>,
-    ) -> Result<Vec<f32>, ScorerError> {
-        Ok(score_prefixes(&self.models, prefixes, prefix_len, pad)?)
-    }
-    fn score_lengths(
-        &self,
-        rows: &[u32],
-        row_len: usize,
-        prefix_lens: &[usize],
-        pad: Option<u32>,
-    ) -> Result<Vec<Vec<f32>>, ScorerError> {
-        Ok(score_prefix_lengths_all(
-            &self.models,
-            rows,
-            row_len,
-            prefix_lens,
-            pad,
-        )?)
-    }
-}
 
 /// A scorer with each member's score offset added (the mixture's routing scores). The
 /// `domain` method routes by labels, not scores: its offsets do not apply.
